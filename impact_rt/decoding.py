@@ -1,0 +1,122 @@
+"""The mask-based parallel decoding loop (paper §3.2), written once for every backend.
+
+A backend supplies the compute steps (``encode`` and ``sample``); this module owns the
+schedule, the decoding order, the noise and the bookkeeping. Every table is built before the
+loop; inside it there is no ``nonzero``, no boolean indexing and no data-dependent shape.
+
+Noise comes from a ``NoiseSource``: ``TorchNoise`` draws from one seeded ``torch.Generator``
+per sample (so a sample's audio does not depend on what else is in the batch);
+``RecordedNoise`` replays what another run drew, so that two backends can be compared step
+for step with the same injected noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from . import ddpm
+from .config import DecodeConfig, ModelConfig
+from .mask_schedule import MaskPlan, guidance_schedule
+
+
+class NoiseSource(Protocol):
+    def order(self, batch: int, num_tokens: int) -> torch.Tensor: ...          # [B, N] long
+    def head(self, t: int, batch: int, rows: int, steps: int, dim: int) -> torch.Tensor: ...  # [T̂, B·K, C]
+
+
+class TorchNoise:
+    """Noise from one torch.Generator per sample, drawn in a fixed order."""
+
+    def __init__(self, seeds: list[int], device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+
+    def order(self, batch, num_tokens):
+        assert batch == len(self.generators)
+        return torch.stack([torch.randperm(num_tokens, generator=g, device=self.device) for g in self.generators])
+
+    def head(self, t, batch, rows, steps, dim):
+        draws = [torch.randn(steps, rows, dim, generator=g, device=self.device) for g in self.generators]
+        return torch.stack(draws, dim=1).reshape(steps, batch * rows, dim)
+
+
+@dataclass
+class RecordedNoise:
+    """Replays noise recorded from another source; wraps one to record (``RecordedNoise.wrap``)."""
+
+    orders: torch.Tensor | None = None
+    heads: list[torch.Tensor] = field(default_factory=list)
+    inner: NoiseSource | None = None
+
+    @classmethod
+    def wrap(cls, inner: NoiseSource) -> "RecordedNoise":
+        return cls(inner=inner)
+
+    def replay(self) -> "RecordedNoise":
+        return RecordedNoise(orders=self.orders, heads=list(self.heads))
+
+    def order(self, batch, num_tokens):
+        if self.inner is not None:
+            self.orders = self.inner.order(batch, num_tokens)
+        return self.orders
+
+    def head(self, t, batch, rows, steps, dim):
+        if self.inner is not None:
+            self.heads.append(self.inner.head(t, batch, rows, steps, dim))
+        return self.heads[t]
+
+
+class Backend(Protocol):
+    """The compute steps of one generation. ``cond`` is already projected to the encoder width."""
+
+    def encode(self, tokens, cond, cond_mask, visible_idx, predicted_idx) -> torch.Tensor: ...
+    def sample(self, h_cond, h_uncond, noise, guidance: float, temperature: float,
+               schedule: ddpm.Schedule) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class DecodeTables:
+    """Everything the loop needs, computed once per (N, T, T̂, β_max)."""
+
+    plan: MaskPlan
+    guidance: tuple[float, ...]
+    schedule: ddpm.Schedule
+
+    @classmethod
+    def build(cls, model_cfg: ModelConfig, dc: DecodeConfig) -> "DecodeTables":
+        dc.validate(model_cfg.num_tokens, model_cfg.train_steps)
+        return cls(MaskPlan.build(model_cfg.num_tokens, dc.iterations),
+                   tuple(guidance_schedule(dc.iterations, dc.guidance)),
+                   ddpm.Schedule.cosine(model_cfg.train_steps).respace(dc.diffusion_steps))
+
+
+def decode(backend: Backend, model_cfg: ModelConfig, dc: DecodeConfig, cond: torch.Tensor,
+           cond_mask: torch.Tensor, null_cond: torch.Tensor, null_mask: torch.Tensor, noise: NoiseSource,
+           tables: DecodeTables | None = None,
+           on_iteration: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Generate latent tokens [B, N, C] for projected conditions ``cond`` [B, L, D]."""
+    tables = tables or DecodeTables.build(model_cfg, dc)
+    plan = tables.plan
+    b, n, c, steps = cond.shape[0], model_cfg.num_tokens, model_cfg.token_dim, dc.diffusion_steps
+    use_cfg = dc.guidance != 1.0
+    if use_cfg:  # cond rows then uncond rows, through one encoder batch
+        cond, cond_mask = torch.cat([cond, null_cond]), torch.cat([cond_mask, null_mask])
+    order = noise.order(b, n).to(cond.device)
+    tokens = torch.zeros(b, n, c, dtype=torch.float32, device=cond.device)
+    for t in range(plan.iterations):
+        visible, predicted = order[:, plan.visible_slice(t)], order[:, plan.predicted_slice(t)]
+        k = predicted.shape[1]
+        if use_cfg:
+            h = backend.encode(torch.cat([tokens, tokens]), cond, cond_mask,
+                               torch.cat([visible, visible]), torch.cat([predicted, predicted]))
+            h_cond, h_uncond = h[:b].reshape(b * k, -1), h[b:].reshape(b * k, -1)
+        else:
+            h_cond, h_uncond = backend.encode(tokens, cond, cond_mask, visible, predicted).reshape(b * k, -1), None
+        eps_noise = noise.head(t, b, k, steps, c).to(cond.device)
+        z = backend.sample(h_cond, h_uncond, eps_noise, tables.guidance[t], dc.temperature, tables.schedule)
+        tokens = tokens.scatter(1, predicted[..., None].expand(-1, -1, c), z.reshape(b, k, c).float())
+        if on_iteration is not None:
+            on_iteration(t, plan.iterations)
+    return tokens
