@@ -1,0 +1,117 @@
+"""Model bundles: a folder with ``config.json``, safetensors weights and a model card.
+
+    config.json          format, version, model config, conditioner spec, VAE / vocoder, defaults
+    impact.safetensors   text projection, null condition, latent encoder, diffusion head
+    vae.safetensors      the VAE (+ vae.json; only the decoder is used at inference)
+    vocoder.safetensors  the HiFi-GAN vocoder (+ vocoder.json), absent for Griffin-Lim
+    MODEL_CARD.md
+
+Weights are safetensors, never pickle. ``bundle_hash`` is the sha256 over every file's name and
+content: the key of every cache built from a bundle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, DecodeConfig, ModelConfig
+
+FORMAT = "impact-rt-bundle"
+VERSION = 1
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete or corrupt. One-line message."""
+
+
+@dataclass
+class BundleConfig:
+    model: ModelConfig
+    conditioner: dict
+    vocoder: dict                 # {"kind": "hifigan"} or {"kind": "griffinlim", "n_iter": 32}
+    decode: DecodeConfig
+    vae: dict | None = None       # {"kind": "file"} or {"kind": "random", "preset": "test"}
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "model": self.model.to_dict(),
+                "conditioner": self.conditioner, "vae": self.vae or {"kind": "file"}, "vocoder": self.vocoder,
+                "decode": {k: getattr(self.decode, k) for k in ("iterations", "diffusion_steps", "guidance", "temperature")}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "BundleConfig":
+        if d.get("format") != FORMAT:
+            raise BundleError(f"not an impact-rt bundle (format {d.get('format')!r})")
+        if d.get("version") != VERSION:
+            raise BundleError(f"bundle version {d.get('version')} is not supported (expected {VERSION})")
+        return cls(ModelConfig.from_dict(d["model"]), d["conditioner"], d["vocoder"],
+                   DecodeConfig(**d.get("decode", {})), d.get("vae"))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_generator(model: torch.nn.Module, directory: Path, dtype: torch.dtype | None = None) -> None:
+    from safetensors.torch import save
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
+    _atomic_write(Path(directory) / "impact.safetensors", save(tensors))
+
+
+def write_config(cfg: BundleConfig, directory: Path) -> None:
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    _atomic_write(Path(directory) / "config.json", (json.dumps(cfg.to_json(), indent=2) + "\n").encode())
+
+
+def read_config(directory: str | Path) -> BundleConfig:
+    d = Path(directory)
+    p = d / "config.json"
+    if not d.is_dir():
+        raise BundleError(f"model bundle not found: {d}")
+    if not p.is_file():
+        raise BundleError(f"model bundle {d} has no config.json")
+    try:
+        raw = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"model bundle {d}: config.json is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    try:
+        return BundleConfig.from_json(raw)
+    except (KeyError, TypeError) as e:
+        raise BundleError(f"model bundle {d}: config.json is incomplete ({e})") from None
+
+
+def load_generator_state(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    p = Path(directory) / "impact.safetensors"
+    if not p.is_file():
+        raise BundleError(f"model bundle {directory} has no impact.safetensors")
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BundleError(f"model bundle {directory}: impact.safetensors is corrupt ({str(e).splitlines()[0]})") from None
+
+
+def bundle_hash(directory: str | Path) -> str:
+    d = Path(directory)
+    h = hashlib.sha256()
+    for p in sorted(q for q in d.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(d)).encode() + b"\0")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

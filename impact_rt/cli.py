@@ -1,0 +1,225 @@
+"""The ``impact-rt`` command line.
+
+Exit codes: 0 success, 2 usage errors (bad arguments, bad input), 1 runtime errors (missing or
+corrupt weights, unwritable output). Errors are one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+from .config import ConfigError
+
+FORMATS = ("wav", "flac", "ogg")
+
+
+class UsageError(ConfigError):
+    pass
+
+
+def _prompt_slug(prompt: str, limit: int = 60) -> str:
+    """A file-name stem that is safe on every filesystem (ASCII letters, digits, dashes)."""
+    import unicodedata
+    s = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()
+    s = re.sub(r"[^a-z0-9]+", "-", s).strip("-")[:limit].strip("-")
+    return s or "clip"
+
+
+def _read_prompts_file(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"prompts file not found: {path}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"prompts file {path} is not UTF-8 (byte {e.start})") from None
+    if p.suffix.lower() == ".csv":
+        import csv
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows or "caption" not in rows[0]:
+            raise UsageError(f"prompts file {path}: a CSV needs a 'caption' column")
+        return [r["caption"] for r in rows]
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iterations", "-T", type=int, default=None, help="decoding iterations T (default: the bundle's)")
+    p.add_argument("--diffusion-steps", "-K", type=int, default=None, help="DDPM steps per iteration T̂ (default: the bundle's)")
+    p.add_argument("--guidance", type=float, default=None, help="CFG β_max (default: the bundle's)")
+    p.add_argument("--temperature", type=float, default=None, help="noise temperature (default: the bundle's)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .pipeline import BACKENDS
+    ap = argparse.ArgumentParser(prog="impact-rt", description="Fast IMPACT text-to-audio runtime.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"impact-rt {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate 10.24 s clips from text prompts",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("prompts", nargs="*", metavar="PROMPT")
+    g.add_argument("--prompts-file", help="text file (one prompt a line) or AudioCaps-style CSV (caption column)")
+    g.add_argument("-n", "--num", type=int, default=1, help="clips per prompt")
+    g.add_argument("--seed", type=int, default=None, help="seed of the first clip (then +1 per clip); random if absent")
+    _add_decode_args(g)
+    g.add_argument("--backend", default="auto", choices=BACKENDS)
+    g.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
+    g.add_argument("--batch-size", type=int, default=8, help="clips generated together")
+    g.add_argument("-o", "--output", default=None, help="output file (one clip only)")
+    g.add_argument("--out-dir", default=".", help="output folder (file names derived from prompts)")
+    g.add_argument("--format", default=None, choices=FORMATS, help="audio format (default: from -o, else wav)")
+    g.add_argument("--force", action="store_true", help="overwrite existing files")
+    g.add_argument("--json", action="store_true", help="print one JSON record per clip")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    i = sub.add_parser("info", help="presets, parameter counts and available backends")
+    i.add_argument("--json", action="store_true")
+
+    try:
+        from .evaluation import cli as eval_cli
+        e = sub.add_parser("eval", help="evaluate generated clips (YAMNet FD, KL, IS, prompt adherence)")
+        eval_cli.add_arguments(e)
+        e.set_defaults(_run=eval_cli.run)
+    except ImportError:  # pragma: no cover - evaluation is part of the package
+        pass
+    return ap
+
+
+def _plan_outputs(args, prompts: list[str], fmt: str) -> list[Path]:
+    n_clips = len(prompts) * args.num
+    if args.output:
+        if n_clips != 1:
+            raise UsageError(f"-o/--output names one file but {n_clips} clips were asked for; use --out-dir")
+        paths = [Path(args.output)]
+    else:
+        out_dir = Path(args.out_dir)
+        if not out_dir.is_dir():
+            raise UsageError(f"output folder does not exist: {out_dir}")
+        paths, used = [], set()
+        for p in prompts:
+            for k in range(args.num):
+                stem = _prompt_slug(p) + (f"-{k + 1}" if args.num > 1 else "")
+                name, j = stem, 2
+                while name in used:
+                    name, j = f"{stem}-{j}", j + 1
+                used.add(name)
+                paths.append(out_dir / f"{name}.{fmt}")
+    for p in paths:
+        if p.exists() and not args.force:
+            raise UsageError(f"{p} exists (use --force to overwrite)")
+        parent = p.parent if str(p.parent) else Path(".")
+        if not parent.is_dir():
+            raise UsageError(f"output folder does not exist: {parent}")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"output folder is not writable: {parent}")
+    return paths
+
+
+def cmd_generate(args) -> int:
+    from .pipeline import Pipeline, check_prompts
+    prompts = list(args.prompts)
+    if args.prompts_file:
+        prompts += _read_prompts_file(args.prompts_file)
+    if not prompts:
+        raise UsageError("no prompt given (pass PROMPT or --prompts-file)")
+    prompts = check_prompts(prompts)
+    if args.num < 1:
+        raise UsageError(f"-n must be at least 1, got {args.num}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "wav")
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown audio format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    paths = _plan_outputs(args, prompts, fmt)
+    pipe = Pipeline.from_pretrained(args.model, backend=args.backend)
+    pipe.decode_config(args.iterations, args.diffusion_steps, args.guidance, args.temperature)  # validate early
+    jobs = [(p, k) for p in prompts for k in range(args.num)]
+    import secrets
+    base_seed = args.seed if args.seed is not None else secrets.randbelow(2 ** 31)
+    from tqdm import tqdm
+    bar = tqdm(total=len(jobs), unit="clip", disable=args.quiet or args.json, file=sys.stderr)
+    for start in range(0, len(jobs), args.batch_size):
+        batch = jobs[start:start + args.batch_size]
+        seeds = [base_seed + start + j for j in range(len(batch))]
+        out = pipe.generate([p for p, _ in batch], seed=seeds, iterations=args.iterations,
+                            diffusion_steps=args.diffusion_steps, guidance=args.guidance,
+                            temperature=args.temperature)
+        for j, (prompt, _) in enumerate(batch):
+            path = paths[start + j]
+            out.save(path, index=j, force=args.force)
+            if args.json:
+                rec = {"file": str(path), "prompt": prompt, "seed": seeds[j], **out.settings,
+                       "sample_rate": out.sample_rate, "seconds": out.audio.shape[1] / out.sample_rate,
+                       "latency_s": round(out.timings["total_s"] / len(batch), 4)}
+                print(json.dumps(rec), flush=True)
+            elif args.quiet:
+                pass
+            else:
+                bar.write(f"wrote {path}")
+        bar.update(len(batch))
+    bar.close()
+    return 0
+
+
+def cmd_info(args) -> int:
+    import torch
+
+    from . import __version__
+    from .backends import availability
+    from .config import PRESETS
+    from .model import IMPACT
+    presets = {}
+    for name, cfg in PRESETS.items():
+        with torch.device("meta"):
+            c = IMPACT(cfg).param_counts()
+        presets[name] = {"latent_encoder": c.latent_encoder, "diffusion_head": c.diffusion_head, "total": c.total,
+                         "dim": cfg.dim, "blocks": f"{cfg.enc_depth}+{cfg.dec_depth}",
+                         "head": f"w={cfg.head_width} d={cfg.head_depth}"}
+    backends = {k: {"available": ok, "detail" if ok else "reason": why} for k, (ok, why) in availability().items()}
+    info = {"version": __version__, "torch": torch.__version__, "presets": presets, "backends": backends}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"impact-rt {__version__} (torch {torch.__version__})\n")
+    print(f"{'preset':8} {'encoder':>12} {'head':>12} {'total':>12}  shape")
+    for name, p in presets.items():
+        print(f"{name:8} {p['latent_encoder']:>12,} {p['diffusion_head']:>12,} {p['total']:>12,}  "
+              f"D={p['dim']} {p['blocks']} blocks, head {p['head']}")
+    print("\nbackends:")
+    for k, b in backends.items():
+        print(f"  {k:12} {'yes' if b['available'] else 'no '}  {b.get('detail') or b.get('reason')}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = _build_parser()
+    args = ap.parse_args(argv)
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"impact-rt: warning: {msg}\n"
+    from .bundle import BundleError
+    run = getattr(args, "_run", None) or {"generate": cmd_generate, "info": cmd_info}[args.command]
+    try:
+        return run(args)
+    except ConfigError as e:
+        print(f"impact-rt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("impact-rt: interrupted", file=sys.stderr)
+        return 130
+    except (BundleError, OSError, RuntimeError, FileExistsError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"impact-rt: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The user-facing pipeline: prompts → waveforms.
+
+    pipe = Pipeline.from_pretrained()            # the shipped bundle, or a folder
+    out = pipe.generate(["thunder"], seed=0)     # Generation: audio [B, 163840] float32 @ 16 kHz
+    out.save("thunder.wav")
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+import unicodedata
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import bundle as B
+from .config import ConfigError, DecodeConfig, preset
+from .decoding import DecodeTables, NoiseSource, TorchNoise, decode
+from .model import IMPACT, randomize_
+from .patchify import unpatchify
+from .reference import TorchBackend
+from .text_conditioner import HashConditioner, TextConditioner, build_conditioner
+
+SAMPLE_RATE = 16000
+MAX_PROMPT_CHARS = 2000
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "cuda")
+
+
+def check_prompts(prompts) -> list[str]:
+    """Validate prompts; over-long ones are truncated with a warning."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise ConfigError("no prompt given")
+    out = []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise ConfigError(f"prompt {i + 1} is not text ({type(p).__name__})")
+        if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n" for ch in p):
+            raise ConfigError(f"prompt {i + 1} contains control characters")
+        if not p.strip():
+            raise ConfigError(f"prompt {i + 1} is empty")
+        if len(p) > MAX_PROMPT_CHARS:
+            warnings.warn(f"prompt {i + 1} has {len(p)} characters; truncated to {MAX_PROMPT_CHARS}", stacklevel=3)
+            p = p[:MAX_PROMPT_CHARS]
+        out.append(" ".join(p.split()))
+    return out
+
+
+@dataclass
+class Generation:
+    audio: np.ndarray                # float32 [B, samples]
+    sample_rate: int
+    prompts: list[str]
+    seeds: list[int]
+    timings: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def save(self, path: str | os.PathLike, index: int = 0, format: str | None = None, force: bool = False) -> Path:
+        """Write clip ``index`` atomically (temp file + rename); refuse to overwrite unless ``force``."""
+        from .audio import save_audio
+        p = Path(path)
+        if p.exists() and not force:
+            raise FileExistsError(f"{p} exists (use force=True / --force to overwrite)")
+        save_audio(str(p), self.audio[index], self.sample_rate)
+        return p
+
+
+class Pipeline:
+    """Text → audio. Safe to share between threads: per-call state lives in ``generate``."""
+
+    def __init__(self, model: IMPACT, conditioner: TextConditioner, vae, vocoder, defaults: DecodeConfig,
+                 backend: str = "torch", name: str = "", device: str = "cpu"):
+        self.model, self.conditioner, self.vae, self.vocoder = model, conditioner, vae, vocoder
+        self.defaults, self.backend_name, self.name = defaults, backend, name
+        self.device = torch.device(device)
+        self.backend = TorchBackend(model)
+        self._tables: dict[tuple, DecodeTables] = {}
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, backend: str = "auto",
+                        device: str | None = None, precision: str | None = None) -> "Pipeline":
+        """Load a model bundle (default: the one shipped in the package)."""
+        backend = resolve_backend(backend)
+        if precision not in (None, "fp32"):
+            raise ConfigError(f"precision {precision!r} is not available for the torch backend (use fp32)")
+        device = device or "cpu"
+        if path is None:
+            if not (B.DEFAULT_BUNDLE / "config.json").is_file():
+                warnings.warn("no trained model bundle is shipped yet: using random `test` weights "
+                              "(the audio is noise); pass --model DIR for a trained bundle", stacklevel=2)
+                return cls.random("test", device=device)
+            path = B.DEFAULT_BUNDLE
+        return cls._load(Path(path), backend, device)
+
+    @classmethod
+    def _load(cls, path: Path, backend: str, device: str) -> "Pipeline":
+        from .audio import GriffinLim
+        from .vae import AutoencoderKL
+        from .vocoder import HifiGan
+        cfg = B.read_config(path)
+        model = IMPACT(cfg.model)
+        try:
+            model.load_state_dict({k: v.float() for k, v in B.load_generator_state(path).items()})
+        except RuntimeError as e:
+            raise B.BundleError(f"model bundle {path}: weights do not match config.json ({str(e).splitlines()[0]})") from None
+        conditioner = build_conditioner(cfg.conditioner, device=device)
+        if (conditioner.length, conditioner.dim) != (cfg.model.text_len, cfg.model.text_dim):
+            raise B.BundleError(f"model bundle {path}: conditioner gives [{conditioner.length}, {conditioner.dim}], "
+                                f"model expects [{cfg.model.text_len}, {cfg.model.text_dim}]")
+        try:
+            vae = AutoencoderKL.from_pretrained(str(path), "vae")
+            if cfg.vocoder.get("kind") == "hifigan":
+                vocoder = HifiGan.from_pretrained(str(path), "vocoder")
+            else:
+                vocoder = GriffinLim(n_iter=cfg.vocoder.get("n_iter", 32))
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise B.BundleError(f"model bundle {path}: {str(e).splitlines()[0]}") from None
+        return cls(model.eval().to(device), conditioner, vae.eval().to(device), vocoder, cfg.decode,
+                   backend, name=str(path), device=device)
+
+    @classmethod
+    def random(cls, name: str = "test", seed: int = 0, device: str = "cpu") -> "Pipeline":
+        """Random weights of a preset (latency runs, tests): HashConditioner, test VAE, Griffin-Lim."""
+        from .audio import GriffinLim
+        from .vae import AutoencoderKL
+        cfg = preset(name)
+        torch.manual_seed(seed)
+        model = randomize_(IMPACT(cfg), seed=seed, scale=0.5).eval()
+        vae = AutoencoderKL("test").eval()
+        conditioner = HashConditioner(cfg.text_len, cfg.text_dim, seed=seed)
+        return cls(model.to(device), conditioner, vae.to(device), GriffinLim(n_iter=8),
+                   DecodeConfig(iterations=16, diffusion_steps=100), "torch", name=f"random:{name}", device=device)
+
+    # -- generation ---------------------------------------------------------------------------
+    def decode_config(self, iterations=None, diffusion_steps=None, guidance=None, temperature=None) -> DecodeConfig:
+        d = self.defaults
+        dc = DecodeConfig(iterations=d.iterations if iterations is None else iterations,
+                          diffusion_steps=d.diffusion_steps if diffusion_steps is None else diffusion_steps,
+                          guidance=d.guidance if guidance is None else float(guidance),
+                          temperature=d.temperature if temperature is None else float(temperature))
+        return dc.validate(self.model.cfg.num_tokens, self.model.cfg.train_steps)
+
+    def _tables_for(self, dc: DecodeConfig) -> DecodeTables:
+        key = (dc.iterations, dc.diffusion_steps, dc.guidance)
+        if key not in self._tables:
+            self._tables[key] = DecodeTables.build(self.model.cfg, dc)
+        return self._tables[key]
+
+    def generate(self, prompts, *, seed: int | list[int] | None = None, iterations: int | None = None,
+                 diffusion_steps: int | None = None, guidance: float | None = None,
+                 temperature: float | None = None, progress=None, noise: NoiseSource | None = None) -> Generation:
+        """Generate one 10.24 s clip per prompt.
+
+        ``seed``: an int (sample i gets seed + i), a list (one per prompt) or None (random).
+        ``progress``: optional callable(iteration, total). ``noise``: injected noise (parity tests).
+        """
+        prompts = check_prompts(prompts)
+        dc = self.decode_config(iterations, diffusion_steps, guidance, temperature)
+        seeds = _seeds(seed, len(prompts))
+        timings = {}
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            states, mask = self.conditioner.encode(prompts)
+            cond, cmask = self.model.project_condition(states.to(self.device), mask.to(self.device))
+            null_c, null_m = self.model.null(len(prompts))
+            timings["condition_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            tokens = decode(self.backend, self.model.cfg, dc, cond, cmask, null_c, null_m,
+                            noise or TorchNoise(seeds, self.device), self._tables_for(dc), progress)
+            timings["decode_s"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            wav = self.tokens_to_audio(tokens)
+            timings["audio_s"] = time.perf_counter() - t2
+        timings["total_s"] = time.perf_counter() - t0
+        return Generation(wav.float().cpu().numpy(), SAMPLE_RATE, prompts, seeds, timings,
+                          {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
+                           "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name})
+
+    def tokens_to_audio(self, tokens: torch.Tensor) -> torch.Tensor:
+        cfg = self.model.cfg
+        latent = unpatchify(tokens, cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
+        mel = self.vae.decode_latents(latent)
+        return self.vocoder(mel)
+
+    # -- resources ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.backend = None
+        self._tables.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _seeds(seed, n: int) -> list[int]:
+    if seed is None:
+        base = secrets.randbelow(2 ** 31)
+        return [base + i for i in range(n)]
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n:
+            raise ConfigError(f"got {len(seed)} seeds for {n} prompts")
+        return [_check_seed(s) for s in seed]
+    return [_check_seed(seed) + i for i in range(n)]
+
+
+def _check_seed(s) -> int:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) < 2 ** 63:
+        raise ConfigError(f"seed must be a non-negative integer, got {s!r}")
+    return int(s)
+
+
+def resolve_backend(name: str) -> str:
+    from .backends import availability
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    if name == "auto":
+        return "torch"
+    ok, why = availability()[name]
+    if not ok:
+        raise ConfigError(f"backend {name} is not available here: {why}")
+    return name

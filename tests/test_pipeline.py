@@ -1,0 +1,89 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from impact_rt import bundle as B
+from impact_rt.config import ConfigError
+from impact_rt.pipeline import Pipeline, check_prompts
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline.random("test")
+
+
+def test_generate_shape_and_determinism(pipe):
+    a = pipe.generate(["thunder", "rain"], seed=3, iterations=2, diffusion_steps=4)
+    assert a.audio.shape == (2, 163840) and a.audio.dtype == np.float32 and a.sample_rate == 16000
+    assert a.seeds == [3, 4] and np.isfinite(a.audio).all()
+    b = pipe.generate(["thunder", "rain"], seed=3, iterations=2, diffusion_steps=4)
+    c = pipe.generate(["thunder", "rain"], seed=4, iterations=2, diffusion_steps=4)
+    assert np.array_equal(a.audio, b.audio)
+    assert not np.allclose(a.audio[0], c.audio[0])
+
+
+def test_save_is_atomic_and_refuses_overwrite(pipe, tmp_path):
+    import soundfile as sf
+    g = pipe.generate("thunder", seed=0, iterations=1, diffusion_steps=2)
+    p = g.save(tmp_path / "x.wav")
+    data, sr = sf.read(p)
+    assert sr == 16000 and data.shape == (163840,)
+    with pytest.raises(FileExistsError):
+        g.save(p)
+    assert [q.name for q in tmp_path.iterdir()] == ["x.wav"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("prompts,match", [
+    ([], "no prompt"), ([""], "empty"), (["   "], "empty"), (["a\x00b"], "control"), ([3], "not text"),
+])
+def test_bad_prompts(prompts, match):
+    with pytest.raises(ConfigError, match=match):
+        check_prompts(prompts)
+
+
+def test_long_prompt_truncated_with_warning():
+    with pytest.warns(UserWarning, match="truncated"):
+        out = check_prompts(["x" * 10000])
+    assert len(out[0]) == 2000
+
+
+def test_bad_seeds(pipe):
+    with pytest.raises(ConfigError, match="seed"):
+        pipe.generate("a", seed=-1, iterations=1, diffusion_steps=1)
+    with pytest.raises(ConfigError, match="seeds for"):
+        pipe.generate(["a", "b"], seed=[1], iterations=1, diffusion_steps=1)
+
+
+def test_bundle_round_trip(tmp_path):
+    from impact_rt.vae import AutoencoderKL
+    src = Pipeline.random("test")
+    d = tmp_path / "bundle"
+    cfg = B.BundleConfig(src.model.cfg, src.conditioner.spec(), {"kind": "griffinlim", "n_iter": 8}, src.defaults)
+    B.write_config(cfg, d)
+    B.save_generator(src.model, d)
+    src.vae.save_pretrained(str(d), "vae")
+    loaded = Pipeline.from_pretrained(d)
+    for (k, v), (k2, v2) in zip(src.model.state_dict().items(), loaded.model.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    a = src.generate("thunder", seed=1, iterations=2, diffusion_steps=3)
+    b = loaded.generate("thunder", seed=1, iterations=2, diffusion_steps=3)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    h = B.bundle_hash(d)
+    (d / "impact.safetensors").write_bytes(b"garbage")
+    assert B.bundle_hash(d) != h
+    with pytest.raises(B.BundleError, match="corrupt"):
+        Pipeline.from_pretrained(d)
+
+
+def test_missing_bundle_and_unknown_backend(tmp_path):
+    with pytest.raises(B.BundleError, match="not found"):
+        Pipeline.from_pretrained(tmp_path / "nope")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(B.BundleError, match="not valid JSON"):
+        Pipeline.from_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="unknown backend"):
+        Pipeline.from_pretrained(tmp_path, backend="vulkan")
+    with pytest.raises(ConfigError, match="not available"):
+        Pipeline.from_pretrained(tmp_path, backend="tensorrt")
