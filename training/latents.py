@@ -1,0 +1,125 @@
+"""Build the generator's latent store from a manifest, a trained VAE and the text conditioner.
+
+    python -m training.latents --manifest corpus/manifest.csv --vae runs/vae/bundle --out corpus/latents.safetensors
+
+Each clip is encoded ``--variants`` times: as is, then with light augmentations (speed
+perturbation ±8 %, a random spectral tilt of up to ±3 dB), each variant's latent being the VAE
+posterior's mean. The manifest is AudioCaps-shaped: ``file`` (relative to the manifest's folder
+or absolute), ``caption`` (may be empty), ``split`` (train/val/test; default train).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from impact_rt.audio import N_SAMPLES, MelSpectrogram, load_audio, normalize_waveform, pad_or_trim
+from impact_rt.text_conditioner import MiniLMConditioner
+from impact_rt.vae import AutoencoderKL
+
+from .latent_store import SPLITS, LatentStore
+
+
+def read_manifest(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "file" not in rows[0]:
+        raise SystemExit(f"{path}: a manifest needs a 'file' column")
+    return rows
+
+
+def speed_perturb(wav: torch.Tensor, factor: float) -> torch.Tensor:
+    from scipy.signal import resample_poly
+    up, down = 100, int(round(100 * factor))
+    y = torch.from_numpy(resample_poly(wav.numpy(), up, down).astype(np.float32))
+    return pad_or_trim(y, N_SAMPLES)
+
+
+def tilt(mel: torch.Tensor, db: float) -> torch.Tensor:
+    """Add a linear spectral tilt of ``db`` decibels across the mel bins (log-mel is natural log)."""
+    ramp = torch.linspace(-0.5, 0.5, mel.shape[-1])
+    return mel + ramp * (db / 20.0 * np.log(10.0))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--vae", required=True, help="folder holding vae.safetensors")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--variants", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    man = Path(args.manifest)
+    rows = read_manifest(man)[: args.limit]
+    vae = AutoencoderKL.from_pretrained(args.vae, "vae").eval()
+    mel_fn = MelSpectrogram()
+    cond = MiniLMConditioner()
+    g = torch.Generator().manual_seed(args.seed)
+
+    captions = sorted({r.get("caption", "").strip() for r in rows} - {""})
+    cap_index = {c: i for i, c in enumerate(captions)}
+    states, masks = [], []
+    for i in range(0, len(captions), 64):
+        s, m = cond.encode(captions[i:i + 64])
+        states.append(s.half())
+        masks.append(m)
+    text_states = torch.cat(states) if states else torch.zeros(0, cond.length, cond.dim, dtype=torch.half)
+    text_mask = torch.cat(masks) if masks else torch.zeros(0, cond.length, dtype=torch.bool)
+
+    from tqdm import tqdm
+    lat, clip, cap, split = [], [], [], []
+    pending: list[tuple[torch.Tensor, int]] = []
+
+    def flush():
+        if not pending:
+            return
+        mels = torch.stack([m for m, _ in pending])
+        with torch.inference_mode():
+            z = vae.encode_latents(mels)
+        for (m, ri), zi in zip(pending, z):
+            r = rows[ri]
+            lat.append(zi.half())
+            clip.append(ri)
+            cap.append(cap_index.get(r.get("caption", "").strip(), -1))
+            split.append(SPLITS.get(r.get("split", "train") or "train", 0))
+        pending.clear()
+
+    for ri, r in enumerate(tqdm(rows, unit="clip", file=sys.stderr)):
+        f = Path(r["file"])
+        f = f if f.is_absolute() else man.parent / f
+        try:
+            wav = pad_or_trim(load_audio(str(f)), N_SAMPLES)
+        except Exception as e:  # unreadable clip: report and skip, never silently
+            print(f"skip {f}: {e}", file=sys.stderr)
+            continue
+        for v in range(args.variants):
+            w = wav
+            if v > 0:
+                w = speed_perturb(wav, float(torch.empty(()).uniform_(0.92, 1.08, generator=g)))
+            mel = mel_fn(normalize_waveform(w)[None])[0]
+            if v > 1:
+                mel = tilt(mel, float(torch.empty(()).uniform_(-3, 3, generator=g)))
+            pending.append((mel, ri))
+        if len(pending) >= args.batch:
+            flush()
+    flush()
+    vae_hash = hashlib.sha256(Path(args.vae, "vae.safetensors").read_bytes()).hexdigest()
+    store = LatentStore(torch.stack(lat), torch.tensor(clip), torch.tensor(cap), torch.tensor(split),
+                        text_states, text_mask,
+                        {"manifest": str(man), "captions": captions, "variants": args.variants,
+                         "vae_sha256": vae_hash, "conditioner": cond.spec(),
+                         "scale_factor": float(vae.scale_factor)})
+    store.save(args.out)
+    print(f"{len(lat)} latents from {len(set(clip))} clips, {len(captions)} captions → {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

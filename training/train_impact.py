@@ -1,0 +1,263 @@
+"""Train the IMPACT generator on precomputed VAE latents (paper §3.1, §4.2).
+
+Two phases, as the paper: ``--phase uncond`` (unconditional pre-training on all audio, null
+condition always), then ``--phase text`` (text-conditional, caption dropout for CFG), started
+from the pre-trained weights with ``--init``. MAR's masking: per step a ratio drawn from a
+truncated normal on [q, 1] (loc 1, scale 0.25), q = 0.7. AdamW, linear warm-up, EMA weights.
+
+Resumable: ``--out DIR`` holds ``ckpt/`` (saved on a timer and at the end) and ``log.csv``;
+rerunning the same command continues where it stopped. Runs on one CPU or GPU, or under
+``torchrun`` (DDP: gloo on CPU, nccl on GPU).
+
+    python -m training.train_impact --latents L.safetensors --out runs/uncond --phase uncond --minutes 120
+    python -m training.train_impact --latents L.safetensors --out runs/text --phase text \
+        --init runs/uncond/ckpt --minutes 300
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from impact_rt.config import ModelConfig, preset
+from impact_rt.model import IMPACT
+from impact_rt.patchify import patchify
+
+from .checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint, unprefixed
+from .latent_store import LatentStore
+
+
+@dataclass
+class TrainConfig:
+    phase: str = "uncond"            # uncond | text
+    preset: str = "small"
+    batch_size: int = 32
+    lr: float = 4e-4
+    weight_decay: float = 0.02
+    warmup_steps: int = 500
+    mask_ratio_min: float = 0.7      # q
+    caption_drop: float = 0.1
+    diffusion_batch_mul: int = 4
+    ema_decay: float = 0.999
+    grad_clip: float = 3.0
+    bf16: bool = True
+    seed: int = 0
+
+
+def mask_ratio(q: float, g: torch.Generator) -> float:
+    """MAR: truncated normal on [q, 1], loc 1, scale 0.25 (rejection sampling)."""
+    while True:
+        r = 1.0 - abs(torch.randn((), generator=g).item()) * 0.25
+        if r >= q:
+            return r
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, store: LatentStore, out: Path, model_cfg: ModelConfig | None = None,
+                 device: str = "cpu", rank: int = 0, world: int = 1):
+        self.cfg, self.store, self.out, self.rank, self.world = cfg, store, Path(out), rank, world
+        self.device = torch.device(device)
+        mc = model_cfg or preset(cfg.preset)
+        if store.text_dim and mc.text_dim != store.text_dim:
+            mc = ModelConfig(**{**mc.to_dict(), "text_dim": store.text_dim})
+        self.model = IMPACT(mc).to(self.device)
+        self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     betas=(0.9, 0.95))
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+        self.step = 0
+        self.schedule = self.model.train_schedule(self.device)
+        self.ddp = None
+        if world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(_LossModule(self.model),
+                                                                 find_unused_parameters=True)
+        self.rows = store.rows(cfg.phase)
+        if len(self.rows) == 0:
+            raise SystemExit(f"no training rows for phase {cfg.phase} in {store.path}")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict]:
+        opt_t, opt_meta = optimizer_tensors(self.opt)
+        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("ema", self.ema), **opt_t,
+                   "rng": self.gen.get_state()}
+        meta = {"step": self.step, "train": asdict(self.cfg), "model": self.model.cfg.to_dict(), **opt_meta}
+        return tensors, meta
+
+    def save(self, directory: Path | None = None) -> None:
+        if self.rank == 0:
+            t, m = self.state()
+            save_checkpoint(directory or self.out / "ckpt", t, m)
+
+    def resume(self) -> bool:
+        got = load_checkpoint(self.out / "ckpt")
+        if got is None:
+            return False
+        tensors, meta = got
+        self.model.load_state_dict(unprefixed("model", tensors))
+        self.ema = {k: v.float() for k, v in unprefixed("ema", tensors).items()}
+        load_optimizer(self.opt, tensors, meta)
+        self.gen.set_state(tensors["rng"])
+        self.step = meta["step"]
+        return True
+
+    def init_from(self, directory: Path) -> None:
+        """Start a phase from another run's EMA weights (unconditional → text-conditional)."""
+        got = load_checkpoint(directory)
+        if got is None:
+            raise SystemExit(f"no checkpoint at {directory}")
+        ema = unprefixed("ema", got[0])
+        self.model.load_state_dict(ema)
+        self.ema = {k: v.float().clone() for k, v in ema.items()}
+
+    # -- one step ------------------------------------------------------------------------------
+    def batch(self):
+        idx = self.rows[torch.randint(0, len(self.rows), (self.cfg.batch_size,), generator=self.gen)]
+        lat = self.store.latents[idx].float()
+        tokens = patchify(lat, self.model.cfg.patch).to(self.device)
+        if self.cfg.phase == "uncond":
+            return tokens, None, None, None
+        cap = self.store.caption_id[idx]
+        states = self.store.text_states[cap].float().to(self.device)
+        mask = self.store.text_mask[cap].bool().to(self.device)
+        drop = (torch.rand(len(idx), generator=self.gen) < self.cfg.caption_drop).to(self.device)
+        return tokens, states, mask, drop
+
+    def lr_at(self, step: int) -> float:
+        return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
+
+    def train_step(self) -> float:
+        cfg = self.cfg
+        self.model.train()
+        tokens, states, mask, drop = self.batch()
+        q = mask_ratio(cfg.mask_ratio_min, self.gen)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        fn = self.ddp if self.ddp is not None else _LossModule(self.model)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = fn(tokens, states, mask, mask_ratio=q, drop=drop, generator=self.gen,
+                      diffusion_batch_mul=cfg.diffusion_batch_mul, schedule=self.schedule)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.update_ema()
+        self.step += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        for k, v in self.model.state_dict().items():
+            if v.is_floating_point():
+                self.ema[k].mul_(d).add_(v.float(), alpha=1 - d)
+            else:
+                self.ema[k].copy_(v)
+
+    def ema_model(self) -> IMPACT:
+        m = IMPACT(self.model.cfg)
+        m.load_state_dict(self.ema)
+        return m.eval()
+
+
+class _LossModule(torch.nn.Module):
+    """DDP needs forward(): this one is the model's training loss."""
+
+    def __init__(self, model: IMPACT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return self.model.loss(*args, **kwargs)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latents", required=True, help="latent store written by training.latents")
+    ap.add_argument("--out", required=True, help="run folder (checkpoints, log.csv)")
+    ap.add_argument("--init", default=None, help="checkpoint folder to start from (its EMA weights)")
+    ap.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
+    ap.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (this invocation)")
+    ap.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint period")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-bf16", action="store_true")
+    for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "caption_drop",
+              "diffusion_batch_mul", "ema_decay", "seed"):
+        default = getattr(TrainConfig, f)
+        ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
+    args = ap.parse_args(argv)
+    if args.phase not in ("uncond", "text"):
+        ap.error("--phase must be uncond or text")
+    if args.steps is None and args.minutes is None:
+        ap.error("give --steps or --minutes")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = args.device
+    if device == "auto":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    if world > 1:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    cfg = TrainConfig(**{f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)},
+                      bf16=not args.no_bf16)
+    store = LatentStore.load(args.latents)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tr = Trainer(cfg, store, out, device=device, rank=rank, world=world)
+    if tr.resume():
+        print(f"resumed at step {tr.step}", file=sys.stderr)
+    elif args.init:
+        tr.init_from(Path(args.init))
+        print(f"initialised from {args.init}", file=sys.stderr)
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    from tqdm import tqdm
+    t_start = last_ckpt = time.time()
+    bar = tqdm(initial=tr.step, total=args.steps, unit="step", disable=rank != 0, file=sys.stderr)
+    with open(log_path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new_log and rank == 0:
+            w.writerow(["step", "phase", "loss", "lr", "samples_per_s", "wall_s"])
+        acc, n_acc, t_acc = 0.0, 0, time.time()
+        while True:
+            if args.steps is not None and tr.step >= args.steps:
+                break
+            if args.minutes is not None and time.time() - t_start > args.minutes * 60:
+                break
+            loss = tr.train_step()
+            if not math.isfinite(loss):
+                tr.save(out / "ckpt-nonfinite")
+                raise SystemExit(f"loss is {loss} at step {tr.step}; stopped (last good checkpoint kept)")
+            acc, n_acc = acc + loss, n_acc + 1
+            bar.update(1)
+            if tr.step % 20 == 0 and rank == 0:
+                sps = n_acc * cfg.batch_size * world / (time.time() - t_acc)
+                w.writerow([tr.step, cfg.phase, f"{acc / n_acc:.5f}", f"{tr.lr_at(tr.step):.2e}", f"{sps:.1f}",
+                            f"{time.time() - t_start:.0f}"])
+                f.flush()
+                bar.set_postfix(loss=f"{acc / n_acc:.4f}", sps=f"{sps:.1f}")
+                acc, n_acc, t_acc = 0.0, 0, time.time()
+            if time.time() - last_ckpt > args.ckpt_minutes * 60:
+                tr.save()
+                last_ckpt = time.time()
+    tr.save()
+    bar.close()
+    if world > 1:
+        dist.destroy_process_group()
+    print(json.dumps({"step": tr.step, "out": str(out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
