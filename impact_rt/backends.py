@@ -1,30 +1,50 @@
-"""Which backends this machine can run, and why not where it cannot."""
+"""The backend registry: which backends exist, which run on this machine, and why not.
+
+Each backend lives in its own module exposing ``available() -> (ok, reason)`` and
+``load_backend(model, vae, vocoder, *, bundle_path, device, precision)`` returning an object
+with the compute steps of ``decoding.Backend``.
+"""
 from __future__ import annotations
 
-import importlib.util
+import importlib
+
+MODULES = {
+    "torch": "impact_rt.reference",
+    "onnxruntime": "impact_rt.ort_backend",
+    "tensorrt": "impact_rt.trt_backend",
+    "cuda": "impact_rt.cuda_backend",
+}
+ISSUE = {"onnxruntime": 4, "tensorrt": 4, "cuda": 6}
 
 
-def _has(mod: str) -> bool:
-    return importlib.util.find_spec(mod) is not None
+def _module(name: str):
+    try:
+        return importlib.import_module(MODULES[name])
+    except ModuleNotFoundError as e:
+        if e.name == MODULES[name]:
+            return None
+        raise
 
 
 def availability() -> dict[str, tuple[bool, str]]:
-    import torch
-    out: dict[str, tuple[bool, str]] = {"torch": (True, f"eager PyTorch {torch.__version__} (reference)")}
-    if not _has("onnxruntime"):
-        out["onnxruntime"] = (False, "onnxruntime is not installed")
-    else:
-        out["onnxruntime"] = (False, "the ONNX Runtime backend is not implemented yet (issue 4)")
-    if not _has("tensorrt"):
-        out["tensorrt"] = (False, "tensorrt is not installed (it cannot be installed from PyPI here)")
-    elif not torch.cuda.is_available():
-        out["tensorrt"] = (False, "no CUDA device")
-    else:
-        out["tensorrt"] = (False, "the TensorRT backend is not implemented yet (issue 4)")
-    if not torch.cuda.is_available():
-        out["cuda"] = (False, "no CUDA device (torch.cuda.is_available() is False)")
-    elif not _has("triton"):
-        out["cuda"] = (False, "triton is not installed")
-    else:
-        out["cuda"] = (False, "the CUDA-graph backend is not implemented yet (issue 6)")
+    out = {}
+    for name in MODULES:
+        mod = _module(name)
+        if mod is None:
+            out[name] = (False, f"the {name} backend is not implemented yet (issue {ISSUE[name]})")
+        else:
+            ok, why = mod.available()
+            out[name] = (bool(ok), why)
     return out
+
+
+def loader(name: str):
+    mod = _module(name)
+    if mod is None:
+        raise KeyError(name)
+    return mod.load_backend
+
+
+def auto_order() -> list[str]:
+    """Preference of ``--backend auto``: the fastest that runs here."""
+    return ["tensorrt", "cuda", "torch"]

@@ -22,8 +22,6 @@ from . import bundle as B
 from .config import ConfigError, DecodeConfig, preset
 from .decoding import DecodeTables, NoiseSource, TorchNoise, decode
 from .model import IMPACT, randomize_
-from .patchify import unpatchify
-from .reference import TorchBackend
 from .text_conditioner import HashConditioner, TextConditioner, build_conditioner
 
 SAMPLE_RATE = 16000
@@ -76,11 +74,14 @@ class Pipeline:
     """Text → audio. Safe to share between threads: per-call state lives in ``generate``."""
 
     def __init__(self, model: IMPACT, conditioner: TextConditioner, vae, vocoder, defaults: DecodeConfig,
-                 backend: str = "torch", name: str = "", device: str = "cpu"):
+                 backend: str = "torch", name: str = "", device: str = "cpu", bundle_path=None,
+                 precision: str | None = None):
+        from .backends import loader
         self.model, self.conditioner, self.vae, self.vocoder = model, conditioner, vae, vocoder
         self.defaults, self.backend_name, self.name = defaults, backend, name
         self.device = torch.device(device)
-        self.backend = TorchBackend(model)
+        self.backend = loader(backend)(model, vae, vocoder, bundle_path=bundle_path, device=device,
+                                       precision=precision)
         self._tables: dict[tuple, DecodeTables] = {}
 
     # -- construction -----------------------------------------------------------------------
@@ -89,19 +90,19 @@ class Pipeline:
                         device: str | None = None, precision: str | None = None) -> "Pipeline":
         """Load a model bundle (default: the one shipped in the package)."""
         backend = resolve_backend(backend)
-        if precision not in (None, "fp32"):
+        if backend == "torch" and precision not in (None, "fp32"):
             raise ConfigError(f"precision {precision!r} is not available for the torch backend (use fp32)")
         device = device or "cpu"
         if path is None:
             if not (B.DEFAULT_BUNDLE / "config.json").is_file():
                 warnings.warn("no trained model bundle is shipped yet: using random `test` weights "
                               "(the audio is noise); pass --model DIR for a trained bundle", stacklevel=2)
-                return cls.random("test", device=device)
+                return cls.random("test", device=device, backend=backend)
             path = B.DEFAULT_BUNDLE
-        return cls._load(Path(path), backend, device)
+        return cls._load(Path(path), backend, device, precision)
 
     @classmethod
-    def _load(cls, path: Path, backend: str, device: str) -> "Pipeline":
+    def _load(cls, path: Path, backend: str, device: str, precision: str | None = None) -> "Pipeline":
         from .audio import GriffinLim
         from .vae import AutoencoderKL
         from .vocoder import HifiGan
@@ -124,10 +125,10 @@ class Pipeline:
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise B.BundleError(f"model bundle {path}: {str(e).splitlines()[0]}") from None
         return cls(model.eval().to(device), conditioner, vae.eval().to(device), vocoder, cfg.decode,
-                   backend, name=str(path), device=device)
+                   backend, name=str(path), device=device, bundle_path=path, precision=precision)
 
     @classmethod
-    def random(cls, name: str = "test", seed: int = 0, device: str = "cpu") -> "Pipeline":
+    def random(cls, name: str = "test", seed: int = 0, device: str = "cpu", backend: str = "torch") -> "Pipeline":
         """Random weights of a preset (latency runs, tests): HashConditioner, test VAE, Griffin-Lim."""
         from .audio import GriffinLim
         from .vae import AutoencoderKL
@@ -137,7 +138,7 @@ class Pipeline:
         vae = AutoencoderKL("test").eval()
         conditioner = HashConditioner(cfg.text_len, cfg.text_dim, seed=seed)
         return cls(model.to(device), conditioner, vae.to(device), GriffinLim(n_iter=8),
-                   DecodeConfig(iterations=16, diffusion_steps=100), "torch", name=f"random:{name}", device=device)
+                   DecodeConfig(iterations=16, diffusion_steps=100), backend, name=f"random:{name}", device=device)
 
     # -- generation ---------------------------------------------------------------------------
     def decode_config(self, iterations=None, diffusion_steps=None, guidance=None, temperature=None) -> DecodeConfig:
@@ -169,29 +170,26 @@ class Pipeline:
         t0 = time.perf_counter()
         with torch.inference_mode():
             states, mask = self.conditioner.encode(prompts)
-            cond, cmask = self.model.project_condition(states.to(self.device), mask.to(self.device))
-            null_c, null_m = self.model.null(len(prompts))
+            cond, cmask = self.backend.project(states.to(self.device), mask.to(self.device))
+            null_c, null_m = self.backend.null(len(prompts))
             timings["condition_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             tokens = decode(self.backend, self.model.cfg, dc, cond, cmask, null_c, null_m,
                             noise or TorchNoise(seeds, self.device), self._tables_for(dc), progress)
             timings["decode_s"] = time.perf_counter() - t1
             t2 = time.perf_counter()
-            wav = self.tokens_to_audio(tokens)
+            wav = self.backend.audio(tokens)
             timings["audio_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
         return Generation(wav.float().cpu().numpy(), SAMPLE_RATE, prompts, seeds, timings,
                           {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
                            "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name})
 
-    def tokens_to_audio(self, tokens: torch.Tensor) -> torch.Tensor:
-        cfg = self.model.cfg
-        latent = unpatchify(tokens, cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
-        mel = self.vae.decode_latents(latent)
-        return self.vocoder(mel)
-
     # -- resources ----------------------------------------------------------------------------
     def close(self) -> None:
+        """Release sessions, engines and device memory held by the backend."""
+        if self.backend is not None and hasattr(self.backend, "close"):
+            self.backend.close()
         self.backend = None
         self._tables.clear()
 
@@ -223,9 +221,11 @@ def resolve_backend(name: str) -> str:
     from .backends import availability
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    avail = availability()
     if name == "auto":
-        return "torch"
-    ok, why = availability()[name]
+        from .backends import auto_order
+        return next(b for b in auto_order() if avail[b][0])
+    ok, why = avail[name]
     if not ok:
         raise ConfigError(f"backend {name} is not available here: {why}")
     return name
