@@ -82,6 +82,12 @@ def _build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="presets, parameter counts and available backends")
     i.add_argument("--json", action="store_true")
 
+    from . import bench
+    bp = sub.add_parser("bench", help="latency / RTF / peak memory grid against the eager reference",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_arguments(bp)
+    bp.set_defaults(_run=bench.run)
+
     try:
         from .evaluation import cli as eval_cli
         e = sub.add_parser("eval", help="evaluate generated clips (YAMNet FD, KL, IS, prompt adherence)")

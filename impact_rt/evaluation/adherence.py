@@ -1,0 +1,141 @@
+"""Prompt adherence: share of clips whose YAMNet top-k holds one of the prompt's expected classes.
+
+Inputs:
+- a prompts TSV (header line, then `prompt<TAB>class;class;...`, classes as YAMNet display names);
+  default `../shared/eval/prompts.tsv` from the repository root;
+- a sidecar in the generated folder naming each clip's prompt: `clips.jsonl` (one JSON object per
+  line with keys "file" and "prompt"; other keys ignored) or `manifest.csv` (header with columns
+  `file` and `prompt`). "file" is the clip's file name inside that folder.
+Prompts are matched case-insensitively with runs of white space collapsed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+SIDECAR_NAMES = ("clips.jsonl", "manifest.csv")
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def default_prompts_path() -> Path:
+    """`../shared/eval/prompts.tsv` relative to the repository root."""
+    return (repo_root() / ".." / "shared" / "eval" / "prompts.tsv").resolve()
+
+
+def normalise(prompt: str) -> str:
+    return " ".join(prompt.lower().split())
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    prompt: str
+    expected: tuple[str, ...]
+
+
+def load_prompts_tsv(path: str | Path, class_names: list[str] | None = None) -> dict[str, PromptSpec]:
+    """{normalised prompt: PromptSpec}; with `class_names`, every expected class must be one of them."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"prompts file not found: {path} (pass one with --prompts)")
+    known = set(class_names) if class_names is not None else None
+    specs: dict[str, PromptSpec] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        cols = line.split("\t")
+        if len(cols) != 2 or not cols[0].strip() or not cols[1].strip():
+            raise UsageError(f"{path}:{lineno}: expected 'prompt<TAB>class;class;...'")
+        expected = tuple(c.strip() for c in cols[1].split(";") if c.strip())
+        if known is not None:
+            unknown = [c for c in expected if c not in known]
+            if unknown:
+                raise UsageError(f"{path}:{lineno}: not YAMNet class names: {', '.join(map(repr, unknown))}")
+        specs[normalise(cols[0])] = PromptSpec(cols[0].strip(), expected)
+    if not specs:
+        raise UsageError(f"no prompts in {path}")
+    return specs
+
+
+def find_sidecar(folder: str | Path) -> Path | None:
+    for name in SIDECAR_NAMES:
+        p = Path(folder) / name
+        if p.is_file():
+            return p
+    return None
+
+
+def load_sidecar(path: str | Path) -> dict[str, str]:
+    """{file name: prompt} from a clips.jsonl or manifest.csv (format chosen by suffix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"manifest not found: {path}")
+    rows: list[tuple[int, object]] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not {"file", "prompt"} <= set(reader.fieldnames or ()):
+                raise UsageError(f"{path}: the CSV header must name the columns 'file' and 'prompt'")
+            rows = [(i, r) for i, r in enumerate(reader, start=2)]
+    else:
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((i, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise UsageError(f"{path}:{i}: not JSON: {exc.msg}") from None
+    out: dict[str, str] = {}
+    for i, r in rows:
+        if not isinstance(r, dict) or not isinstance(r.get("file"), str) or not isinstance(r.get("prompt"), str):
+            raise UsageError(f"{path}:{i}: each entry needs string fields 'file' and 'prompt'")
+        name = Path(r["file"]).name
+        if name in out and out[name] != r["prompt"]:
+            raise UsageError(f"{path}:{i}: {name} is listed twice with different prompts")
+        out[name] = r["prompt"]
+    return out
+
+
+def score_adherence(
+    top: dict[str, list[str]],
+    file_prompts: dict[str, str],
+    specs: dict[str, PromptSpec],
+) -> dict:
+    """`top`: {file name: top-k class names}. Returns counts overall and per prompt, in TSV order."""
+    missing = sorted(set(file_prompts) - set(top))
+    if missing:
+        raise UsageError(f"the manifest lists files that are not among the clips: {', '.join(missing[:5])}"
+                         + (" ..." if len(missing) > 5 else ""))
+    per = {key: {"prompt": s.prompt, "expected": list(s.expected), "clips": 0, "hits": 0} for key, s in specs.items()}
+    hits = {}
+    not_in_tsv: set[str] = set()
+    for name in sorted(top):
+        prompt = file_prompts.get(name)
+        if prompt is None:
+            continue
+        spec = specs.get(normalise(prompt))
+        if spec is None:
+            not_in_tsv.add(prompt)
+            continue
+        hit = any(c in spec.expected for c in top[name])
+        hits[name] = hit
+        row = per[normalise(prompt)]
+        row["clips"] += 1
+        row["hits"] += int(hit)
+    n, k = len(hits), sum(hits.values())
+    return {
+        "clips": n,
+        "hits": k,
+        "rate": (k / n) if n else None,
+        "per_prompt": [r for r in per.values() if r["clips"]],
+        "clip_hits": hits,
+        "prompts_not_in_tsv": sorted(not_in_tsv),
+        "clips_without_prompt": sorted(set(top) - set(file_prompts)),
+    }

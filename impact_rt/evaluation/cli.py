@@ -1,0 +1,105 @@
+"""`impact-rt eval`: argument parsing, the text table and the JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import EvalError, UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("generated_dir", metavar="GENERATED_DIR", help="folder of generated clips (wav/flac/ogg)")
+    parser.add_argument("--reference", metavar="DIR", help="folder of reference clips: FD, and KL over files of the same name")
+    parser.add_argument("--prompts", metavar="TSV",
+                        help="prompts with expected YAMNet classes (default: ../shared/eval/prompts.tsv from the repo root)")
+    parser.add_argument("--manifest", metavar="FILE",
+                        help="clip -> prompt sidecar (default: clips.jsonl or manifest.csv inside GENERATED_DIR)")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="a clip adheres if one expected class is in its top K (default 5)")
+    parser.add_argument("--is-splits", type=int, default=1, metavar="N", help="splits for the inception score (default 1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads (default: runtime's choice)")
+    parser.add_argument("--panns", metavar="WEIGHTS",
+                        help="also FD/KL/IS on PANNs Cnn14 16 kHz (audioldm_eval's network): a .safetensors state dict")
+    parser.add_argument("--vggish", metavar="WEIGHTS", help="VGGish FAD (not implemented yet)")
+    parser.add_argument("--clap", metavar="WEIGHTS", help="CLAP score (not implemented yet)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    parser.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
+    parser.add_argument("--clips", action="store_true", help="list every clip's prompt, hit and top classes in the table")
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def format_table(report: dict, show_clips: bool = False) -> str:
+    m = report["metrics"]
+    lines = [f"generated: {report['generated_dir']} ({report['n_generated']} clips)"]
+    if report["reference_dir"]:
+        lines.append(f"reference: {report['reference_dir']} ({report['n_reference']} clips)")
+    rows = [
+        ("FD (YAMNet, clip embeddings)", _fmt(m["fd"])),
+        ("FD (YAMNet, frame embeddings)", _fmt(m["fd_frames"])),
+        (f"KL softmax ({m['kl_pairs']} pairs)", _fmt(m["kl_softmax"])),
+        (f"KL sigmoid ({m['kl_pairs']} pairs)", _fmt(m["kl_sigmoid"])),
+        (f"IS ({m['is_splits']} split{'s' if m['is_splits'] > 1 else ''})", f"{_fmt(m['is_mean'])} ± {_fmt(m['is_std'])}"),
+    ]
+    p = report.get("panns")
+    if p is not None:
+        rows += [
+            ("FD (PANNs Cnn14, 2048-d)", _fmt(p["fd"])),
+            (f"KL softmax, PANNs ({p['kl_pairs']} pairs)", _fmt(p["kl_softmax"])),
+            (f"KL sigmoid, PANNs ({p['kl_pairs']} pairs)", _fmt(p["kl_sigmoid"])),
+            ("IS (PANNs)", f"{_fmt(p['is_mean'])} ± {_fmt(p['is_std'])}"),
+        ]
+    a = report["adherence"]
+    if a is not None:
+        rows.append((f"adherence (top-{a['top_k']})", f"{a['hits']}/{a['clips']} = {_fmt(a['rate'])}"))
+    w = max(len(r[0]) for r in rows)
+    lines += ["", f"{'metric'.ljust(w)}  value", f"{'-' * w}  -----"] + [f"{k.ljust(w)}  {v}" for k, v in rows]
+    if a is not None and a["per_prompt"]:
+        w = max(len(r["prompt"]) for r in a["per_prompt"])
+        lines += ["", f"{'prompt'.ljust(w)}  hits/clips", f"{'-' * w}  ----------"]
+        lines += [f"{r['prompt'].ljust(w)}  {r['hits']}/{r['clips']}" for r in a["per_prompt"]]
+    if show_clips:
+        lines += ["", "file\thit\tprompt\ttop classes"]
+        for c in report["clips"]:
+            hit = "-" if c["hit"] is None else ("yes" if c["hit"] else "no")
+            top = "; ".join(f"{n} {s:.2f}" for n, s in c["top"])
+            lines.append(f"{c['file']}\t{hit}\t{c['prompt'] or '-'}\t{top}")
+    if report["notes"]:
+        lines += [""] + [f"note: {n}" for n in report["notes"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 on success, 2 on usage errors, 1 on runtime errors; errors are one line on stderr."""
+    from .evaluator import evaluate
+
+    try:
+        if args.top_k < 1:
+            raise UsageError("--top-k must be at least 1")
+        if args.is_splits < 1:
+            raise UsageError("--is-splits must be at least 1")
+        if args.threads is not None and args.threads < 1:
+            raise UsageError("--threads must be at least 1")
+        if args.vggish or args.clap:
+            from .external import not_implemented
+            raise not_implemented("VGGish FAD (--vggish)" if args.vggish else "CLAP score (--clap)")
+        report = evaluate(args.generated_dir, args.reference, args.prompts, args.manifest,
+                          threads=args.threads, top_k=args.top_k, is_splits=args.is_splits,
+                          panns_weights=args.panns)
+        text = json.dumps(report, indent=2)
+        if args.out:
+            try:
+                Path(args.out).write_text(text + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise EvalError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    except EvalError as exc:
+        print(f"impact-rt eval: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(text if args.json else format_table(report, args.clips))
+    return 0
