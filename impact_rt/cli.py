@@ -47,6 +47,13 @@ def _read_prompts_file(path: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump): 'impact-rt: error: ...', exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"impact-rt: error: {message}\n")
+
+
 def _add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", "-T", type=int, default=None, help="decoding iterations T (default: the bundle's)")
     p.add_argument("--diffusion-steps", "-K", type=int, default=None, help="DDPM steps per iteration T̂ (default: the bundle's)")
@@ -57,7 +64,7 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .pipeline import BACKENDS
-    ap = argparse.ArgumentParser(prog="impact-rt", description="Fast IMPACT text-to-audio runtime.",
+    ap = _Parser(prog="impact-rt", description="Fast IMPACT text-to-audio runtime.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--version", action="version", version=f"impact-rt {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -76,6 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out-dir", default=".", help="output folder (file names derived from prompts)")
     g.add_argument("--format", default=None, choices=FORMATS, help="audio format (default: from -o, else wav)")
     g.add_argument("--force", action="store_true", help="overwrite existing files")
+    g.add_argument("--spectrogram", action="store_true", help="write a PNG spectrogram beside each clip")
     g.add_argument("--json", action="store_true", help="print one JSON record per clip")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -117,15 +125,31 @@ def _plan_outputs(args, prompts: list[str], fmt: str) -> list[Path]:
                     name, j = f"{stem}-{j}", j + 1
                 used.add(name)
                 paths.append(out_dir / f"{name}.{fmt}")
-    for p in paths:
+    extra = [p.with_suffix(".png") for p in paths] if args.spectrogram else []
+    for p in paths + extra:
         if p.exists() and not args.force:
             raise UsageError(f"{p} exists (use --force to overwrite)")
         parent = p.parent if str(p.parent) else Path(".")
         if not parent.is_dir():
             raise UsageError(f"output folder does not exist: {parent}")
-        if not os.access(parent, os.W_OK):
-            raise UsageError(f"output folder is not writable: {parent}")
+    for parent in {p.parent for p in paths}:
+        _probe_writable(parent)
     return paths
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a temporary file: catches read-only filesystems even for root."""
+    import tempfile
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".impact-rt-probe-", dir=folder)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise OutputError(f"output folder is not writable: {folder} ({e.strerror or e})") from None
+
+
+class OutputError(OSError):
+    pass
 
 
 def cmd_generate(args) -> int:
@@ -145,6 +169,11 @@ def cmd_generate(args) -> int:
     fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "wav")
     if fmt not in FORMATS:
         raise UsageError(f"unknown audio format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    from .config import DecodeConfig
+    early = DecodeConfig(**{k: v for k, v in (("iterations", args.iterations), ("diffusion_steps", args.diffusion_steps),
+                                              ("guidance", args.guidance), ("temperature", args.temperature))
+                            if v is not None})
+    early.validate(256)  # the token count of every bundle's latent geometry; re-checked once loaded
     paths = _plan_outputs(args, prompts, fmt)
     pipe = Pipeline.from_pretrained(args.model, backend=args.backend)
     pipe.decode_config(args.iterations, args.diffusion_steps, args.guidance, args.temperature)  # validate early
@@ -162,6 +191,9 @@ def cmd_generate(args) -> int:
         for j, (prompt, _) in enumerate(batch):
             path = paths[start + j]
             out.save(path, index=j, force=args.force)
+            if args.spectrogram:
+                from .spectrogram import spectrogram_png
+                spectrogram_png(out.audio[j], str(path.with_suffix(".png")))
             if args.json:
                 rec = {"file": str(path), "prompt": prompt, "seed": seeds[j], **out.settings,
                        "sample_rate": out.sample_rate, "seconds": out.audio.shape[1] / out.sample_rate,

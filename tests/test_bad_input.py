@@ -1,0 +1,180 @@
+"""Bad input through the CLI and the API: one line naming the problem, the right exit code,
+no traceback, nothing written or clobbered."""
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from impact_rt import bundle as B
+from impact_rt.config import ConfigError
+from impact_rt.pipeline import Pipeline
+
+
+def cli(args, cwd):
+    p = subprocess.run([sys.executable, "-m", "impact_rt.cli", *args], capture_output=True, text=True, cwd=cwd,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return p.returncode, p.stdout, p.stderr
+
+
+def _corrupt_bundle(tmp, kind):
+    d = tmp / f"bundle-{kind}"
+    src = Pipeline.random("test")
+    cfg = B.BundleConfig(src.model.cfg, src.conditioner.spec(), {"kind": "griffinlim", "n_iter": 4}, src.defaults)
+    B.write_config(cfg, d)
+    B.save_generator(src.model, d)
+    src.vae.save_pretrained(str(d), "vae")
+    if kind == "garbage-weights":
+        (d / "impact.safetensors").write_bytes(b"\x00" * 100)
+    elif kind == "missing-weights":
+        (d / "impact.safetensors").unlink()
+    elif kind == "bad-json":
+        (d / "config.json").write_text("{")
+    elif kind == "wrong-shapes":
+        import json
+        raw = json.loads((d / "config.json").read_text())
+        raw["model"]["dim"] = 64
+        raw["model"]["num_heads"] = 2
+        (d / "config.json").write_text(json.dumps(raw))
+    elif kind == "missing-vae":
+        (d / "vae.safetensors").unlink()
+    elif kind == "wrong-format":
+        import json
+        raw = json.loads((d / "config.json").read_text())
+        raw["format"] = "something-else"
+        (d / "config.json").write_text(json.dumps(raw))
+    return d
+
+
+FAST = ["-T", "1", "-K", "2"]
+
+# (id, CLI args (PROMPT files prepared by name), exit code, text the one error line must contain)
+CASES = [
+    ("empty prompt", ["generate", ""], 2, "empty"),
+    ("whitespace prompt", ["generate", "   \t"], 2, "empty"),
+    ("control characters", ["generate", "thun\x07der"], 2, "control"),
+    ("no prompt at all", ["generate"], 2, "no prompt"),
+    ("T zero", ["generate", "x", "-T", "0"], 2, "iterations"),
+    ("T negative", ["generate", "x", "-T", "-3"], 2, "iterations"),
+    ("T above N", ["generate", "x", "-T", "257"], 2, "iterations"),
+    ("T not a number", ["generate", "x", "-T", "many"], 2, "invalid int"),
+    ("K zero", ["generate", "x", "-K", "0"], 2, "diffusion steps"),
+    ("K above 1000", ["generate", "x", "-K", "1001"], 2, "diffusion steps"),
+    ("guidance NaN", ["generate", "x", "--guidance", "nan"], 2, "guidance"),
+    ("guidance negative", ["generate", "x", "--guidance", "-1"], 2, "guidance"),
+    ("guidance infinite", ["generate", "x", "--guidance", "inf"], 2, "guidance"),
+    ("temperature negative", ["generate", "x", "--temperature", "-0.5"], 2, "temperature"),
+    ("temperature NaN", ["generate", "x", "--temperature", "nan"], 2, "temperature"),
+    ("unknown backend", ["generate", "x", "--backend", "vulkan"], 2, "invalid choice"),
+    ("backend not available here", ["generate", "x", "--backend", "tensorrt"], 2, "not available"),
+    ("missing model folder", ["generate", "x", "--model", "/nonexistent/model"], 1, "not found"),
+    ("garbage weights", ["generate", "x", "--model", "@garbage-weights"] + FAST, 1, "corrupt"),
+    ("missing weights", ["generate", "x", "--model", "@missing-weights"] + FAST, 1, "impact.safetensors"),
+    ("config not JSON", ["generate", "x", "--model", "@bad-json"] + FAST, 1, "JSON"),
+    ("weights do not match config", ["generate", "x", "--model", "@wrong-shapes"] + FAST, 1, "do not match"),
+    ("missing VAE", ["generate", "x", "--model", "@missing-vae"] + FAST, 1, "vae"),
+    ("not a bundle", ["generate", "x", "--model", "@wrong-format"] + FAST, 1, "not an impact-rt bundle"),
+    ("non-UTF-8 prompts file", ["generate", "--prompts-file", "latin1.txt"], 2, "not UTF-8"),
+    ("missing prompts file", ["generate", "--prompts-file", "nope.txt"], 2, "not found"),
+    ("empty prompts file", ["generate", "--prompts-file", "empty.txt"], 2, "no prompt"),
+    ("CSV without caption", ["generate", "--prompts-file", "bad.csv"], 2, "caption"),
+    ("output folder missing", ["generate", "x", "--out-dir", "missing-dir"], 2, "does not exist"),
+    ("output folder is a file", ["generate", "x", "--out-dir", "latin1.txt"], 2, "does not exist"),
+    ("unwritable output", ["generate", "x", "-o", "/proc/impact.wav"] + FAST, 1, "/proc"),
+    ("existing output", ["generate", "x", "-o", "existing.wav"], 2, "exists"),
+    ("-o with many clips", ["generate", "x", "y", "-o", "two.wav"], 2, "one file"),
+    ("unknown extension", ["generate", "x", "-o", "clip.mp3"], 2, "format"),
+    ("unknown --format", ["generate", "x", "--format", "mp3"], 2, "invalid choice"),
+    ("-n zero", ["generate", "x", "-n", "0"], 2, "-n"),
+    ("batch size zero", ["generate", "x", "--batch-size", "0"], 2, "batch-size"),
+    ("negative seed", ["generate", "x", "--seed", "-1"], 2, "seed"),
+    ("unknown command", ["compose", "x"], 2, "invalid choice"),
+]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "latin1.txt").write_bytes("caf\xe9 sounds\n".encode("latin-1"))
+    (d / "empty.txt").write_text("\n \n")
+    (d / "bad.csv").write_text("id,text\n1,thunder\n")
+    (d / "existing.wav").write_bytes(b"keep me")
+    for kind in ("garbage-weights", "missing-weights", "bad-json", "wrong-shapes", "missing-vae", "wrong-format"):
+        _corrupt_bundle(d, kind)
+    return d
+
+
+def _listing(d):
+    return sorted((p.name, p.stat().st_size) for p in d.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_cli_bad_input(workdir, case):
+    _, args, code, needle = case
+    args = [str(workdir / f"bundle-{a[1:]}") if a.startswith("@") else a for a in args]
+    before = _listing(workdir)
+    rc, out, err = cli(args, workdir)
+    assert rc == code, err
+    lines = [l for l in err.strip().splitlines() if not l.startswith("impact-rt: warning:")]
+    assert len(lines) == 1 and lines[0].startswith("impact-rt: error:"), err
+    assert needle.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in err and out == ""
+    assert _listing(workdir) == before  # nothing written, nothing clobbered
+
+
+API_CASES = [
+    ("empty prompt", dict(prompts=[""]), ConfigError, "empty"),
+    ("no prompts", dict(prompts=[]), ConfigError, "no prompt"),
+    ("control characters", dict(prompts=["a\x1bb"]), ConfigError, "control"),
+    ("not text", dict(prompts=[None]), ConfigError, "not text"),
+    ("T zero", dict(iterations=0), ConfigError, "iterations"),
+    ("T above N", dict(iterations=300), ConfigError, "iterations"),
+    ("T not an int", dict(iterations=2.5), ConfigError, "iterations"),
+    ("K zero", dict(diffusion_steps=0), ConfigError, "diffusion steps"),
+    ("K above 1000", dict(diffusion_steps=5000), ConfigError, "diffusion steps"),
+    ("guidance NaN", dict(guidance=float("nan")), ConfigError, "guidance"),
+    ("guidance below 1", dict(guidance=0.5), ConfigError, "guidance"),
+    ("temperature negative", dict(temperature=-1.0), ConfigError, "temperature"),
+    ("seed negative", dict(seed=-5), ConfigError, "seed"),
+    ("seed not an int", dict(seed="abc"), ConfigError, "seed"),
+    ("seed list length", dict(prompts=["a", "b"], seed=[1, 2, 3]), ConfigError, "seeds for"),
+]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline.random("test")
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_bad_input(pipe, case):
+    _, kw, exc, needle = case
+    kw = {"prompts": ["thunder"], "iterations": 1, "diffusion_steps": 2, **kw}
+    with pytest.raises(exc) as e:
+        pipe.generate(kw.pop("prompts"), **kw)
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("garbage-weights", "corrupt"), ("missing-weights", "impact.safetensors"), ("bad-json", "JSON"),
+    ("wrong-shapes", "do not match"), ("missing-vae", "vae"), ("wrong-format", "not an impact-rt bundle"),
+])
+def test_api_bad_bundles(tmp_path, kind, match):
+    d = _corrupt_bundle(tmp_path, kind)
+    with pytest.raises(B.BundleError, match=match):
+        Pipeline.from_pretrained(d)
+
+
+def test_api_unknown_and_unavailable_backend():
+    with pytest.raises(ConfigError, match="unknown backend"):
+        Pipeline.from_pretrained(backend="vulkan")
+    with pytest.raises(ConfigError, match="not available"):
+        Pipeline.from_pretrained(backend="tensorrt")
+
+
+def test_long_prompt_is_truncated_with_a_warning_not_an_error(pipe):
+    with pytest.warns(UserWarning, match="truncated"):
+        g = pipe.generate(["rain " * 2000], seed=0, iterations=1, diffusion_steps=2)
+    assert len(g.prompts[0]) <= 2000
