@@ -1,0 +1,75 @@
+"""Concurrency, memory and interruption behaviour of the pipeline and the CLI."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from impact_rt.pipeline import Pipeline
+
+KW = dict(iterations=2, diffusion_steps=3)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline.random("test")
+
+
+def test_threads_give_the_same_audio_as_sequential(pipe):
+    prompts = ["thunder", "rain", "a dog barking", "piano"]
+    jobs = [(prompts[i % 4], 100 + i) for i in range(40)]  # 4 threads x 10 generations
+    sequential = {seed: pipe.generate([p], seed=seed, **KW).audio for p, seed in jobs}
+    results, errors = {}, []
+
+    def worker(chunk):
+        try:
+            for p, seed in chunk:
+                results[seed] = pipe.generate([p], seed=seed, **KW).audio
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(jobs[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for seed, audio in sequential.items():
+        np.testing.assert_array_equal(results[seed], audio)
+
+
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc for RSS")
+def test_no_memory_growth_over_200_generations(pipe):
+    for i in range(20):  # warm-up
+        pipe.generate(["thunder"], seed=i, iterations=1, diffusion_steps=2)
+    base = _rss_mb()
+    for i in range(200):
+        pipe.generate(["thunder"], seed=i, iterations=1, diffusion_steps=2)
+    assert _rss_mb() <= base * 1.10, (base, _rss_mb())
+
+
+def test_sigint_leaves_no_partial_file(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "impact_rt.cli", "generate", "thunder", "-T", "64", "-K", "1000",
+                          "-q"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    time.sleep(6)  # well inside the generation (T=64, T̂=1000 takes far longer)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_context_manager_releases_backend():
+    with Pipeline.random("test") as p:
+        p.generate(["x"], seed=0, iterations=1, diffusion_steps=1)
+    assert p.backend is None
