@@ -1,0 +1,339 @@
+"""Corpus builder tests on a tiny synthetic source tree (no network, no apt, no synthesis tools)."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from training.data import captions
+from training.data.audio import CLIP_SAMPLES, SR, loop_to, median_f0
+from training.data.build import BuildConfig, build
+from training.data.captions import categorize, gender_from_f0, scene_caption
+from training.data.manifest import FIELDS
+from training.data.plan import Planner, PlanConfig, dedupe, norm_stem, source_groups
+from training.data.render import Piece, batch_midi, midi_bytes, piece_specs
+from training.data.sources import Item, parse_copyright
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- a tiny source tree -------------------------------------------------------------------
+
+def tone(seconds, f0=440.0, harmonics=1, noise=0.0, seed=0, sr=22050):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, harmonics + 1))
+    x = 0.3 * x / max(1e-9, np.abs(x).max()) + noise * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+
+Files: *
+Copyright: someone
+License: GPL-2+
+
+Files: data/sounds/ambience/*
+Copyright: someone else
+License: CC-BY-SA-3.0
+"""
+
+TREE = {
+    # package: {relative path: audio}
+    "widelands-data": {
+        "usr/share/games/widelands/data/sound/animals/bird1_00.wav": lambda: tone(0.8, 2500, seed=1),
+        "usr/share/games/widelands/data/sound/animals/bird1_01.wav": lambda: tone(0.7, 2600, seed=2),
+        "usr/share/games/widelands/data/sound/animals/bird2_00.wav": lambda: tone(0.9, 3000, seed=3),
+        "usr/share/games/widelands/data/sound/animals/bird3_00.wav": lambda: tone(0.6, 2800, seed=4),
+        "usr/share/games/widelands/data/sound/animals/wolf_00.wav": lambda: tone(1.5, 400, 3, seed=5),
+        "usr/share/games/widelands/data/sound/click.wav": lambda: tone(0.3, 1000, noise=0.05, seed=6),
+        "usr/share/games/widelands/data/sound/silence.wav": lambda: np.zeros(22050, np.float32),
+        "usr/share/games/widelands/data/music/ingame_00.wav": lambda: tone(25.0, 220, 4, seed=7),
+    },
+    "redeclipse-data": {
+        "usr/share/games/redeclipse/data/sounds/ambience/wind.wav": lambda: tone(3.0, 100, noise=0.2, seed=8),
+        "usr/share/games/redeclipse/data/sounds/ambience/creek.wav": lambda: tone(12.0, 50, noise=0.2, seed=9),
+        "usr/share/games/redeclipse/data/sounds/ambience/fire.wav": lambda: tone(2.0, 80, noise=0.3, seed=10),
+    },
+    "minetest-data": {
+        "usr/share/games/minetest/games/minetest_game/mods/default/sounds/default_grass_footstep.1.wav":
+            lambda: tone(0.2, 150, noise=0.2, seed=11),
+        "usr/share/games/minetest/games/minetest_game/mods/default/sounds/default_grass_footstep.2.wav":
+            lambda: tone(0.2, 160, noise=0.2, seed=12),
+    },
+    "tuxpaint-stamps-default": {
+        "usr/share/tuxpaint/stamps/animals/mammals/dogs/dog.wav": lambda: tone(0.5, 600, 5, seed=13),
+        "usr/share/tuxpaint/stamps/animals/mammals/dogs/dog_desc_fr.wav": lambda: tone(1.5, 120, 8, seed=14),
+        "usr/share/tuxpaint/stamps/animals/mammals/dogs/fox_desc_fr.wav": lambda: tone(1.2, 118, 8, seed=15),
+        "usr/share/tuxpaint/stamps/animals/mammals/dogs/dog_desc_es.wav": lambda: tone(1.4, 230, 8, seed=16),
+    },
+}
+
+
+def make_tree(root: Path, copies: bool = True) -> None:
+    for pkg, files in TREE.items():
+        base = root / "src" / pkg
+        for rel, fn in files.items():
+            f = base / rel
+            f.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(f), fn(), 22050, subtype="PCM_16")
+        doc = base / "usr/share/doc" / pkg
+        doc.mkdir(parents=True, exist_ok=True)
+        (doc / "copyright").write_text(COPYRIGHT)
+    if copies:   # a byte-identical copy elsewhere in the package: one recording, not two
+        src = root / "src/widelands-data/usr/share/games/widelands/data/sound/animals/wolf_00.wav"
+        dst = root / "src/widelands-data/usr/share/games/widelands/data/sound/other/howl.wav"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+
+
+def tiny_config(out: Path, **plan) -> BuildConfig:
+    pc = dict(seed=7, min_groups_heldout=2, val_frac=0.3, test_frac=0.3, scenes_per_event=2.0)
+    pc.update(plan)
+    return BuildConfig(out=out, seed=pc["seed"], packages=tuple(TREE), fetch=False, render=False,
+                       plan=PlanConfig(**pc))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    make_tree(out)
+    rep = build(tiny_config(out))
+    with open(out / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return out, rows, rep
+
+
+# ---- captions ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path,expected", [
+    ("usr/share/games/supertuxkart/data/sfx/thunder.ogg", "thunder"),
+    ("usr/share/games/megaglest/tilesets/forest/sounds/rain.ogg", "rain"),
+    ("usr/share/games/redeclipse/data/sounds/ambience/morph/stormwind.ogg", "wind"),
+    ("usr/share/games/redeclipse/data/sounds/ambience/creek.ogg", "stream"),
+    ("usr/share/tuxpaint/stamps/animals/mammals/dogs/dog.ogg", "dog"),
+    ("usr/share/games/megaglest/tilesets/autumn/sounds/rooster.ogg", "rooster"),
+    ("usr/share/games/supertuxkart/data/tracks/black_forest/cow.ogg", "cow"),
+    ("usr/share/games/widelands/data/sound/animals/bird3_01.ogg", "bird"),
+    ("usr/share/games/megaglest/tilesets/autumn/sounds/owl.ogg", "owl"),
+    ("usr/share/games/minetest/games/minetest_game/mods/fire/sounds/fire_fire.1.ogg", "fire"),
+    ("usr/share/games/redeclipse/data/sounds/weapons/mine/explode2.ogg", "explosion"),
+    ("usr/share/games/supertuxkart/data/sfx/engine_small.ogg", "engine"),
+    ("usr/share/games/minetest/games/minetest_game/mods/default/sounds/default_snow_footstep.4.ogg", "footsteps"),
+    ("usr/share/sonic-pi/samples/perc_bell2.flac", "bell"),
+    ("usr/share/sonic-pi/samples/loop_amen.flac", "drum_loop"),
+    ("usr/share/tuxpaint/stamps/hobbies/music/string/cello.ogg", "cello_sample"),
+    ("usr/share/games/widelands/data/music/ingame_07.ogg", "music"),
+    ("usr/share/asterisk/sounds/en_US_f_Allison/vm-goodbye.wav", "speech_asterisk"),
+    # a spoken description whose name also names a captioned subject is speech, not scissors
+    ("usr/share/tuxpaint/stamps/household/arttools/scissors_small_open_desc_fr.ogg", "speech_tuxpaint"),
+    ("usr/share/tuxpaint/stamps/household/arttools/scissors_small_open.ogg", "scissors"),
+])
+def test_caption_table(path, expected):
+    cat = categorize(path)
+    assert cat is not None and cat.name == expected
+
+
+@pytest.mark.parametrize("path", [
+    "usr/share/games/widelands/data/sound/click.ogg",
+    "usr/share/games/megaglest/tilesets/forest/sounds/day.ogg",          # vague: stays uncaptioned
+    "usr/share/games/redeclipse/data/sounds/interface/press.ogg",
+    "usr/share/games/megaglest/techs/megapack/commondata/sounds/golem_ack3.wav",
+])
+def test_vague_names_stay_uncaptioned(path):
+    assert categorize(path) is None
+
+
+def test_every_eval_prompt_has_a_category():
+    from training.data.manifest import EVAL_PROMPTS
+    from training.data.render import INSTRUMENTS
+    served = {c.eval_prompt for c in captions.TABLE} | {i.eval_prompt for i in INSTRUMENTS}
+    assert set(EVAL_PROMPTS) <= served
+
+
+def test_scene_caption_names_events_and_bed():
+    rng = np.random.default_rng(0)
+    dog, rain = captions.BY_NAME["dog"], captions.BY_NAME["rain"]
+    texts = {scene_caption([(dog, 2)], rain, rng) for _ in range(40)}
+    assert all("dog" in t and "rain" in t for t in texts)
+    assert any("twice" in t for t in texts)
+    assert len(texts) >= 3                                   # varied phrasings
+    owl = captions.BY_NAME["owl"]
+    two = scene_caption([(dog, 1), (owl, 1)], rain, rng)
+    assert "dog" in two and "owl" in two and "rain" in two
+
+
+def test_gender_from_pitch():
+    assert gender_from_f0(110) == "male"
+    assert gender_from_f0(230) == "female"
+    assert gender_from_f0(175) == "unknown"
+    assert gender_from_f0(0) == "unknown"
+    x = tone(1.0, 125, 8, sr=SR)
+    assert abs(median_f0(x) - 125) < 8
+
+
+# ---- splitting by source recording ---------------------------------------------------------
+
+def fake_item(key, cat, dur=1.0, sha=None):
+    pkg, rel = key.split("/", 1)
+    return Item(key, pkg, rel, "/nonexistent", sha or key, dur, cat, "GPL-2+")
+
+
+def test_groups_merge_takes_and_copies_but_not_music_tracks():
+    items = [fake_item("w/a/wolf_00.ogg", "wolf"), fake_item("w/a/wolf_01.ogg", "wolf"),
+             fake_item("w/b/howl.ogg", "wolf", sha="w/a/wolf_00.ogg"),     # same bytes as wolf_00
+             fake_item("w/a/bird1_00.ogg", "bird"), fake_item("w/a/bird2_00.ogg", "bird"),
+             fake_item("w/m/ingame_01.ogg", "music", 30), fake_item("w/m/ingame_02.ogg", "music", 30)]
+    g = source_groups(items)
+    assert g["w/a/wolf_00.ogg"] == g["w/a/wolf_01.ogg"] == g["w/b/howl.ogg"]
+    assert g["w/a/bird1_00.ogg"] != g["w/a/bird2_00.ogg"]
+    assert g["w/m/ingame_01.ogg"] != g["w/m/ingame_02.ogg"]
+    assert norm_stem("x/default_grass_footstep.3.ogg") == "default_grass_footstep"
+    assert len(dedupe(items)) == len(items) - 1
+
+
+def many_items():
+    items = []
+    for k in range(12):
+        items += [fake_item(f"p/birds/bird{k}_00.ogg", "bird", 0.8), fake_item(f"p/birds/bird{k}_01.ogg", "bird", 0.7)]
+        items.append(fake_item(f"p/amb/rain{k}.ogg", "rain", 4.0))
+        items.append(fake_item(f"p/x/thing{k}.ogg", "", 2.0))
+        items.append(fake_item(f"q/tuxpaint/stamps/s{k}_desc_fr.ogg", "speech_tuxpaint", 1.5))
+    for k in range(8):
+        items.append(fake_item(f"p/d/dog{k}.ogg", "dog", 0.5))
+    return items
+
+
+def test_no_source_recording_in_two_splits():
+    items = many_items()
+    pl = Planner(items, PlanConfig(seed=3, min_groups_heldout=4, val_frac=0.2, test_frac=0.2))
+    specs = pl.plan()
+    assert {s.split for s in specs} == {"train", "val", "test"}
+    split_of_key = {}
+    for s in specs:
+        for layer in s.layers:
+            # every source inside a clip belongs to the clip's split ...
+            assert pl.split[layer.key] == s.split
+            # ... and a source is never heard in two splits
+            assert split_of_key.setdefault(layer.key, s.split) == s.split
+    split_of_group = {}
+    for key, split in pl.split.items():
+        assert split_of_group.setdefault(pl.groups[key], split) == split
+    assert any(s.kind == "scene" and len(s.layers) >= 2 for s in specs)
+
+
+def test_plan_is_deterministic_given_seed():
+    items = many_items()
+    a = [s.to_json() for s in Planner(items, PlanConfig(seed=5)).plan()]
+    b = [s.to_json() for s in Planner(items, PlanConfig(seed=5)).plan()]
+    c = [s.to_json() for s in Planner(items, PlanConfig(seed=6)).plan()]
+    assert a == b and a != c
+
+
+# ---- the whole build on the tiny tree -----------------------------------------------------
+
+def test_manifest_fields_and_files(built):
+    out, rows, rep = built
+    assert rows, "no clips"
+    assert set(FIELDS) <= set(rows[0])
+    assert len({r["id"] for r in rows}) == len(rows)
+    for r in rows:
+        assert r["split"] in ("train", "val", "test")
+        assert (out / r["file"]).exists()
+        assert r["source_package"] and r["source_file"] and r["license"]
+    assert any(r["caption"] == "" for r in rows)              # uncaptioned material is kept
+    assert any("dog" in r["caption"] for r in rows)
+    assert any(r["kind"] == "scene" for r in rows)
+    amb = [r for r in rows if "ambience/creek" in r["source_file"] and r["source_package"] == "redeclipse-data"]
+    assert amb and all(r["license"] == "CC-BY-SA-3.0" for r in amb)
+    assert (out / "report.json").exists()
+    assert rep["total"]["clips"] == len(rows)
+
+
+def test_clip_length_rate_and_format(built):
+    out, rows, _ = built
+    for r in rows:
+        info = sf.info(str(out / r["file"]))
+        assert info.samplerate == SR == 16000
+        assert info.channels == 1
+        assert info.frames == CLIP_SAMPLES == 163840
+        assert info.subtype == "PCM_16"
+
+
+def test_silent_sources_are_dropped_and_speech_is_gendered(built):
+    out, rows, rep = built
+    assert not any("silence.wav" in r["source_file"] for r in rows)
+    assert rep["rejected_silent"] >= 1
+    male = [r for r in rows if "dog_desc_fr" in r["source_file"] or "fox_desc_fr" in r["source_file"]]
+    assert male and all(("man" in r["caption"] or "male" in r["caption"]) and "woman" not in r["caption"]
+                        for r in male)
+    female = [r for r in rows if "dog_desc_es" in r["source_file"]]
+    assert female and all("woman" in r["caption"] or "female" in r["caption"] for r in female)
+
+
+def test_rebuild_resumes_and_is_identical(built):
+    out, rows, _ = built
+    mtimes = {r["file"]: (out / r["file"]).stat().st_mtime_ns for r in rows}
+    build(tiny_config(out))
+    with open(out / "manifest.csv", newline="") as f:
+        again = list(csv.DictReader(f))
+    assert again == rows
+    assert all((out / f).stat().st_mtime_ns == t for f, t in mtimes.items())   # nothing re-rendered
+
+
+# ---- small pieces --------------------------------------------------------------------------
+
+def test_loop_to_length_and_start():
+    x = np.arange(1000, dtype=np.float32)
+    y = loop_to(x, 5000, start=100, xfade=50)
+    assert y.shape == (5000,)
+    assert y[0] == 100
+    assert np.array_equal(loop_to(x, 300, start=10), x[10:310])
+
+
+def test_copyright_tail_matching():
+    cr = parse_copyright(COPYRIGHT)
+    assert cr.default == "GPL-2+"
+    assert cr.license_for("usr/share/games/redeclipse/data/sounds/ambience/wind.ogg") == "CC-BY-SA-3.0"
+    assert cr.license_for("usr/share/games/redeclipse/data/sounds/music/x.ogg") == "GPL-2+"
+
+
+def test_midi_writer_and_piece_captions():
+    data = midi_bytes([(0.0, bytes([0x90, 60, 100])), (0.5, bytes([0x80, 60, 0]))])
+    assert data[:4] == b"MThd" and b"MTrk" in data and data.endswith(b"\xff\x2f\x00")
+    pieces = piece_specs(1, 0.05)
+    assert pieces == piece_specs(1, 0.05)
+    by = {p.instrument: p for p in pieces}
+    assert "cello" in by["cello"].caption
+    assert "drum" in by["drums"].caption
+    assert by["bells"].caption and "bell" in by["bells"].caption or "chime" in by["bells"].caption
+    assert batch_midi([Piece("x", "piano", "slow", 70, 1, "a piano playing", "major")])[:4] == b"MThd"
+
+
+def test_cli_missing_out_is_a_one_line_error():
+    r = subprocess.run([sys.executable, "-m", "training.data.build"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--out" in lines[0]
+
+
+def test_cli_missing_source_folder_is_a_one_line_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "training.data.build", "--out", str(tmp_path), "--no-fetch",
+                        "--no-render", "--packages", "widelands-data"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "widelands-data" in r.stderr
+
+
+def test_new_plan_replaces_stale_clips(tmp_path):
+    make_tree(tmp_path, copies=False)
+    build(tiny_config(tmp_path, seed=1))
+    build(tiny_config(tmp_path, seed=2))
+    with open(tmp_path / "manifest.csv", newline="") as f:
+        files = {r["file"] for r in csv.DictReader(f)}
+    on_disk = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "clips").glob("*/*")}
+    assert files == on_disk

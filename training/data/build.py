@@ -1,0 +1,180 @@
+"""Build the training corpus: python -m training.data.build --out DIR [--seed N]
+
+Stages (each resumable; rerun the same command after an interruption):
+  1. fetch   apt-get download the Debian packages into DIR/debs (skips .debs already there)
+  2. unpack  audio + copyright of each package into DIR/src/<package> (marker file .done)
+  3. render  General MIDI pieces (fluidsynth) and speech (espeak-ng, flite) into DIR/render
+  4. scan    inventory of every source file (DIR/state/inventory.jsonl caches hashes, durations, F0)
+  5. plan    splits by source recording and the list of clips (deterministic given the seed)
+  6. clips   10.24 s / 16 kHz mono FLAC files in DIR/clips/<split>/ (existing files are kept)
+  7. report  DIR/manifest.csv (AudioCaps-like) and DIR/report.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .audio import CLIP_SAMPLES, SR
+from .clips import remove_stale, render_all
+from .manifest import build_report, format_report, manifest_rows, write_manifest, write_report
+from .plan import Planner, PlanConfig, dedupe
+from .render import INSTRUMENT_BY_NAME, piece_specs, render_midi, render_speech, utterance_specs
+from .sources import PACKAGES, BuildError, Item, fetch_debs, load_cache, log, read_copyright, save_cache, \
+    scan_package, unpack
+
+GM_LICENSE = "MIT (FluidR3_GM soundfont from fluid-soundfont-gm), rendered"
+TTS_LICENSE = "synthesised speech (espeak-ng GPL-3+, flite BSD-style)"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    out: Path
+    seed: int = 1234
+    packages: tuple[str, ...] = PACKAGES
+    fmt: str = "flac"
+    install_tools: bool = True
+    fetch: bool = True               # False: use DIR/src/<package> as it is (tests, offline)
+    render: bool = True
+    midi_scale: float = 1.0
+    tts_male: int = 420
+    tts_female: int = 160
+    plan: PlanConfig = field(default_factory=PlanConfig)
+
+
+def rendered_items(cfg: BuildConfig) -> tuple[list[Item], dict[str, dict], dict[str, str]]:
+    """Render (or reuse) GM pieces and TTS; return their items, captions and eval prompts."""
+    items, meta, prompts = [], {}, {}
+    if not cfg.render:
+        return items, meta, prompts
+    pieces = piece_specs(cfg.seed, cfg.midi_scale)
+    utts = utterance_specs(cfg.seed, cfg.tts_male, cfg.tts_female)
+    gm_dir, tts_dir = cfg.out / "render" / "gm", cfg.out / "render" / "tts"
+    render_midi(pieces, gm_dir, install_tools=cfg.install_tools)
+    render_speech(utts, tts_dir, install_tools=cfg.install_tools)
+    for p in pieces:
+        cat = f"gm_{p.instrument}"
+        key = f"render-gm/{p.id}.wav"
+        items.append(Item(key, "render-gm", f"{p.id}.wav", str(gm_dir / f"{p.id}.wav"), "render:" + p.id,
+                          CLIP_SAMPLES / SR, cat, GM_LICENSE, meta=p.caption))
+        meta[key] = {"caption": p.caption}
+        prompts[cat] = INSTRUMENT_BY_NAME[p.instrument].eval_prompt
+    for u in utts:
+        cat = f"tts_{u.gender}"
+        key = f"render-tts/{u.id}.wav"
+        items.append(Item(key, "render-tts", f"{u.id}.wav", str(tts_dir / f"{u.id}.wav"), "render:" + u.id,
+                          CLIP_SAMPLES / SR, cat, TTS_LICENSE, meta=u.caption))
+        meta[key] = {"caption": u.caption}
+        prompts[cat] = "a man speaking"
+    return items, meta, prompts
+
+
+def build(cfg: BuildConfig) -> dict:
+    t0 = time.time()
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "state").mkdir(exist_ok=True)
+    (out / "state" / "config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1) + "\n")
+
+    # 1-2. packages
+    roots: dict[str, Path] = {}
+    if cfg.fetch:
+        debs = fetch_debs(out / "debs", cfg.packages, cfg.install_tools)
+        for pkg, deb in debs.items():
+            roots[pkg] = unpack(deb, out / "src" / pkg)
+    else:
+        for pkg in cfg.packages:
+            root = out / "src" / pkg
+            if not root.is_dir():
+                raise BuildError(f"no source folder {root} (and fetching is off)")
+            roots[pkg] = root
+    log(f"[stage] packages ready ({time.time() - t0:.0f}s)")
+
+    # 3. rendered material
+    r_items, r_meta, r_prompts = rendered_items(cfg)
+    log(f"[stage] rendered material ready: {len(r_items)} pieces ({time.time() - t0:.0f}s)")
+
+    # 4. inventory
+    cache_path = out / "state" / "inventory.jsonl"
+    cache = load_cache(cache_path)
+    items: list[Item] = []
+    licenses = {}
+    for pkg, root in roots.items():
+        got = scan_package(pkg, root, cache)
+        save_cache(cache_path, cache)
+        licenses[pkg] = read_copyright(root, pkg).default
+        log(f"[scan] {pkg}: {len(got)} audio files, {sum(i.duration for i in got) / 3600:.2f} h")
+        items += got
+    licenses["render-gm"], licenses["render-tts"] = GM_LICENSE, TTS_LICENSE
+    n_all = len(items)
+    items = dedupe(items) + r_items
+    log(f"[stage] inventory: {n_all} package files ({n_all - (len(items) - len(r_items))} byte-identical "
+        f"copies dropped) + {len(r_items)} rendered ({time.time() - t0:.0f}s)")
+
+    # 5. plan
+    planner = Planner(items, cfg.plan, r_meta)
+    specs = planner.plan()
+    (out / "state" / "plan.jsonl").write_text("".join(s.to_json() + "\n" for s in specs))
+    log(f"[stage] planned {len(specs)} clips ({time.time() - t0:.0f}s)")
+
+    # 6. clips
+    n_stale = remove_stale(specs, out)
+    if n_stale:
+        log(f"[clips] removed {n_stale} files left by an older plan")
+    present, n_rej = render_all(specs, planner.items, out, cfg.fmt, out / "state" / "rejected.txt")
+    log(f"[stage] clips on disk: {len(present)}, rejected as near-silent: {n_rej} ({time.time() - t0:.0f}s)")
+
+    # 7. manifest + report
+    rows = manifest_rows(present, planner.items, planner.groups, cfg.fmt)
+    write_manifest(rows, out / "manifest.csv")
+    rep = build_report(rows, planner.items, r_prompts, n_rej, licenses)
+    rep["seed"] = cfg.seed
+    write_report(rep, out / "report.json")
+    log(format_report(rep))
+    log(f"[done] manifest {out / 'manifest.csv'}, report {out / 'report.json'} ({time.time() - t0:.0f}s)")
+    return rep
+
+
+def parse_args(argv: list[str]) -> BuildConfig:
+    ap = argparse.ArgumentParser(prog="python -m training.data.build",
+                                 description="Build the text-to-audio training corpus from Debian packages.")
+    ap.add_argument("--out", type=Path, help="output folder (debs, sources, clips, manifest.csv)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--packages", default=",".join(PACKAGES), help="comma-separated Debian packages")
+    ap.add_argument("--format", choices=("flac", "wav"), default="flac")
+    ap.add_argument("--no-install-tools", action="store_true",
+                    help="fail with a one-line error instead of apt-get installing missing tools")
+    ap.add_argument("--no-fetch", action="store_true", help="use DIR/src/<package> as it is")
+    ap.add_argument("--no-render", action="store_true", help="skip the MIDI and speech synthesis")
+    ap.add_argument("--midi-scale", type=float, default=1.0, help="multiply the number of MIDI pieces")
+    args = ap.parse_args(argv)
+    if args.out is None:
+        raise BuildError("missing --out DIR (where the corpus is built)")
+    pkgs = tuple(p.strip() for p in args.packages.split(",") if p.strip())
+    if not pkgs:
+        raise BuildError("--packages is empty")
+    if args.midi_scale < 0:
+        raise BuildError("--midi-scale must be >= 0")
+    return BuildConfig(out=args.out.resolve(), seed=args.seed, packages=pkgs, fmt=args.format,
+                       install_tools=not args.no_install_tools, fetch=not args.no_fetch,
+                       render=not args.no_render, midi_scale=args.midi_scale,
+                       plan=PlanConfig(seed=args.seed))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        build(parse_args(sys.argv[1:] if argv is None else argv))
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

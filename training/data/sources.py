@@ -1,0 +1,237 @@
+"""Debian packages with real audio: fetch (apt-get download), unpack, licences, inventory."""
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+from .audio import load_mono, median_f0
+from .captions import categorize
+
+PACKAGES: tuple[str, ...] = (
+    "megaglest-data", "redeclipse-data", "supertuxkart-data", "tuxpaint-stamps-default",
+    "widelands-data", "sonic-pi-samples", "minetest-data", "hedgewars-data",
+    "asterisk-core-sounds-en-wav",
+)
+AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3")
+
+
+class BuildError(RuntimeError):
+    """A one-line, user-facing error."""
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def require_tool(tool: str, apt_package: str, install: bool) -> None:
+    """Make sure a command exists; install its Debian package when allowed, else fail."""
+    if shutil.which(tool):
+        return
+    if not install:
+        raise BuildError(f"missing tool '{tool}': run 'apt-get install {apt_package}' "
+                         "(or pass --install-tools)")
+    log(f"[tools] '{tool}' missing: apt-get install -y {apt_package}")
+    run(["apt-get", "install", "-y", "--no-install-recommends", apt_package],
+        env_extra={"DEBIAN_FRONTEND": "noninteractive"})
+    if not shutil.which(tool):
+        raise BuildError(f"'{tool}' still missing after installing {apt_package}")
+
+
+def run(cmd: list[str], cwd: Path | None = None, env_extra: dict | None = None) -> str:
+    import os
+    env = dict(os.environ, **(env_extra or {}))
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise BuildError(f"{' '.join(cmd[:3])} failed: {tail[0]}")
+    return r.stdout
+
+
+# ---- fetch and unpack -----------------------------------------------------------------
+
+def deb_path(debs: Path, pkg: str) -> Path | None:
+    hits = sorted(glob.glob(str(debs / f"{pkg}_*.deb")))
+    return Path(hits[-1]) if hits else None
+
+
+def fetch_debs(debs: Path, packages=PACKAGES, install_tools: bool = True) -> dict[str, Path]:
+    """apt-get download each package into `debs` unless a .deb of it is already there."""
+    require_tool("apt-get", "apt", False)
+    require_tool("dpkg-deb", "dpkg", False)
+    debs.mkdir(parents=True, exist_ok=True)
+    out, updated = {}, False
+    for pkg in packages:
+        have = deb_path(debs, pkg)
+        if have is None:
+            log(f"[fetch] apt-get download {pkg}")
+            try:
+                run(["apt-get", "download", pkg], cwd=debs)
+            except BuildError:
+                if updated:
+                    raise
+                log("[fetch] apt-get update (package lists missing or stale)")
+                run(["apt-get", "update"])
+                updated = True
+                run(["apt-get", "download", pkg], cwd=debs)
+            have = deb_path(debs, pkg)
+            if have is None:
+                raise BuildError(f"apt-get download {pkg} left no .deb in {debs}")
+        out[pkg] = have
+    return out
+
+
+def unpack(deb: Path, dest: Path) -> Path:
+    """Extract the audio files and the copyright file of a .deb (resumable: '.done' marker)."""
+    done = dest / ".done"
+    if done.exists():
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    log(f"[unpack] {deb.name}")
+    pats = ["*" + e for e in AUDIO_EXT] + ["*" + e.upper() for e in AUDIO_EXT] + ["*/copyright"]
+    cmd = (f"dpkg-deb --fsys-tarfile '{deb}' | tar -x -C '{dest}' --wildcards "
+           + " ".join(f"'{p}'" for p in pats))
+    r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    if r.returncode not in (0, 2):        # tar exits 2 when a wildcard matched nothing
+        raise BuildError(f"unpacking {deb.name} failed: {r.stderr.strip()[-200:]}")
+    done.write_text(deb.name + "\n")
+    return dest
+
+
+# ---- licences -------------------------------------------------------------------------
+
+KNOWN_LICENSES = ("CC0", "CC-BY-SA-4.0", "CC-BY-SA-3.0", "CC-BY-4.0", "CC-BY-3.0", "GPL-3", "GPL-2",
+                  "LGPL-2.1", "GFDL-1.3", "MIT", "BSD", "Public Domain")
+
+
+@dataclass
+class Copyright:
+    stanzas: list[tuple[list[str], str]]      # (Files patterns, License short name)
+    default: str
+
+    def license_for(self, path: str) -> str:
+        """DEP-5: the last stanza whose Files pattern matches wins. Source-tree patterns are
+        matched against installed paths by their tail ('data/sounds/x/*' ~ '.../data/sounds/x/a')."""
+        found = self.default
+        for patterns, lic in self.stanzas:
+            if any(_tail_match(p, path) for p in patterns):
+                found = lic
+        return found
+
+
+def _tail_match(pattern: str, path: str) -> bool:
+    comps = pattern.strip("/").split("/")
+    keep = min(2, len(comps))
+    for i in range(len(comps) - keep + 1):
+        tail = "/".join(comps[i:])
+        if fnmatch.fnmatchcase(path, tail) or fnmatch.fnmatchcase(path, "*/" + tail):
+            return True
+    return False
+
+
+def parse_copyright(text: str) -> Copyright:
+    stanzas, default = [], ""
+    for block in re.split(r"\n\s*\n", text):
+        files = re.search(r"^Files:(.*(?:\n[ \t]+.*)*)", block, re.M)
+        lic = re.search(r"^License:[ \t]*(\S.*)$", block, re.M)
+        if not (files and lic):
+            continue
+        pats = files.group(1).split()
+        name = lic.group(1).strip()
+        if pats == ["*"] and not default:
+            default = name
+        stanzas.append((pats, name))
+    if not default:
+        default = "; ".join(k for k in KNOWN_LICENSES if k.lower() in text.lower()) or "see copyright"
+    return Copyright(stanzas, default)
+
+
+def read_copyright(root: Path, pkg: str) -> Copyright:
+    f = root / "usr/share/doc" / pkg / "copyright"
+    return parse_copyright(f.read_text(errors="replace")) if f.exists() else Copyright([], "unknown")
+
+
+# ---- inventory -------------------------------------------------------------------------
+
+@dataclass
+class Item:
+    """One source recording (a file) with everything the planner needs."""
+    key: str                 # "<package>/<path relative to package root>"
+    package: str
+    rel: str
+    path: str                # absolute path on disk
+    sha1: str
+    duration: float
+    category: str            # caption category name, "" when uncaptioned
+    license: str
+    f0: float = 0.0          # median F0 for speech whose speaker is estimated
+    meta: str = ""           # free text: rendered items keep their caption details here
+
+
+def sha1_file(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def scan_package(pkg: str, root: Path, cache: dict) -> list[Item]:
+    """Every audio file under `root`, categorised. `cache` (key -> {size, sha1, duration, f0})
+    keeps the costly facts between runs; captions are always re-derived from the table."""
+    from .captions import BY_NAME
+    cr = read_copyright(root, pkg)
+    items = []
+    for f in sorted(root.rglob("*")):
+        if f.suffix.lower() not in AUDIO_EXT or not f.is_file() or ".part" in f.name:
+            continue
+        rel = f.relative_to(root).as_posix()
+        key = f"{pkg}/{rel}"
+        st = f.stat()
+        c = cache.get(key)
+        if not (c and c.get("size") == st.st_size):
+            try:
+                duration = sf.info(str(f)).duration
+            except Exception as e:           # unreadable file: skip, say so
+                log(f"[scan] skip unreadable {key}: {str(e)[:80]}")
+                continue
+            c = cache[key] = {"key": key, "size": st.st_size, "sha1": sha1_file(f),
+                              "duration": round(float(duration), 4), "f0": -1.0}
+        cat = categorize(rel)
+        if cat is not None and cat.kind == "speech" and cat.speaker == "pitch" and c["f0"] < 0:
+            try:
+                c["f0"] = round(median_f0(load_mono(f)), 1)
+            except Exception:
+                c["f0"] = 0.0
+        items.append(Item(key=key, package=pkg, rel=rel, path=str(f), sha1=c["sha1"],
+                          duration=c["duration"], category=cat.name if cat else "",
+                          license=cr.license_for(rel), f0=max(0.0, c["f0"])))
+    assert all(i.category == "" or i.category in BY_NAME for i in items)
+    return items
+
+
+def load_cache(path: Path) -> dict:
+    cache = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                d = json.loads(line)
+                cache[d["key"]] = d
+    return cache
+
+
+def save_cache(path: Path, cache: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text("".join(json.dumps(cache[k], sort_keys=True) + "\n" for k in sorted(cache)))
+    tmp.replace(path)
