@@ -109,6 +109,18 @@ class VAETrainer:
 
 
 @torch.no_grad()
+def init_output_bias(trainer: VAETrainer, args, batches: int = 2) -> float:
+    """Start the decoder's output at the data's mean log-mel (measured on a few batches): log-mels
+    sit around −6, far from a fresh conv's zero, and Adam's small steps would take thousands of
+    steps just to move the bias there."""
+    files = list_audio_files(args.manifest, args.folder)
+    data = StepBatches(files, args.batch_size, args.crop_frames * HOP, seed=args.seed + 7)
+    mean = float(torch.stack([data[i]["mel"].mean() for i in range(batches)]).mean())
+    trainer.vae.decoder.conv_out.bias.fill_(mean)
+    return mean
+
+
+@torch.no_grad()
 def measure_and_export(trainer: VAETrainer, args) -> float:
     """Scale factor on posterior samples of `scale_batches` fresh batches; export the bundle files."""
     vae, device = trainer.vae.eval(), trainer.device
@@ -151,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     rank, world, device = setup_distributed(resolve_device(args.device))
     torch.manual_seed(args.seed)
     trainer = VAETrainer(args, device, world)
+    init_output_bias(trainer, args)  # a resumed checkpoint overwrites it
     if rank == 0 and not args.quiet:
         print(f"AutoencoderKL[{args.preset}]: {count_parameters(trainer.vae):,} parameters on {device}",
               file=sys.stderr)
