@@ -12,7 +12,8 @@ Module names follow AudioLDM's checkpoints (encoder.conv_in, encoder.down.{i}.bl
 norm2/conv2/nin_shortcut, encoder.down.{i}.downsample.conv, encoder.mid.block_1/attn_1/block_2,
 encoder.norm_out, encoder.conv_out, quant_conv, post_quant_conv, decoder.conv_in, decoder.mid.*,
 decoder.up.{i}.block.{j}, decoder.up.{i}.upsample.conv, decoder.norm_out, decoder.conv_out), so a
-converter only strips the `first_stage_model.` prefix.
+converter mostly strips the `first_stage_model.` prefix (AudioLDM keeps its scale factor on the
+diffusion model, not the VAE: copy it into `scale_factor`).
 
 Attention: AudioLDM's VAE has attn_resolutions = [] (no attention in the down/up levels) but LDM's
 Encoder/Decoder always build one self-attention block in the middle (mid.attn_1: norm, q, k, v,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from .audio import HOP, N_MELS, SAMPLE_RATE, GriffinLim, load_component, save_component
+from .audio import N_MELS, SAMPLE_RATE, GriffinLim, load_component, save_component
 
 LRELU_SLOPE = 0.1
 

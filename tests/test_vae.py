@@ -135,3 +135,17 @@ def test_save_fp16_storage_fp32_compute(tmp_path):
     assert back.encoder.conv_in.weight.dtype == torch.float32
     assert torch.equal(back.encoder.conv_in.weight, vae.encoder.conv_in.weight.half().float())
     assert float(back.scale_factor) == pytest.approx(0.8123, rel=1e-7)
+
+
+def test_mid_attention_matches_ldm_formula():
+    from impact_rt.vae import AttnBlock
+
+    torch.manual_seed(0)
+    blk = AttnBlock(8, 4)
+    x = torch.randn(2, 8, 5, 3)
+    with torch.no_grad():
+        h = blk.norm(x)
+        q, k, v = (m(h).reshape(2, 8, 15) for m in (blk.q, blk.k, blk.v))
+        w = torch.softmax(torch.bmm(q.permute(0, 2, 1), k) * 8 ** -0.5, dim=2)  # [b, query, key]
+        ref = x + blk.proj_out(torch.bmm(v, w.permute(0, 2, 1)).reshape(2, 8, 5, 3))
+        torch.testing.assert_close(blk(x), ref, rtol=1e-5, atol=1e-5)

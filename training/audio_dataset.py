@@ -315,23 +315,33 @@ def run_training(trainer, args, rank: int = 0, world: int = 1) -> int:
 
     if args.steps is not None and step >= args.steps:
         return step
+    in_step = False
     bar = tqdm(total=args.steps, initial=step, disable=args.quiet or rank != 0, mininterval=2.0,
                dynamic_ncols=True, file=sys.stderr)
-    for batch in make_loader(batches, step, args.steps, args.workers):
-        assert int(batch["step"]) == step
-        torch.manual_seed(step_seed(args.seed, step, rank))
-        losses = trainer.train_step(batch, step)
-        step += 1
-        now = time.monotonic()
-        if log is not None:
-            log.write({"step": step, "seconds": round(now - start, 3), **losses})
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
-        if args.minutes is not None and now - start >= args.minutes * 60:
-            break
-        if now - last_ckpt >= args.ckpt_minutes * 60:
-            checkpoint(step)
-            last_ckpt = now
+    try:
+        for batch in make_loader(batches, step, args.steps, args.workers):
+            assert int(batch["step"]) == step
+            torch.manual_seed(step_seed(args.seed, step, rank))
+            in_step = True
+            losses = trainer.train_step(batch, step)
+            in_step = False
+            step += 1
+            now = time.monotonic()
+            if log is not None:
+                log.write({"step": step, "seconds": round(now - start, 3), **losses})
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+            if args.minutes is not None and now - start >= args.minutes * 60:
+                break
+            if now - last_ckpt >= args.ckpt_minutes * 60:
+                checkpoint(step)
+                last_ckpt = now
+    except KeyboardInterrupt:  # Ctrl-C between steps: checkpoint; inside one: keep the last one
+        bar.close()
+        if in_step:
+            print(f"interrupted during step {step}; the last checkpoint stands", file=sys.stderr)
+            return step
+        print(f"interrupted; checkpointing step {step}", file=sys.stderr)
     bar.close()
     checkpoint(step)
     return step
