@@ -87,6 +87,9 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print one JSON record per clip")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
+    sub.add_parser("export", add_help=False,
+                   help="export a model bundle to ONNX / TensorRT (same as python -m export.build_engines)")
+
     i = sub.add_parser("info", help="presets, parameter counts and available backends")
     i.add_argument("--json", action="store_true")
 
@@ -239,6 +242,10 @@ def cmd_info(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        from export.build_engines import main as export_main
+        return export_main(argv[1:], prog="impact-rt export")
     ap = _build_parser()
     args = ap.parse_args(argv)
     warnings.simplefilter("default")

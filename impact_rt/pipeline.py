@@ -82,6 +82,8 @@ class Pipeline:
         self.device = torch.device(device)
         self.backend = loader(backend)(model, vae, vocoder, bundle_path=bundle_path, device=device,
                                        precision=precision)
+        if hasattr(self.backend, "wrap_conditioner"):  # e.g. the text encoder as an ONNX graph
+            self.conditioner = self.backend.wrap_conditioner(conditioner)
         self._tables: dict[tuple, DecodeTables] = {}
 
     # -- construction -----------------------------------------------------------------------
