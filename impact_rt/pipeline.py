@@ -176,8 +176,13 @@ class Pipeline:
             null_c, null_m = self.backend.null(len(prompts))
             timings["condition_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            tokens = decode(self.backend, self.model.cfg, dc, cond, cmask, null_c, null_m,
-                            noise or TorchNoise(seeds, self.device), self._tables_for(dc), progress)
+            if noise is None and hasattr(self.backend, "decode_all"):  # CUDA graphs: the whole loop replayed
+                order = TorchNoise(seeds, self.device).order(len(prompts), self.model.cfg.num_tokens)
+                tokens = self.backend.decode_all(self.model.cfg, dc, cond, cmask, null_c, null_m, seeds, order,
+                                                 self._tables_for(dc), progress)
+            else:
+                tokens = decode(self.backend, self.model.cfg, dc, cond, cmask, null_c, null_m,
+                                noise or TorchNoise(seeds, self.device), self._tables_for(dc), progress)
             timings["decode_s"] = time.perf_counter() - t1
             t2 = time.perf_counter()
             wav = self.backend.audio(tokens)

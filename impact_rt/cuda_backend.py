@@ -1,0 +1,297 @@
+"""The ``cuda`` backend (issue 6): the fused Triton sampler and CUDA-graph decoding.
+
+Two ways to use it:
+
+* Per step, like every backend (``decoding.decode`` calls ``encode`` and ``sample``): the latent
+  encoder runs eagerly on the GPU in the chosen precision, and ``sample`` runs the whole T̂-step
+  head sampler as ONE launch of the fused kernel with the injected noise it is given. This is
+  the path the parity tests drive with ``RecordedNoise``.
+* ``decode_all``: the fast path. Each decoding iteration (latent encoder + cond_embed GEMM +
+  fused sampler with in-kernel Philox noise + scatter into the token state) is captured once per
+  ``CaptureKey`` (batch, T, T̂, CFG, precision) as a ``torch.cuda.CUDAGraph`` and replayed. The
+  prompts, the decoding order, the per-sample seeds, β(t) (a device table) and the temperature
+  live in static device buffers, so new prompts / seeds / β_max / temperature replay the same
+  graphs; nothing inside the loop syncs with the host or passes a Python scalar that changes
+  between calls.
+
+Precision: ``fp16`` (default), ``bf16`` or ``fp32`` for the encoder and the head's matrices;
+the head's state, accumulation, cond_embed and the DDPM update are fp32.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import threading
+
+import torch
+import torch.nn.functional as F
+
+from . import ddpm
+from .config import ConfigError, DecodeConfig, ModelConfig
+from .cuda_graphs import PRECISIONS, CaptureKey, DecodePlan, FusedConfig, GraphCache, choose_config
+from .model import IMPACT
+from .patchify import unpatchify
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEFAULT_PRECISION = "fp16"
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
+
+
+def available() -> tuple[bool, str]:
+    try:
+        import triton
+    except ImportError:
+        return False, "triton is not installed (pip install 'impact-rt[gpu]')"
+    if not torch.cuda.is_available():
+        return False, f"no CUDA device (torch {torch.__version__}: torch.cuda.is_available() is False)"
+    major, minor = torch.cuda.get_device_capability()
+    if major < 8:
+        return False, f"needs a GPU of compute capability >= 8.0, found sm_{major}{minor}"
+    return True, (f"fused Triton {triton.__version__} sampler + CUDA graphs on "
+                  f"{torch.cuda.get_device_name()} (sm_{major}{minor})")
+
+
+def load_backend(model: IMPACT, vae, vocoder, *, bundle_path=None, device="cuda", precision=None):
+    ok, why = available()
+    if not ok:
+        raise ConfigError(f"backend cuda is not available here: {why}")
+    dev = torch.device(device) if device not in (None, "cpu") else torch.device("cuda")
+    if dev.type != "cuda":
+        raise ConfigError(f"the cuda backend runs on a CUDA device, got device {device!r}")
+    return CudaBackend(model, vae, vocoder, device=dev, precision=precision or DEFAULT_PRECISION)
+
+
+class CudaBackend:
+    """See the module docstring. ``device='cpu'`` is accepted only under TRITON_INTERPRET=1 (tests),
+    where ``decode_all`` runs the same static-buffer loop eagerly (no graphs)."""
+
+    name = "cuda"
+
+    def __init__(self, model: IMPACT, vae=None, vocoder=None, *, device="cuda", precision: str = DEFAULT_PRECISION,
+                 use_graphs: bool | None = None, config: FusedConfig | None = None, max_graphs: int = 8):
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.device = torch.device(device)
+        if self.device.type != "cuda" and not _interpreting():
+            raise ConfigError("the cuda backend needs a CUDA device (CPU only under TRITON_INTERPRET=1, for tests)")
+        from kernels.fused_sampler import pack_head   # imports Triton
+        self.precision, self.dtype = precision, DTYPES[precision]
+        self.cfg: ModelConfig = model.cfg
+        self.vae, self.vocoder = vae, vocoder
+        # The master fp32 head stays for the tables (time embedding) and cond_embed (fp32 GEMM).
+        self.head32 = copy.deepcopy(model.head).float().to(self.device).eval()
+        self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
+        self.weights = pack_head(model.head, self.dtype, self.device)
+        self.use_graphs = (self.device.type == "cuda") if use_graphs is None else bool(use_graphs)
+        if self.use_graphs and self.device.type != "cuda":
+            raise ConfigError("CUDA graphs need a CUDA device")
+        self.config = config
+        self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count
+                         if self.device.type == "cuda" else 1)
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.graphs = GraphCache(max_graphs)
+        self._lock = threading.Lock()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def schedule_tables(self, schedule: ddpm.Schedule) -> tuple[torch.Tensor, torch.Tensor]:
+        from kernels.fused_sampler import head_tables
+        key = (schedule.num_steps, tuple(int(v) for v in schedule.timestep_map))
+        if key not in self._tables:
+            with torch.inference_mode():
+                self._tables[key] = head_tables(self.head32, schedule.tensors(device=self.device), self.device)
+        return self._tables[key]
+
+    def cond_embed(self, h: torch.Tensor) -> torch.Tensor:
+        """c_emb = cond_embed(h) in fp32 (once per iteration; the kernel adds t_emb per step)."""
+        lin = self.head32.cond_embed
+        return F.linear(h.float(), lin.weight, lin.bias)
+
+    def fused_config(self, rows: int) -> FusedConfig:
+        """The launch configuration for ``rows`` (``config`` given to the backend wins).
+
+        IMPACT_RT_MAX_SPLIT=1 in the environment turns the column split (grid barriers) off."""
+        if self.config is not None:
+            return self.config
+        cap = os.environ.get("IMPACT_RT_MAX_SPLIT")
+        return choose_config(rows, self.weights.width, self.weights.token_dim, self.sm_count,
+                             max_split=int(cap) if cap else None)
+
+    # -- Backend interface --------------------------------------------------------------------
+    @torch.inference_mode()
+    def project(self, states, mask):
+        return self.model.project_condition(states.to(self.device, self.dtype), mask.to(self.device))
+
+    @torch.inference_mode()
+    def null(self, batch: int):
+        return self.model.null(batch)
+
+    @torch.inference_mode()
+    def encode(self, tokens, cond, cond_mask, visible_idx, predicted_idx):
+        dev = self.device
+        return self.model.encoder(tokens.to(dev, self.dtype), cond.to(dev, self.dtype), cond_mask.to(dev),
+                                  visible_idx.to(dev), predicted_idx.to(dev))
+
+    @torch.inference_mode()
+    def sample(self, h_cond, h_uncond, noise, guidance, temperature, schedule):
+        from kernels.fused_sampler import fused_sample
+        t_emb, coefs = self.schedule_tables(schedule)
+        cc = self.cond_embed(h_cond.to(self.device))
+        cu = None if h_uncond is None else self.cond_embed(h_uncond.to(self.device))
+        return fused_sample(self.weights, cc, cu, t_emb, coefs, noise.to(self.device, torch.float32),
+                            guidance, temperature, config=self.fused_config(cc.shape[0]))
+
+    @torch.inference_mode()
+    def audio(self, tokens):
+        cfg = self.cfg
+        # The VAE and the vocoder run where the pipeline put them (e.g. Griffin-Lim's buffers on CPU).
+        latent = unpatchify(tokens.float().to(_module_device(self.vae, tokens.device)), cfg.patch,
+                            cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
+        mel = self.vae.decode_latents(latent)
+        return self.vocoder(mel.to(_module_device(self.vocoder, mel.device)))
+
+    # -- fast path ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode_all(self, model_cfg: ModelConfig, dc: DecodeConfig, cond, cond_mask, null_cond, null_mask,
+                   seeds, order, tables=None, on_iteration=None) -> torch.Tensor:
+        """The whole decoding loop → tokens [B, N, C] fp32 (on this backend's device).
+
+        ``cond``/``cond_mask``: ``project`` output [B, L, D]; ``null_cond``/``null_mask``: ``null(B)``;
+        ``seeds``: B per-sample seeds (ints or an int64 tensor), the Philox keys of the head noise;
+        ``order`` [B, N]: the per-sample decoding order (e.g. ``TorchNoise(seeds).order(B, N)``, so
+        that the order matches the other backends). ``tables``: ``DecodeTables`` (for β(t)).
+        Graphs are captured on the first call for a ``CaptureKey`` and replayed afterwards.
+        """
+        b = cond.shape[0]
+        key = CaptureKey.build(b, dc, model_cfg, self.precision)
+        if tables is not None:
+            guidance = tuple(float(v) for v in tables.guidance)
+        else:
+            from .mask_schedule import guidance_schedule
+            guidance = tuple(guidance_schedule(dc.iterations, dc.guidance))
+        schedule = tables.schedule if tables is not None else \
+            ddpm.Schedule.cosine(model_cfg.train_steps).respace(dc.diffusion_steps)
+        seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1)
+        if seeds.numel() != b or tuple(order.shape) != (b, model_cfg.num_tokens):
+            raise ConfigError(f"decode_all: need {b} seeds and an order [{b}, {model_cfg.num_tokens}]")
+        with self._lock:
+            runner = self.graphs.get(key)
+            if runner is None:
+                runner = _LoopRunner(self, key, schedule)
+                runner.load(cond, cond_mask, null_cond, null_mask, order, seeds, guidance, dc.temperature)
+                if self.use_graphs:
+                    runner.capture()
+                self.graphs.put(key, runner)
+            else:
+                runner.load(cond, cond_mask, null_cond, null_mask, order, seeds, guidance, dc.temperature)
+            return runner.run(on_iteration)
+
+    @property
+    def stats(self) -> dict:
+        return {"captures": self.graphs.captures, "hits": self.graphs.hits, "cached": len(self.graphs)}
+
+    def close(self):
+        self.graphs.clear()
+        self._tables.clear()
+        self.weights = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _module_device(module, default: torch.device) -> torch.device:
+    for t in itertools.chain(module.parameters(), module.buffers()) if isinstance(module, torch.nn.Module) else ():
+        return t.device
+    return default
+
+
+class _LoopRunner:
+    """Static buffers + per-iteration CUDA graphs of one ``CaptureKey``."""
+
+    def __init__(self, backend: CudaBackend, key: CaptureKey, schedule: ddpm.Schedule):
+        self.be, self.key = backend, key
+        cfg = backend.cfg
+        cap = os.environ.get("IMPACT_RT_MAX_SPLIT")
+        self.plan = DecodePlan.build(key, 1.0, backend.weights.width, backend.sm_count, backend.config,
+                                     max_split=int(cap) if cap else None)
+        dev, act = backend.device, backend.dtype
+        b, n, c = key.batch, key.num_tokens, key.token_dim
+        enc_b = 2 * b if key.cfg else b
+        # The static buffers (cuda_graphs.buffer_plan lists the same set).
+        self.cond = torch.zeros((enc_b, cfg.text_len, cfg.dim), device=dev, dtype=act)
+        self.cond_mask = torch.ones((enc_b, cfg.text_len), device=dev, dtype=torch.bool)
+        self.order = torch.zeros((b, n), device=dev, dtype=torch.int64)
+        self.seeds = torch.zeros((b,), device=dev, dtype=torch.int64)
+        self.guidance = torch.ones((key.iterations,), device=dev, dtype=torch.float32)
+        self.temperature = torch.ones((1,), device=dev, dtype=torch.float32)
+        self.tokens = torch.zeros((b, n, c), device=dev, dtype=torch.float32)
+        self.t_emb, self.coefs = backend.schedule_tables(schedule)
+        self.graphs: list = []
+        self.pool = None
+
+    def load(self, cond, cond_mask, null_cond, null_mask, order, seeds, guidance, temperature):
+        b, dev = self.key.batch, self.be.device
+        self.cond[:b].copy_(cond.to(dev), non_blocking=True)
+        self.cond_mask[:b].copy_(cond_mask.to(dev), non_blocking=True)
+        if self.key.cfg:
+            self.cond[b:].copy_(null_cond.to(dev), non_blocking=True)
+            self.cond_mask[b:].copy_(null_mask.to(dev), non_blocking=True)
+        self.order.copy_(order.to(dev), non_blocking=True)
+        self.seeds.copy_(seeds.to(dev), non_blocking=True)
+        self.guidance.copy_(torch.tensor(guidance, dtype=torch.float32), non_blocking=True)
+        self.temperature.fill_(float(temperature))
+
+    def iteration(self, t: int):
+        """One decoding iteration on the static buffers (what each graph captures)."""
+        from kernels.fused_sampler import fused_sample
+        be, it = self.be, self.plan.iterations[t]
+        b, k, c = self.key.batch, it.predicted, self.key.token_dim
+        vis = self.order[:, it.visible_start:]
+        pred = self.order[:, it.predicted_start:it.predicted_stop]
+        tok = self.tokens.to(be.dtype)
+        if self.key.cfg:
+            h = be.model.encoder(torch.cat([tok, tok]), self.cond, self.cond_mask,
+                                 torch.cat([vis, vis]), torch.cat([pred, pred]))
+            cemb = be.cond_embed(h.reshape(2 * b * k, -1))
+            cc, cu = cemb[:b * k], cemb[b * k:]
+        else:
+            h = be.model.encoder(tok, self.cond, self.cond_mask, vis, pred)
+            cc, cu = be.cond_embed(h.reshape(b * k, -1)), None
+        x0 = fused_sample(be.weights, cc, cu, self.t_emb, self.coefs, self.seeds,
+                          self.guidance[t:t + 1], self.temperature, rows_per_seed=k, stream=it.stream,
+                          config=it.config)
+        self.tokens.scatter_(1, pred[..., None].expand(-1, -1, c), x0.view(b, k, c))
+
+    def capture(self):
+        it_count = self.key.iterations
+        side = torch.cuda.Stream(self.be.device)
+        side.wait_stream(torch.cuda.current_stream(self.be.device))
+        with torch.cuda.stream(side):     # warm-up: Triton JIT, cuBLAS handles, allocator
+            self.tokens.zero_()
+            for t in range(it_count):
+                self.iteration(t)
+        torch.cuda.current_stream(self.be.device).wait_stream(side)
+        self.pool = torch.cuda.graph_pool_handle()
+        for t in range(it_count):
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=self.pool):
+                self.iteration(t)
+            self.graphs.append(g)
+
+    def run(self, on_iteration=None) -> torch.Tensor:
+        self.tokens.zero_()
+        total = self.key.iterations
+        for t in range(total):
+            if self.graphs:
+                self.graphs[t].replay()
+            else:
+                self.iteration(t)
+            if on_iteration is not None:
+                on_iteration(t, total)
+        return self.tokens.clone()
+
+    def release(self):
+        self.graphs.clear()
+        self.pool = None

@@ -1,0 +1,324 @@
+"""The cuda backend (issue 6): plans and keys (pure Python), the backend glue under the Triton
+interpreter on CPU, and CUDA-graph behaviour on a GPU (skipped here with a reason)."""
+import math
+
+import pytest
+import torch
+
+# Sets TRITON_INTERPRET=1 before Triton's first import when there is no GPU (see that module).
+from test_fused_sampler import CUDA, DEVICE, MODE, WHY  # noqa: E402
+
+from impact_rt.config import ConfigError, DecodeConfig, preset
+from impact_rt.cuda_graphs import (CaptureKey, DecodePlan, FusedConfig, GraphCache, buffer_plan, choose_config,
+                                   plan_bytes, scratch_bytes)
+from impact_rt.mask_schedule import MaskPlan, guidance_schedule
+
+from helpers import tiny_condition, tiny_model
+
+needs_kernel = pytest.mark.skipif(MODE not in ("cuda", "interpret"), reason=WHY or "no Triton")
+needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (CUDA graphs)")
+
+BASE = preset("base")
+TEST = preset("test")
+
+
+# ---------------------------------------------------------------------------------------------
+# Availability and the registry
+
+@pytest.mark.skipif(CUDA, reason="checks the no-GPU answer")
+def test_available_says_why_not_without_cuda():
+    from impact_rt import cuda_backend
+    from impact_rt.backends import availability
+    ok, why = cuda_backend.available()
+    assert not ok and ("CUDA" in why or "triton" in why)
+    assert availability()["cuda"] == (False, why)
+    with pytest.raises(ConfigError, match="not available"):
+        cuda_backend.load_backend(tiny_model(), None, None, device="cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# Capture keys
+
+def test_capture_key_depends_on_shapes_not_on_data():
+    k = CaptureKey.build(2, DecodeConfig(8, 100, guidance=5.0, temperature=1.0), BASE, "fp16")
+    assert k == CaptureKey.build(2, DecodeConfig(8, 100, guidance=3.0, temperature=0.7), BASE, "fp16")
+    assert k != CaptureKey.build(2, DecodeConfig(8, 50, guidance=5.0), BASE, "fp16")
+    assert k != CaptureKey.build(1, DecodeConfig(8, 100, guidance=5.0), BASE, "fp16")
+    assert k != CaptureKey.build(2, DecodeConfig(16, 100, guidance=5.0), BASE, "fp16")
+    assert k != CaptureKey.build(2, DecodeConfig(8, 100, guidance=5.0), BASE, "bf16")
+    no_cfg = CaptureKey.build(2, DecodeConfig(8, 100, guidance=1.0), BASE, "fp16")
+    assert k.cfg and not no_cfg.cfg
+    assert len({k, no_cfg, k}) == 2                       # hashable, usable as a cache key
+    with pytest.raises(ConfigError):
+        CaptureKey.build(2, DecodeConfig(8, 100), BASE, "int8")
+    with pytest.raises(ConfigError):
+        CaptureKey.build(0, DecodeConfig(8, 100), BASE, "fp16")
+    with pytest.raises(ConfigError):
+        CaptureKey.build(1, DecodeConfig(300, 100), BASE, "fp16")
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode plans
+
+@pytest.mark.parametrize("batch,iterations", [(1, 64), (1, 8), (64, 4), (3, 1)])
+def test_decode_plan_slices_partition_the_order(batch, iterations):
+    key = CaptureKey.build(batch, DecodeConfig(iterations, 100, guidance=5.0), BASE, "fp16")
+    plan = DecodePlan.build(key, 5.0, width=1024, sm_count=132)
+    mp = MaskPlan.build(BASE.num_tokens, iterations)
+    covered = []
+    for t, it in enumerate(plan.iterations):
+        assert it.t == t and it.stream == t
+        assert it.visible_start == it.predicted_stop == mp.masked[t]    # visible = order[:, masked[t]:]
+        assert it.predicted_start == mp.masked[t + 1]
+        assert plan.visible(t) == mp.counts(t)[0] and it.predicted == mp.counts(t)[1]
+        assert it.rows == batch * it.predicted
+        assert it.config.programs(it.rows) <= max(132, it.config.row_blocks(it.rows))
+        covered += range(it.predicted_start, it.predicted_stop)
+    assert sorted(covered) == list(range(BASE.num_tokens))             # every position once
+    assert plan.total_rows() == batch * BASE.num_tokens
+    assert plan.guidance == tuple(guidance_schedule(iterations, 5.0))
+    assert len({it.stream for it in plan.iterations}) == iterations     # a fresh noise stream per iteration
+
+
+def test_decode_plan_rejects_philox_counter_overflow():
+    cfg = preset("test")
+    import dataclasses
+    big = dataclasses.replace(cfg, latent_channels=8 * 4096)            # C = 2^19 per token
+    key = CaptureKey(1, 1, 1000, True, "fp16", big.num_tokens, big.token_dim)
+    with pytest.raises(ConfigError, match="Philox"):
+        DecodePlan.build(key, 1.0, width=32, config_override=FusedConfig(16, 32, 32, 32))
+
+
+def test_buffer_plan_shapes_and_bytes():
+    key = CaptureKey.build(4, DecodeConfig(16, 100, guidance=5.0), BASE, "fp16")
+    bufs = {b.name: b for b in buffer_plan(key, BASE)}
+    assert bufs["cond"].shape == (8, BASE.text_len, BASE.dim) and bufs["cond"].dtype == "fp16"
+    assert bufs["cond_mask"].shape == (8, BASE.text_len)
+    assert bufs["tokens"].shape == (4, 256, 128) and bufs["tokens"].dtype == "fp32"
+    assert bufs["order"].shape == (4, 256) and bufs["seeds"].shape == (4,)
+    assert bufs["guidance"].shape == (16,) and bufs["temperature"].shape == (1,)
+    assert bufs["t_emb"].shape == (100, 1024) and bufs["coefs"].shape == (100, 4)
+    assert bufs["cond"].nbytes == 8 * 78 * 768 * 2
+    no_cfg = {b.name: b for b in buffer_plan(CaptureKey.build(4, DecodeConfig(16, 100, guidance=1.0), BASE, "fp16"),
+                                             BASE)}
+    assert no_cfg["cond"].shape[0] == 4
+    plan = DecodePlan.build(key, 5.0, 1024, 132)
+    sizes = plan_bytes(key, BASE, plan)
+    assert sizes["static"] == sum(b.nbytes for b in bufs.values())
+    assert 0 < sizes["max_scratch"] < 2 ** 30
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused sampler configurations
+
+def test_choose_config_splits_columns_only_when_rows_are_few():
+    small = choose_config(8, 1024, 128, sm_count=132)            # batch 1, T = 64: ~4-8 rows
+    assert small.split > 1 and small.programs(8) <= 132
+    assert small.validate(1024, 128) is small
+    big = choose_config(6400, 1024, 128, sm_count=132)           # batch 64, T = 4
+    assert big.split == 1 and big.block_rows == 64
+    assert choose_config(8, 1024, 128, sm_count=1).split == 1    # CPU / interpreter
+    assert choose_config(8, 1024, 128, sm_count=132, max_split=1).split == 1
+    assert choose_config(8, 1024, 128, sm_count=132, max_split=6).split == 4
+    tiny = choose_config(5, 32, 16)
+    assert (tiny.block_n, tiny.block_k, tiny.block_c) == (32, 32, 16)
+    for rows in (1, 7, 16, 100, 1000, 20000):
+        c = choose_config(rows, 1024, 128, sm_count=132)
+        assert c.split == 1 or c.programs(rows) <= 132          # grid barriers need co-residency
+
+
+@pytest.mark.parametrize("bad", [dict(block_rows=12), dict(block_n=48), dict(split=3), dict(block_c=64),
+                                 dict(num_stages=0)])
+def test_fused_config_validation(bad):
+    kwargs = dict(block_rows=16, block_n=32, block_k=32, block_c=16, split=1)
+    kwargs.update(bad)
+    width, c = (96 if bad.get("block_n") == 48 else 32), 16
+    with pytest.raises(ConfigError):
+        FusedConfig(**kwargs).validate(width, c)
+
+
+def test_scratch_bytes_scale_with_rows_and_split():
+    c1 = FusedConfig(16, 64, 64, 32, 1)
+    c8 = FusedConfig(16, 64, 64, 32, 8)
+    assert scratch_bytes(32, 1024, 3, c1, True) < scratch_bytes(64, 1024, 3, c1, True)
+    assert scratch_bytes(32, 1024, 3, c1, True) < scratch_bytes(32, 1024, 3, c8, True)
+    assert scratch_bytes(32, 1024, 3, c1, False) < scratch_bytes(32, 1024, 3, c1, True)
+
+
+def test_graph_cache_lru_releases_evicted():
+    released = []
+
+    class Entry:
+        def __init__(self, k):
+            self.k = k
+
+        def release(self):
+            released.append(self.k)
+
+    cache = GraphCache(max_entries=2)
+    cache.put("a", Entry("a"))
+    cache.put("b", Entry("b"))
+    assert cache.get("a").k == "a"          # a is now most recent
+    cache.put("c", Entry("c"))
+    assert released == ["b"] and "b" not in cache and len(cache) == 2
+    assert cache.captures == 3 and cache.hits == 1
+    cache.clear()
+    assert sorted(released) == ["a", "b", "c"] and len(cache) == 0
+    with pytest.raises(ConfigError):
+        GraphCache(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend glue (interpreter on CPU, compiled on GPU): tiny model, few iterations
+
+class PhiloxNoise:
+    """A NoiseSource that hands out exactly the noise the kernel draws in Philox mode."""
+
+    def __init__(self, seeds, order):
+        self.seeds = torch.as_tensor(seeds, dtype=torch.int64, device=DEVICE)
+        self._order = order
+
+    def order(self, batch, num_tokens):
+        return self._order
+
+    def head(self, t, batch, rows, steps, dim):
+        from kernels.fused_sampler import philox_noise
+        return philox_noise(self.seeds, rows, steps, dim, stream=t, block_rows=512, block_c=128)
+
+
+TINY_CFG = FusedConfig(block_rows=256, block_n=32, block_k=32, block_c=128, split=1)  # few interpreter programs
+
+
+def _tiny_setup(prompts, dc):
+    from impact_rt.decoding import DecodeTables
+    model = tiny_model(0, scale=0.5)
+    with torch.inference_mode():
+        cond, mask = tiny_condition(model, prompts)
+        model = model.to(DEVICE)
+        nc, nm = model.null(len(prompts))
+    return model, cond.to(DEVICE), mask.to(DEVICE), nc, nm, DecodeTables.build(model.cfg, dc)
+
+
+def _backend(model, **kw):
+    from impact_rt.cuda_backend import CudaBackend
+    kw.setdefault("precision", "fp32")
+    kw.setdefault("config", None if CUDA else TINY_CFG)
+    return CudaBackend(model, device=DEVICE, **kw)
+
+
+@needs_kernel
+def test_per_step_backend_matches_torch_backend_with_recorded_noise():
+    from impact_rt.decoding import RecordedNoise, TorchNoise, decode
+    from impact_rt.reference import TorchBackend
+    dc = DecodeConfig(iterations=2, diffusion_steps=2, guidance=3.0)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["a dog barks"], dc)
+    rec = RecordedNoise.wrap(TorchNoise([1], DEVICE))
+    with torch.inference_mode():
+        ref = decode(TorchBackend(model), model.cfg, dc, cond, mask, nc, nm, rec, tables)
+        out = decode(_backend(model), model.cfg, dc, cond, mask, nc, nm, rec.replay(), tables)
+    # Random test weights under the cosine schedule amplify by ~1/sqrt(ᾱ): relative bound.
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+@needs_kernel
+def test_decode_all_equals_per_step_decode_with_the_same_philox_noise():
+    from impact_rt.decoding import TorchNoise, decode
+    dc = DecodeConfig(iterations=2, diffusion_steps=2, guidance=4.0, temperature=0.8)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["rain", "wind"], dc)
+    order = TorchNoise([5, 6], DEVICE).order(2, model.cfg.num_tokens)
+    be = _backend(model)
+    with torch.inference_mode():
+        fast = be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+        step = decode(be, model.cfg, dc, cond, mask, nc, nm, PhiloxNoise([5, 6], order), tables)
+    assert fast.shape == (2, 256, 128) and (fast.abs().sum(-1) > 0).all()
+    assert (fast - step).abs().max() <= 1e-6 * step.abs().max()
+
+
+@needs_kernel
+def test_decode_all_new_seed_changes_audio_without_recapture():
+    from impact_rt.decoding import DecodeTables, TorchNoise
+    dc = DecodeConfig(iterations=2, diffusion_steps=2, guidance=3.0)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["thunder"], dc)
+    order = TorchNoise([1], DEVICE).order(1, model.cfg.num_tokens)
+    be = _backend(model)
+    with torch.inference_mode():
+        a = be.decode_all(model.cfg, dc, cond, mask, nc, nm, [1], order, tables)
+        b = be.decode_all(model.cfg, dc, cond, mask, nc, nm, [2], order, tables)
+        a2 = be.decode_all(model.cfg, dc, cond, mask, nc, nm, [1], order, tables)
+        dc2 = DecodeConfig(iterations=2, diffusion_steps=2, guidance=2.0)     # new β_max: same key
+        c = be.decode_all(model.cfg, dc2, cond, mask, nc, nm, [1], order, DecodeTables.build(model.cfg, dc2))
+    assert not torch.allclose(a, b) and torch.equal(a, a2) and not torch.allclose(a, c)
+    assert be.stats == {"captures": 1, "hits": 3, "cached": 1}
+
+
+@needs_kernel
+def test_backend_project_null_audio_match_torch_backend():
+    from impact_rt.audio import GriffinLim
+    from impact_rt.reference import TorchBackend
+    from impact_rt.text_conditioner import HashConditioner
+    from impact_rt.vae import AutoencoderKL
+    model = tiny_model(0).to(DEVICE)
+    vae, voc = AutoencoderKL("test").eval(), GriffinLim(n_iter=2, nnls_iter=2)   # left on CPU, as the pipeline may
+    ref, be = TorchBackend(model, vae, voc), _backend(model)
+    be.vae, be.vocoder = vae, voc
+    states, mask = HashConditioner(TEST.text_len, TEST.text_dim).encode(["a cat"])
+    tokens = torch.randn(1, TEST.num_tokens, TEST.token_dim, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.inference_mode():
+        for a, b in zip(ref.project(states.to(DEVICE), mask.to(DEVICE)), be.project(states, mask)):
+            torch.testing.assert_close(a, b)
+        for a, b in zip(ref.null(2), be.null(2)):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(ref.audio(tokens), be.audio(tokens.to(DEVICE)).cpu())
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU only: CUDA graphs
+
+@needs_gpu
+def test_gpu_graph_replay_equals_eager_and_no_recapture():
+    from impact_rt.decoding import TorchNoise
+    dc = DecodeConfig(iterations=4, diffusion_steps=20, guidance=5.0)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["thunder", "rain"], dc)
+    order = TorchNoise([1, 2], "cuda").order(2, model.cfg.num_tokens)
+    for precision in ("fp32", "fp16"):
+        graphs = _backend(model, precision=precision, use_graphs=True)
+        eager = _backend(model, precision=precision, use_graphs=False)
+        with torch.inference_mode():
+            g1 = graphs.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
+            e1 = eager.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
+            runner = graphs.graphs.get(CaptureKey.build(2, dc, model.cfg, precision))
+            assert len(runner.graphs) == dc.iterations
+            g2 = graphs.decode_all(model.cfg, dc, cond, mask, nc, nm, [3, 2], order, tables)
+            g3 = graphs.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
+        torch.testing.assert_close(g1, e1, rtol=1e-5, atol=1e-5 * e1.abs().max().item())
+        assert torch.equal(g1, g3)                                   # replay is deterministic
+        assert not torch.allclose(g1[0], g2[0]) and torch.equal(g1[1], g2[1])   # per-sample seeds
+        assert graphs.stats["captures"] == 1
+
+
+@needs_gpu
+def test_gpu_base_preset_per_step_parity_with_torch_backend():
+    from impact_rt.decoding import DecodeTables, RecordedNoise, TorchNoise, decode
+    from impact_rt.model import IMPACT, randomize_
+    from impact_rt.reference import TorchBackend
+    from impact_rt.text_conditioner import HashConditioner
+    torch.manual_seed(0)
+    model = randomize_(IMPACT(BASE), seed=0, scale=0.5).eval().cuda()
+    states, m = HashConditioner(BASE.text_len, BASE.text_dim).encode(["a dog barks"])
+    with torch.inference_mode():
+        cond, mask = model.project_condition(states.cuda(), m.cuda())
+        nc, nm = model.null(1)
+        dc = DecodeConfig(iterations=4, diffusion_steps=25, guidance=5.0)
+        tables = DecodeTables.build(BASE, dc)
+        rec = RecordedNoise.wrap(TorchNoise([0], "cuda"))
+        ref = decode(TorchBackend(model), BASE, dc, cond, mask, nc, nm, rec, tables)
+        out = decode(_backend(model, precision="fp32"), BASE, dc, cond, mask, nc, nm, rec.replay(), tables)
+    assert (out - ref).abs().max() <= 1e-3 * ref.abs().max()
+
+
+@needs_gpu
+def test_gpu_pipeline_generates_with_cuda_backend():
+    from impact_rt.pipeline import Pipeline
+    pipe = Pipeline.random("test", device="cuda", backend="cuda")
+    out = pipe.generate(["thunder"], seed=0, iterations=4, diffusion_steps=10)
+    assert out.audio.shape == (1, 163840) and math.isfinite(float(abs(out.audio).max()))
