@@ -64,8 +64,10 @@ def main(argv=None):
     paths = {}
     if not args.no_reference:
         paths["reference (eager fp32)"] = None
-    for dtype in ("fp32", "bf16"):
-        s = ns.NativeHeadSampler(head, dtype, threads=args.threads, split=args.split)
+    kernels = [("fp32", None), ("bf16", None)]
+    kernels += [("bf16", k) for k in ("avx512-bf16",) if "amx-bf16" in ns.isas() and k in ns.isas()]
+    for dtype, isa in kernels:   # the auto-picked kernel per dtype, plus vdpbf16ps when AMX hides it
+        s = ns.NativeHeadSampler(head, dtype, threads=args.threads, split=args.split, isa=isa)
         paths[f"native {dtype} ({s.kernel})"] = s
 
     def run(name, hc, hu, noise):
