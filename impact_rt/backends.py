@@ -10,11 +10,12 @@ import importlib
 
 MODULES = {
     "torch": "impact_rt.reference",
+    "cpu": "impact_rt.cpu_backend",
     "onnxruntime": "impact_rt.ort_backend",
     "tensorrt": "impact_rt.trt_backend",
     "cuda": "impact_rt.cuda_backend",
 }
-ISSUE = {"onnxruntime": 4, "tensorrt": 4, "cuda": 6}
+ISSUE = {"cpu": 5, "onnxruntime": 4, "tensorrt": 4, "cuda": 6}
 
 
 def _module(name: str):
@@ -47,4 +48,4 @@ def loader(name: str):
 
 def auto_order() -> list[str]:
     """Preference of ``--backend auto``: the fastest that runs here."""
-    return ["tensorrt", "cuda", "torch"]
+    return ["tensorrt", "cuda", "cpu", "torch"]

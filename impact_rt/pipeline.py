@@ -26,7 +26,7 @@ from .text_conditioner import HashConditioner, TextConditioner, build_conditione
 
 SAMPLE_RATE = 16000
 MAX_PROMPT_CHARS = 2000
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "cuda")
+BACKENDS = ("auto", "torch", "cpu", "onnxruntime", "tensorrt", "cuda")
 
 
 def check_prompts(prompts) -> list[str]:

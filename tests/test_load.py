@@ -19,7 +19,12 @@ def pipe():
     return Pipeline.random("test")
 
 
-def test_threads_give_the_same_audio_as_sequential(pipe):
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_threads_give_the_same_audio_as_sequential(backend):
+    from impact_rt.backends import availability
+    if not availability()[backend][0]:
+        pytest.skip(f"backend {backend} is not available here: {availability()[backend][1]}")
+    pipe = Pipeline.random("test", backend=backend)
     prompts = ["thunder", "rain", "a dog barking", "piano"]
     jobs = [(prompts[i % 4], 100 + i) for i in range(40)]  # 4 threads x 10 generations
     sequential = {seed: pipe.generate([p], seed=seed, **KW).audio for p, seed in jobs}

@@ -1,0 +1,65 @@
+"""The fast CPU backend against the reference, with injected noise."""
+import pytest
+import torch
+
+from impact_rt import cpu_backend
+from impact_rt.config import DecodeConfig
+from impact_rt.decoding import RecordedNoise, TorchNoise, decode
+from impact_rt.model import IMPACT, randomize_
+from impact_rt.config import preset
+from impact_rt.reference import TorchBackend
+
+from helpers import tiny_condition
+
+pytestmark = pytest.mark.skipif(not cpu_backend.available()[0], reason=cpu_backend.available()[1])
+
+
+def _model():
+    torch.manual_seed(0)
+    m = randomize_(IMPACT(preset("test")), seed=0, scale=0.5)
+    # a well-behaved head output (as a trained head's), so that the DDPM loop does not amplify
+    # rounding differences chaotically (x0 ∝ x/sqrt(ᾱ) with ᾱ ≈ 2e-9 at the first step)
+    randomize_(m.head.final_layer, seed=1, scale=0.01)
+    return m.eval()
+
+
+@pytest.mark.parametrize("T", [1, 4, 16])
+def test_fp32_end_to_end_parity(T):
+    m = _model()
+    cond, mask = tiny_condition(m, ["thunder", "rain on a roof"])
+    nc, nm = m.null(2)
+    dc = DecodeConfig(iterations=T, diffusion_steps=20, guidance=3.0)
+    rec = RecordedNoise.wrap(TorchNoise([1, 2]))
+    with torch.inference_mode():
+        ref = decode(TorchBackend(m), m.cfg, dc, cond, mask, nc, nm, rec)
+        fast = decode(cpu_backend.CpuBackend(m, None, None, "fp32"), m.cfg, dc, cond, mask, nc, nm, rec.replay())
+    # fp32 both: a few ulps of the largest latent per step, accumulated over T iterations
+    tol = 1e-5 * ref.abs().max().item()
+    assert (fast - ref).abs().max().item() <= tol
+    # and the bound is not vacuous: a 1 % change of guidance breaks it
+    with torch.inference_mode():
+        off = decode(TorchBackend(m), m.cfg, DecodeConfig(T, 20, guidance=3.03), cond, mask, nc, nm, rec.replay())
+    assert (off - ref).abs().max().item() > tol
+
+
+def test_bf16_follows_the_design_tolerance_rule():
+    """|fast − ref_fp32| ≤ 2·|ref_bf16 − ref_fp32| + atol, in max norm, with ref_bf16 = the reference under bf16 autocast."""
+    m = _model()
+    cond, mask = tiny_condition(m, ["thunder"])
+    nc, nm = m.null(1)
+    dc = DecodeConfig(iterations=4, diffusion_steps=20, guidance=3.0)
+    rec = RecordedNoise.wrap(TorchNoise([3]))
+    with torch.inference_mode():
+        ref = decode(TorchBackend(m), m.cfg, dc, cond, mask, nc, nm, rec)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ref16 = decode(TorchBackend(m), m.cfg, dc, cond, mask, nc, nm, rec.replay())
+        fast = decode(cpu_backend.CpuBackend(m, None, None, "bf16"), m.cfg, dc, cond, mask, nc, nm, rec.replay())
+    atol = 1e-3 * ref.abs().max().item()
+    assert (fast - ref).abs().max() <= 2 * (ref16.float() - ref).abs().max() + atol
+
+
+def test_pipeline_runs_on_the_cpu_backend():
+    from impact_rt.pipeline import Pipeline
+    p = Pipeline.random("test", backend="cpu")
+    g = p.generate(["thunder"], seed=0, iterations=2, diffusion_steps=3)
+    assert g.audio.shape == (1, 163840) and g.settings["backend"] == "cpu"
