@@ -90,7 +90,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("export", add_help=False,
                    help="export a model bundle to ONNX / TensorRT (same as python -m export.build_engines)")
 
-    i = sub.add_parser("info", help="presets, parameter counts and available backends")
+    i = sub.add_parser("info", help="presets, parameter counts and available backends",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     i.add_argument("--json", action="store_true")
 
     from . import bench
@@ -101,7 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     try:
         from .evaluation import cli as eval_cli
-        e = sub.add_parser("eval", help="evaluate generated clips (YAMNet FD, KL, IS, prompt adherence)")
+        e = sub.add_parser("eval", help="evaluate generated clips (YAMNet FD, KL, IS, prompt adherence)",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         eval_cli.add_arguments(e)
         e.set_defaults(_run=eval_cli.run)
     except ImportError:  # pragma: no cover - evaluation is part of the package

@@ -60,3 +60,36 @@ def test_prompt_slug_is_filesystem_safe():
     assert _prompt_slug("A dog / barks: twice?") == "a-dog-barks-twice"
     assert _prompt_slug("¡¿…!") == "clip"
     assert _prompt_slug("x" * 500) == "x" * 60
+
+
+def test_prompts_file_csv_many_clips_formats_and_spectrograms(tmp_path):
+    import soundfile as sf
+    (tmp_path / "caps.csv").write_text('audiocap_id,caption\n1,"a dog barks, twice"\n2,rain on a roof\n')
+    rc, out, err = run_cli("generate", "--prompts-file", "caps.csv", "-n", "2", "--seed", "5", "-T", "1", "-K", "2",
+                           "--format", "flac", "--spectrogram", "--json", "--out-dir", ".", cwd=tmp_path)
+    assert rc == 0, err
+    recs = [json.loads(l) for l in out.strip().splitlines()]
+    assert [r["file"] for r in recs] == ["a-dog-barks-twice-1.flac", "a-dog-barks-twice-2.flac",
+                                         "rain-on-a-roof-1.flac", "rain-on-a-roof-2.flac"]
+    assert [r["seed"] for r in recs] == [5, 6, 7, 8]
+    for key in ("file", "prompt", "seed", "backend", "iterations", "diffusion_steps", "guidance", "sample_rate",
+                "seconds", "latency_s"):
+        assert key in recs[0]
+    for r in recs:
+        info = sf.info(tmp_path / r["file"])
+        assert info.format == "FLAC" and info.samplerate == 16000 and info.frames == 163840
+        png = (tmp_path / r["file"]).with_suffix(".png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    # ogg through -o, text prompts file
+    (tmp_path / "p.txt").write_text("thunder\n\n")
+    rc, out, err = run_cli("generate", "--prompts-file", "p.txt", "-o", "t.ogg", "-T", "1", "-K", "2", "-q", cwd=tmp_path)
+    assert rc == 0, err
+    assert sf.info(tmp_path / "t.ogg").format == "OGG"
+
+
+@pytest.mark.parametrize("cmd", ["generate", "info", "bench", "eval", "export"])
+def test_every_command_has_help(cmd):
+    rc, out, err = run_cli(cmd, "--help")
+    assert rc == 0 and "usage:" in out
+    if cmd in ("generate", "bench", "export"):
+        assert "default" in out
