@@ -64,7 +64,7 @@ def test_bundle_round_trip(tmp_path):
     B.write_config(cfg, d)
     B.save_generator(src.model, d)
     src.vae.save_pretrained(str(d), "vae")
-    loaded = Pipeline.from_pretrained(d)
+    loaded = Pipeline.from_pretrained(d, backend="torch")
     for (k, v), (k2, v2) in zip(src.model.state_dict().items(), loaded.model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     a = src.generate("thunder", seed=1, iterations=2, diffusion_steps=3)
