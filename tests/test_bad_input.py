@@ -178,3 +178,18 @@ def test_long_prompt_is_truncated_with_a_warning_not_an_error(pipe):
     with pytest.warns(UserWarning, match="truncated"):
         g = pipe.generate(["rain " * 2000], seed=0, iterations=1, diffusion_steps=2)
     assert len(g.prompts[0]) <= 2000
+
+
+def test_cli_refuses_a_tampered_engine_bundle(tmp_path):
+    d = _corrupt_bundle(tmp_path, "intact")
+    env = {**os.environ, "IMPACT_RT_CACHE": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore"}
+    args = [sys.executable, "-m", "impact_rt.cli", "generate", "x", "--model", str(d), "--backend", "onnxruntime",
+            "-T", "1", "-K", "2", "-q"]
+    p = subprocess.run(args + ["-o", str(tmp_path / "a.wav")], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    enc = next((tmp_path / "cache").rglob("encoder.onnx"))
+    enc.write_bytes(enc.read_bytes() + b"\0")
+    p = subprocess.run(args + ["-o", str(tmp_path / "b.wav")], capture_output=True, text=True, env=env)
+    lines = [l for l in p.stderr.strip().splitlines() if not l.startswith("impact-rt: warning:")]
+    assert p.returncode == 1 and len(lines) == 1 and "encoder.onnx" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "b.wav").exists()
