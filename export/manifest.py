@@ -17,11 +17,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from impact_rt.bundle import BundleError
+from impact_rt.fileio import atomic_write_text
 
 FORMAT = "impact-rt-engines"
 VERSION = 1
@@ -157,16 +157,6 @@ def runtime_compatible(recorded: dict, installed: dict, backend: str) -> str | N
 
 # ------------------------------------------------------------------------------------------ write
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def listed_files(root: Path, known: dict[str, str] | None = None) -> dict[str, str]:
     """sha256 of every file under root except the manifest itself and temp/lock files. ``known``:
@@ -185,14 +175,14 @@ def write(root: Path, manifest: dict, report: dict | None = None, known: dict[st
     """Write report.json (if given), hash every file, seal and write manifest.json atomically."""
     root = Path(root)
     if report is not None:
-        _atomic_write_text(root / REPORT, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(root / REPORT, json.dumps(report, indent=2, sort_keys=True) + "\n")
     m = dict(manifest)
     m.setdefault("format", FORMAT)
     m.setdefault("version", VERSION)
     m["files"] = listed_files(root, known)
     m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     m = seal(m)
-    _atomic_write_text(root / MANIFEST, json.dumps(m, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(root / MANIFEST, json.dumps(m, indent=2, sort_keys=True) + "\n")
     return m
 
 

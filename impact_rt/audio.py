@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fileio import atomic_write_bytes
+
 SAMPLE_RATE = 16000
 N_FFT = 1024
 WIN_LENGTH = 1024
@@ -275,18 +277,6 @@ def plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_component(module: nn.Module, directory: str, name: str, info: dict[str, Any],
                    dtype: torch.dtype | None = None, keep_fp32: tuple[str, ...] = ()) -> None:
     """Write `<name>.safetensors` (weights, parametrizations folded; floating tensors cast to
@@ -304,9 +294,9 @@ def save_component(module: nn.Module, directory: str, name: str, info: dict[str,
     stored = {t.dtype for t in tensors.values() if t.is_floating_point() and t.dim() > 0}
     info = dict(info, dtype=str(stored.pop()).replace("torch.", "") if len(stored) == 1 else "mixed")
     text = json.dumps(info, indent=2, sort_keys=True)
-    _atomic_write_bytes(os.path.join(directory, f"{name}.safetensors"),
+    atomic_write_bytes(os.path.join(directory, f"{name}.safetensors"),
                         save(tensors, metadata={"info": text}))
-    _atomic_write_bytes(os.path.join(directory, f"{name}.json"), (text + "\n").encode())
+    atomic_write_bytes(os.path.join(directory, f"{name}.json"), (text + "\n").encode())
 
 
 def load_component(directory: str, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

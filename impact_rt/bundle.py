@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import ConfigError, DecodeConfig, ModelConfig
+from .config import DecodeConfig, ModelConfig
+from .fileio import atomic_write_bytes
 
 FORMAT = "impact-rt-bundle"
 VERSION = 1
@@ -54,27 +53,16 @@ class BundleConfig:
                    DecodeConfig(**d.get("decode", {})), d.get("vae"))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_generator(model: torch.nn.Module, directory: Path, dtype: torch.dtype | None = None) -> None:
     from safetensors.torch import save
     tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.state_dict().items()}
-    _atomic_write(Path(directory) / "impact.safetensors", save(tensors))
+    atomic_write_bytes(Path(directory) / "impact.safetensors", save(tensors))
 
 
 def write_config(cfg: BundleConfig, directory: Path) -> None:
     Path(directory).mkdir(parents=True, exist_ok=True)
-    _atomic_write(Path(directory) / "config.json", (json.dumps(cfg.to_json(), indent=2) + "\n").encode())
+    atomic_write_bytes(Path(directory) / "config.json", (json.dumps(cfg.to_json(), indent=2) + "\n").encode())
 
 
 def read_config(directory: str | Path) -> BundleConfig:

@@ -1,12 +1,12 @@
 """A PNG picture of a clip's log-mel spectrogram (time → right, frequency ↑), no plotting library."""
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+
+from .fileio import atomic_write_bytes
 
 # A few anchors of a perceptually ordered dark-to-bright colour map (viridis-like), interpolated.
 _ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
@@ -41,14 +41,4 @@ def spectrogram_png(wav: np.ndarray, path: str, height_scale: int = 4, dynamic_r
     img = (db - (db.max() - dynamic_range_db)) / dynamic_range_db
     img = np.repeat(img.T[::-1], height_scale, axis=0)    # [mels, frames], low frequencies at the bottom
     data = encode_png(colorize(img))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_bytes(path, data)
