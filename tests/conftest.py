@@ -23,3 +23,16 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_engine_cache(tmp_path_factory):
+    # Exported engines go to a per-run folder, never into the user's ~/.cache.
+    import os
+    old = os.environ.get("IMPACT_RT_CACHE")
+    os.environ["IMPACT_RT_CACHE"] = str(tmp_path_factory.mktemp("impact-rt-cache"))
+    yield
+    if old is None:
+        os.environ.pop("IMPACT_RT_CACHE", None)
+    else:
+        os.environ["IMPACT_RT_CACHE"] = old

@@ -19,7 +19,7 @@ def pipe():
     return Pipeline.random("test")
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize("backend", ["torch", "cpu", "onnxruntime"])
 def test_threads_give_the_same_audio_as_sequential(backend):
     from impact_rt.backends import availability
     if not availability()[backend][0]:
