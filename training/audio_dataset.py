@@ -268,6 +268,18 @@ def read_log(path: str) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def start(args) -> tuple[int, int, torch.device]:
+    """What every trainer's main does first: check the data source, set threads, join the
+    process group (torchrun), seed. Returns (rank, world, device)."""
+    if (args.manifest is None) == (args.folder is None):
+        raise SystemExit("give --manifest or --folder")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rank, world, device = setup_distributed(resolve_device(args.device))
+    torch.manual_seed(args.seed)
+    return rank, world, device
+
+
 def add_common_args(ap) -> None:
     ap.add_argument("--manifest", help="CSV with a 'file' column")
     ap.add_argument("--folder", help="folder of audio files (instead of --manifest)")

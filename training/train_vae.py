@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from impact_rt.audio import HOP
 from impact_rt.vae import AutoencoderKL, count_parameters, measure_scale_factor
-from training.audio_dataset import (StepBatches, add_common_args, autocast, list_audio_files,
-                                    resolve_device, run_training, set_lr, setup_distributed)
+from training.audio_dataset import (StepBatches, add_common_args, autocast, list_audio_files, run_training, set_lr,
+                                    start)
 
 
 class PatchDiscriminator(nn.Module):
@@ -156,12 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    if (args.manifest is None) == (args.folder is None):
-        raise SystemExit("give --manifest or --folder")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rank, world, device = setup_distributed(resolve_device(args.device))
-    torch.manual_seed(args.seed)
+    rank, world, device = start(args)
     trainer = VAETrainer(args, device, world)
     init_output_bias(trainer, args)  # a resumed checkpoint overwrites it
     if rank == 0 and not args.quiet:

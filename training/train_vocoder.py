@@ -26,8 +26,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from impact_rt.audio import MelSpectrogram
 from impact_rt.vocoder import HifiGan, count_parameters
-from training.audio_dataset import (add_common_args, autocast, resolve_device, run_training, set_lr,
-                                    setup_distributed)
+from training.audio_dataset import add_common_args, autocast, run_training, set_lr, start
 
 LRELU = 0.1
 
@@ -218,12 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    if (args.manifest is None) == (args.folder is None):
-        raise SystemExit("give --manifest or --folder")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rank, world, device = setup_distributed(resolve_device(args.device))
-    torch.manual_seed(args.seed)
+    rank, world, device = start(args)
     trainer = VocoderTrainer(args, device, world)
     if rank == 0 and not args.quiet:
         n_d = count_parameters(trainer.disc) if trainer.disc is not None else 0
