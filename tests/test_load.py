@@ -63,15 +63,31 @@ def test_no_memory_growth_over_200_generations(pipe):
 
 
 def test_sigint_leaves_no_partial_file(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "impact_rt.cli", "generate", "thunder", "-T", "64", "-K", "1000",
-                          "-q"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    time.sleep(6)  # well inside the generation (T=64, T̂=1000 takes far longer)
+    """SIGINT in the middle of a long run: exit 130, one line, and every file left is a whole clip.
+
+    The interrupt is sent once the first clip has been reported (so the loop is certainly running,
+    whatever the machine's speed) while hundreds are still to come."""
+    import json
+
+    import soundfile as sf
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "impact_rt.cli", "generate", "thunder", "-n", "500", "-T", "4",
+                          "-K", "50", "--json", "--out-dir", str(out_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    first = p.stdout.readline()
+    assert first, p.communicate(timeout=60)[1]
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
+    rest, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert list(tmp_path.iterdir()) == []
+    reported = [json.loads(line)["file"] for line in [first] + rest.splitlines() if line.strip()]
+    left = sorted(str(f) for f in out_dir.iterdir())
+    assert 1 <= len(left) < 500
+    assert left == sorted(reported)  # no temporary or half-written file beside the finished clips
+    for f in left:
+        assert sf.info(f).frames == 163840
+    assert [f.name for f in tmp_path.iterdir()] == ["out"]
 
 
 def test_context_manager_releases_backend():
