@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One call of a lent GPU machine (issue 6): environment, the GPU tests, the benchmarks.
+# Everything is logged under $OUT (the device tool brings that folder back); each stage has its
+# own time limit so that a hang (e.g. a grid barrier that never opens) cannot eat the whole call.
+#
+#   STAGES="env tests bench" bash kernels/gpu_session.sh          # default: all three
+#   TEST_LIMIT=200 BENCH_LIMIT=240 bash kernels/gpu_session.sh
+#
+# Python packages the GPU image lacks (soundfile and its needs) travel as wheels in .whl/.
+set -u
+OUT=${OUT:-/tmp/impact_rt_gpu}
+mkdir -p "$OUT"
+STAGES=${STAGES:-"env tests bench"}
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+export IMPACT_RT_CACHE=/tmp/impact_rt_cache
+t0=$(date +%s)
+stamp() { echo "== $1 at +$(( $(date +%s) - t0 )) s"; }
+
+for stage in $STAGES; do
+  case $stage in
+  env)
+    stamp env
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/env.txt"
+    python3 -c "import torch, triton, sys; p = torch.cuda.get_device_properties(0); \
+print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, 'cuda', \
+torch.version.cuda, p.name, p.multi_processor_count, 'SMs')" | tee -a "$OUT/env.txt"
+    ;;
+  tests)
+    stamp tests
+    timeout "${TEST_LIMIT:-200}" python3 -m pytest -q -rs -p no:cacheprovider -n "${TEST_WORKERS:-6}" \
+      --timeout 150 --timeout-method thread tests/test_fused_sampler.py tests/test_cuda_backend.py \
+      2>&1 | tee "$OUT/tests.log" | tail -40
+    echo "tests exit: ${PIPESTATUS[0]}"
+    ;;
+  bench)
+    stamp bench
+    timeout "${BENCH_LIMIT:-240}" python3 -m kernels.bench_fused_sampler --out "$OUT/bench_fused_sampler.json" \
+      ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -40
+    echo "bench exit: ${PIPESTATUS[0]}"
+    ;;
+  sweep)
+    stamp sweep
+    timeout "${SWEEP_LIMIT:-180}" python3 -m kernels.bench_fused_sampler --sweep --rows ${SWEEP_ROWS:-4 32 1024} \
+      --out "$OUT/sweep.json" 2>&1 | tee "$OUT/sweep.log" | tail -30
+    echo "sweep exit: ${PIPESTATUS[0]}"
+    ;;
+  esac
+done
+stamp done
