@@ -189,7 +189,10 @@ class DecodePlan:
         for t in range(key.iterations):
             s = plan.predicted_slice(t)
             rows = key.batch * (s.stop - s.start)
-            cfg = config_override or choose_config(rows, width, key.token_dim, sm_count, max_split=max_split)
+            cfg = config_override
+            if cfg is None or (cfg.split > 1 and cfg.programs(rows) > sm_count):
+                # an override whose grid barriers could not all be resident at this row count gives way
+                cfg = choose_config(rows, width, key.token_dim, sm_count, max_split=max_split)
             cfg.validate(width, key.token_dim)
             counter_span = key.diffusion_steps * (s.stop - s.start) * key.token_dim
             if counter_span >= PHILOX_COUNTER_LIMIT:

@@ -98,7 +98,7 @@ class Pipeline:
             if not (B.DEFAULT_BUNDLE / "config.json").is_file():
                 warnings.warn("no trained model bundle is shipped yet: using random `test` weights "
                               "(the audio is noise); pass --model DIR for a trained bundle", stacklevel=2)
-                return cls.random("test", device=device, backend=backend)
+                return cls.random("test", device=device, backend=backend, precision=precision)
             path = B.DEFAULT_BUNDLE
         return cls._load(Path(path), backend, device, precision)
 
@@ -129,7 +129,8 @@ class Pipeline:
                    backend, name=str(path), device=device, bundle_path=path, precision=precision)
 
     @classmethod
-    def random(cls, name: str = "test", seed: int = 0, device: str = "cpu", backend: str = "torch") -> "Pipeline":
+    def random(cls, name: str = "test", seed: int = 0, device: str = "cpu", backend: str = "torch",
+               precision: str | None = None) -> "Pipeline":
         """Random weights of a preset (latency runs, tests): HashConditioner, test VAE, Griffin-Lim."""
         from .audio import GriffinLim
         from .vae import AutoencoderKL
@@ -139,7 +140,8 @@ class Pipeline:
         vae = AutoencoderKL("test").eval()
         conditioner = HashConditioner(cfg.text_len, cfg.text_dim, seed=seed)
         return cls(model.to(device), conditioner, vae.to(device), GriffinLim(n_iter=8),
-                   DecodeConfig(iterations=16, diffusion_steps=100), backend, name=f"random:{name}", device=device)
+                   DecodeConfig(iterations=16, diffusion_steps=100), backend, name=f"random:{name}", device=device,
+                   precision=precision)
 
     # -- generation ---------------------------------------------------------------------------
     def decode_config(self, iterations=None, diffusion_steps=None, guidance=None, temperature=None) -> DecodeConfig:

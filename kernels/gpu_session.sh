@@ -5,6 +5,7 @@
 #
 #   STAGES="env tests bench" bash kernels/gpu_session.sh          # default: all three
 #   TEST_LIMIT=200 BENCH_LIMIT=240 bash kernels/gpu_session.sh
+#   STAGES="sweep bench" SWEEP_ROWS=4 BENCH_ARGS='--only decode --tuned-from $OUT/sweep.json' ...
 #
 # Python packages the GPU image lacks (soundfile and its needs) travel as wheels in .whl/.
 set -u
@@ -33,7 +34,8 @@ torch.version.cuda, p.name, p.multi_processor_count, 'SMs')" | tee -a "$OUT/env.
   tests)
     stamp tests
     timeout "${TEST_LIMIT:-200}" python3 -m pytest -q -rs -p no:cacheprovider -n "${TEST_WORKERS:-6}" \
-      --timeout 150 --timeout-method thread tests/test_fused_sampler.py tests/test_cuda_backend.py \
+      --timeout 150 --timeout-method thread ${TEST_SELECT:+-k "$TEST_SELECT"} \
+      tests/test_fused_sampler.py tests/test_cuda_backend.py \
       2>&1 | tee "$OUT/tests.log" | tail -40
     echo "tests exit: ${PIPESTATUS[0]}"
     ;;
