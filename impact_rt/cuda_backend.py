@@ -35,6 +35,7 @@ from .patchify import unpatchify
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_PRECISION = "fp16"
+DEFAULT_GEMM_ROWS = 2048   # see CudaBackend.gemm_rows
 
 
 def _interpreting() -> bool:
@@ -72,7 +73,8 @@ class CudaBackend:
     name = "cuda"
 
     def __init__(self, model: IMPACT, vae=None, vocoder=None, *, device="cuda", precision: str = DEFAULT_PRECISION,
-                 use_graphs: bool | None = None, config: FusedConfig | None = None, max_graphs: int = 8):
+                 use_graphs: bool | None = None, config: FusedConfig | None = None, max_graphs: int = 8,
+                 gemm_rows: int | None = None):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
@@ -90,6 +92,11 @@ class CudaBackend:
         if self.use_graphs and self.device.type != "cuda":
             raise ConfigError("CUDA graphs need a CUDA device")
         self.config = config
+        # Rows (cond rows of one iteration) from which the head runs as GEMMs instead of the fused
+        # kernel: on the H100, eager fp16 GEMMs beat the kernel at >= 1024 rows, the kernel wins at
+        # <= 128 (docs/benchmarks.md); the crossover itself is not measured yet.
+        env = os.environ.get("IMPACT_RT_GEMM_ROWS")
+        self.gemm_rows = int(gemm_rows if gemm_rows is not None else (env or DEFAULT_GEMM_ROWS))
         self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count
                          if self.device.type == "cuda" else 1)
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -109,6 +116,33 @@ class CudaBackend:
         """c_emb = cond_embed(h) in fp32 (once per iteration; the kernel adds t_emb per step)."""
         lin = self.head32.cond_embed
         return F.linear(h.float(), lin.weight, lin.bias)
+
+    def sample_gemm(self, c_cond, c_uncond, coefs, t_emb, seeds, rows_per_seed: int, stream: int,
+                    guidance: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        """The head's T̂-step loop as separate GEMM launches (cuBLAS), for many rows.
+
+        Same math and the same Philox noise as the fused kernel (``philox_noise`` materialises the
+        kernel's stream), weights in the backend's precision, state and update in fp32; no host
+        sync, so it is captured in the iteration's graph like the kernel. c_cond/c_uncond: the
+        fp32 condition embeddings [R, w] (``cond_embed``)."""
+        from kernels.fused_sampler import philox_noise
+        head, dt = self.model.head, self.dtype
+        r, c = c_cond.shape[0], self.weights.token_dim
+        steps = t_emb.shape[0]
+        noise = philox_noise(seeds, rows_per_seed, steps, c, stream=stream)
+        c_emb = c_cond if c_uncond is None else torch.cat([c_cond, c_uncond])
+        x = noise[0]
+        for j in range(steps):
+            i = steps - 1 - j
+            xx = x if c_uncond is None else torch.cat([x, x])
+            out = head.step(xx.to(dt), (c_emb + t_emb[i]).to(dt)).float()
+            eps, v = out[:r, :c], out[:r, c:]
+            if c_uncond is not None:
+                eps = out[r:, :c] + guidance * (eps - out[r:, :c])
+            x = coefs[i, 0] * x - coefs[i, 1] * eps
+            if i > 0:
+                x = x + torch.exp(0.5 * (coefs[i, 2] + coefs[i, 3] * v)) * (noise[j + 1] * temperature)
+        return x
 
     def fused_config(self, rows: int) -> FusedConfig:
         """The launch configuration for ``rows`` (``config`` given to the backend wins).
@@ -259,9 +293,13 @@ class _LoopRunner:
         else:
             h = be.model.encoder(tok, self.cond, self.cond_mask, vis, pred)
             cc, cu = be.cond_embed(h.reshape(b * k, -1)), None
-        x0 = fused_sample(be.weights, cc, cu, self.t_emb, self.coefs, self.seeds,
-                          self.guidance[t:t + 1], self.temperature, rows_per_seed=k, stream=it.stream,
-                          config=it.config)
+        if b * k >= be.gemm_rows:   # many rows: cuBLAS GEMMs beat the fused kernel (docs/benchmarks.md)
+            x0 = be.sample_gemm(cc, cu, self.coefs, self.t_emb, self.seeds, k, it.stream,
+                                self.guidance[t:t + 1], self.temperature)
+        else:
+            x0 = fused_sample(be.weights, cc, cu, self.t_emb, self.coefs, self.seeds,
+                              self.guidance[t:t + 1], self.temperature, rows_per_seed=k, stream=it.stream,
+                              config=it.config)
         self.tokens.scatter_(1, pred[..., None].expand(-1, -1, c), x0.view(b, k, c))
 
     def capture(self):

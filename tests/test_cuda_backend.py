@@ -340,3 +340,29 @@ def test_plan_override_gives_way_where_its_barriers_cannot_all_be_resident():
         assert it.config.programs(key.batch * it.predicted) <= 132 or it.config.split == 1
     small = DecodePlan.build(CaptureKey.build(1, DecodeConfig(64, 100), BASE, "fp16"), 1.0, BASE.head_width, 132, over)
     assert all(it.config == over for it in small.iterations)
+
+
+@needs_kernel
+def test_gemm_head_path_equals_fused_kernel_with_the_same_philox_noise():
+    """Many rows run the head as GEMMs (cuBLAS on a GPU): same math, same Philox stream."""
+    from impact_rt.decoding import TorchNoise
+    dc = DecodeConfig(iterations=2, diffusion_steps=3, guidance=4.0, temperature=0.8)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["rain", "wind"], dc)
+    order = TorchNoise([5, 6], DEVICE).order(2, model.cfg.num_tokens)
+    with torch.inference_mode():
+        fused = _backend(model, gemm_rows=10 ** 9).decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+        gemm_be = _backend(model, gemm_rows=1)
+        gemm = gemm_be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+        other = gemm_be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 7], order, tables)
+    assert (gemm - fused).abs().max() <= 1e-5 * fused.abs().max()
+    assert torch.equal(gemm[0], other[0]) and not torch.allclose(gemm[1], other[1])   # per-sample seeds
+
+
+def test_gemm_rows_threshold_from_argument_or_environment(monkeypatch):
+    from impact_rt import cuda_backend
+    if not cuda_backend._interpreting() and not CUDA:
+        pytest.skip("the backend needs a GPU or the Triton interpreter")
+    assert _backend(tiny_model(0)).gemm_rows == cuda_backend.DEFAULT_GEMM_ROWS
+    monkeypatch.setenv("IMPACT_RT_GEMM_ROWS", "512")
+    assert _backend(tiny_model(0)).gemm_rows == 512
+    assert _backend(tiny_model(0), gemm_rows=64).gemm_rows == 64
