@@ -1,0 +1,43 @@
+"""The model card is computed from measured files; its acceptance checks follow the numbers."""
+import json
+
+from training.model_card import checks, main, training_summary
+
+
+def _summary(adh, shuf, thunder, fd, t=16, g=5.0):
+    return {"settings": {"iterations": t, "diffusion_steps": 100, "guidance": g}, "backend": "cpu", "clips": 180,
+            "adherence": adh, "adherence_shuffled_prompts": shuf, "thunder": thunder,
+            "per_prompt": {"thunder": thunder}, "metrics": {"fd": fd, "kl_softmax": 1.0, "is_mean": 2.0},
+            "generation_seconds_per_clip": 1.5}
+
+
+def test_training_summary_adds_up_resumed_invocations(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("step,seconds,loss\n1,10,2.0\n2,20,1.0\n3,5,0.5\n4,15,0.5\n")   # resumed after step 2
+    s = training_summary(p)
+    assert s["steps"] == 4 and abs(s["hours"] * 3600 - 35) < 1e-9 and s["loss_last_100"] == 1.0
+
+
+def test_checks_pass_and_fail_with_the_numbers():
+    good = {"main": _summary(0.5, 0.1, "8/10", 10.0), "T=1": _summary(0.3, 0.1, "5/10", 20.0, t=1),
+            "β_max=1": _summary(0.4, 0.1, "6/10", 12.0, g=1.0)}
+    assert all(ok for _, ok, _ in checks(good))
+    bad = {"main": _summary(0.2, 0.19, "3/10", 30.0), "T=1": _summary(0.3, 0.1, "5/10", 20.0, t=1),
+           "β_max=1": _summary(0.4, 0.1, "6/10", 12.0, g=1.0)}
+    assert not any(ok for _, ok, _ in checks(bad))
+
+
+def test_card_renders_from_files(tmp_path):
+    from impact_rt.config import preset
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"model": preset("small").__dict__, "conditioner": {"kind": "minilm"},
+                                                    "vocoder": {"kind": "griffinlim"}, "decode": {"iterations": 16}}))
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "summary.json").write_text(json.dumps(_summary(0.45, 0.1, "7/10", 9.5)))
+    log = tmp_path / "log.csv"
+    log.write_text("step,seconds,loss\n1,1,2.0\n2,2,1.0\n")
+    assert main(["--bundle", str(bundle), "--train-log", f"text={log}", "--eval", f"main={ev}"]) == 0
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "preset `small`" in card and "45.0 %" in card and "| generator, text | 2 |" in card
