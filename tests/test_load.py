@@ -74,7 +74,9 @@ def test_sigint_leaves_no_partial_file(tmp_path):
     out_dir.mkdir()
     p = subprocess.Popen([sys.executable, "-m", "impact_rt.cli", "generate", "thunder", "-n", "500", "-T", "4",
                           "-K", "50", "--json", "--out-dir", str(out_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                         # a CI runner started in the background ignores SIGINT, and children inherit that
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = p.stdout.readline()
     assert first, p.communicate(timeout=60)[1]
     p.send_signal(signal.SIGINT)
