@@ -160,8 +160,25 @@ def _overlap_add(frames: torch.Tensor) -> torch.Tensor:
     b, t, n = frames.shape
     k = -(-n // HOP)  # 7 hops cover one frame
     parts = F.pad(frames, (0, k * HOP - n)).reshape(b, t, k, HOP)
-    out = sum(F.pad(parts[:, :, j], (0, 0, j, k - 1 - j)) for j in range(k))
+    out = frames.new_zeros((b, t + k - 1, HOP))
+    for j in range(k):                    # hop j of every frame lands j hops after the frame's start
+        out[:, j:j + t] += parts[:, :, j]
     return out.reshape(b, (t + k - 1) * HOP)[:, :(t - 1) * HOP + n]
+
+
+_INV_ENVELOPE: dict = {}
+
+
+def _inverse_envelope(n_frames: int, window: torch.Tensor) -> torch.Tensor:
+    """1 / (summed squared window) of ``n_frames`` frames, cached per (frames, device, dtype, window)."""
+    key = (n_frames, window.device, window.dtype, window.data_ptr())
+    env = _INV_ENVELOPE.get(key)
+    if env is None:
+        if len(_INV_ENVELOPE) > 64:
+            _INV_ENVELOPE.clear()
+        env = 1.0 / _overlap_add((window ** 2).expand(1, n_frames, N_FFT)).clamp_min(1e-11)
+        _INV_ENVELOPE[key] = env
+    return env
 
 
 def istft(spec: torch.Tensor, window: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -172,8 +189,7 @@ def istft(spec: torch.Tensor, window: torch.Tensor, length: int | None = None) -
     if PAD + length > (n_frames - 1) * HOP + N_FFT:
         raise ValueError(f"{n_frames} frames cannot give {length} samples")
     y = _overlap_add(torch.fft.irfft(spec, n=N_FFT, dim=-1) * window)
-    env = _overlap_add((window ** 2).expand(1, n_frames, N_FFT))
-    return (y / env.clamp_min(1e-11))[:, PAD:PAD + length]
+    return (y * _inverse_envelope(n_frames, window))[:, PAD:PAD + length]
 
 
 class MelSpectrogram(nn.Module):
@@ -246,8 +262,7 @@ class GriffinLim(nn.Module):
         alpha = self.momentum / (1.0 + self.momentum)
         for _ in range(self.n_iter):
             rebuilt = stft(istft(mag * angles, self.window), self.window)
-            angles = rebuilt - alpha * tprev
-            angles = angles / (angles.abs() + 1e-16)
+            angles = torch.sgn(torch.add(rebuilt, tprev, alpha=-alpha))   # unit phases (0 stays 0)
             tprev = rebuilt
         return istft(mag * angles, self.window)
 

@@ -27,13 +27,13 @@ fi
 if [ ! -f "$RUNS/uncond/.done" ]; then
   say "phase 1: unconditional pre-training, $UNCOND_MIN min"
   python -m training.train_impact --latents "$RUNS/latents.safetensors" --out "$RUNS/uncond" --phase uncond \
-    --preset "$PRESET" --minutes "$UNCOND_MIN" --threads "$THREADS" --ckpt-minutes 5
+    --preset "$PRESET" --minutes "$UNCOND_MIN" --threads "$THREADS" --ckpt-minutes 5 ${TRAIN_ARGS:-}
   touch "$RUNS/uncond/.done"
 fi
 if [ ! -f "$RUNS/text/.done" ]; then
   say "phase 2: text-conditional training, $TEXT_MIN min"
   python -m training.train_impact --latents "$RUNS/latents.safetensors" --out "$RUNS/text" --phase text \
-    --preset "$PRESET" --init "$RUNS/uncond/ckpt" --minutes "$TEXT_MIN" --threads "$THREADS" --ckpt-minutes 5
+    --preset "$PRESET" --init "$RUNS/uncond/ckpt" --minutes "$TEXT_MIN" --threads "$THREADS" --ckpt-minutes 5 ${TRAIN_ARGS:-}
   touch "$RUNS/text/.done"
 fi
 if [ ! -f "$RUNS/bundle/config.json" ]; then
