@@ -41,3 +41,13 @@ def test_card_renders_from_files(tmp_path):
     assert main(["--bundle", str(bundle), "--train-log", f"text={log}", "--eval", f"main={ev}"]) == 0
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "preset `small`" in card and "45.0 %" in card and "| generator, text | 2 |" in card
+
+
+def test_training_summary_reads_the_generator_log_format(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("step,phase,loss,lr,samples_per_s,wall_s\n50,text,0.2,1e-4,12,100\n100,text,0.1,1e-4,12,200\n")
+    s = training_summary(p)
+    assert s["steps"] == 100 and abs(s["hours"] * 3600 - 200) < 1e-9
+    empty = tmp_path / "empty.csv"
+    empty.write_text("step,phase,loss,lr,samples_per_s,wall_s\n")
+    assert training_summary(empty) == {"steps": 0}

@@ -31,9 +31,10 @@ def training_summary(path: Path, loss_key: str = "loss") -> dict:
     rows = _csv_rows(path)
     if not rows:
         return {"steps": 0}
+    clock = "seconds" if "seconds" in rows[0] else "wall_s"
     seconds, prev = 0.0, 0.0
-    for r in rows:                      # `seconds` restarts from 0 at every resumed invocation
-        s = float(r["seconds"])
+    for r in rows:                      # the clock restarts from 0 at every resumed invocation
+        s = float(r[clock])
         seconds += s - prev if s >= prev else s
         prev = s
     vals = [float(r[loss_key]) for r in rows if r.get(loss_key) not in (None, "")]
@@ -118,12 +119,16 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
         lines.append("")
     lines += ["## Training", "", "All on the 2-core CPU of the development machine, bf16 autocast.", "",
               "| stage | steps | hours | loss (first 100 → last 100 steps) |", "|---|---|---|---|"]
+    def row(name, p, nd):
+        if not p.get("hours"):
+            return f"| {name} | {p.get('steps', 0):,} | — | (no log rows) |"
+        return (f"| {name} | {p['steps']:,} | {p['hours']:.2f} | "
+                f"{p['loss_first_100']:.{nd}f} → {p['loss_last_100']:.{nd}f} |")
+
     if vae:
-        lines.append(f"| VAE (L1 on log-mel) | {vae['steps']:,} | {vae['hours']:.2f} | "
-                     f"{vae['loss_first_100']:.3f} → {vae['loss_last_100']:.3f} |")
+        lines.append(row("VAE (L1 on log-mel)", vae, 3))
     for name, p in phases.items():
-        lines.append(f"| generator, {name} | {p['steps']:,} | {p['hours']:.2f} | "
-                     f"{p['loss_first_100']:.4f} → {p['loss_last_100']:.4f} |")
+        lines.append(row(f"generator, {name}", p, 4))
     lines.append("")
     if evals:
         lines += ["## Evaluation", "",
