@@ -58,3 +58,19 @@ def test_text_phase_training_lowers_loss_on_fixed_batch(tmp_path):
         tr.batch = lambda: batch
         tr.train_step()
     assert fixed() < before
+
+
+def test_init_from_a_model_bundle_continues_its_generator(tmp_path):
+    from impact_rt import bundle as B
+    st = _store(tmp_path)
+    cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=2)
+    a = Trainer(cfg, st, tmp_path / "run")
+    a.train_step()
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    B.save_generator(a.model, bundle, dtype=torch.float16)
+    (bundle / "config.json").write_text("{}")
+    b = Trainer(cfg, st, tmp_path / "run3")
+    b.init_from(bundle)
+    for k, v in a.model.state_dict().items():
+        torch.testing.assert_close(b.model.state_dict()[k], v.half().float())

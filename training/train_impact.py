@@ -110,11 +110,16 @@ class Trainer:
         return True
 
     def init_from(self, directory: Path) -> None:
-        """Start a phase from another run's EMA weights (unconditional → text-conditional)."""
-        got = load_checkpoint(directory)
-        if got is None:
-            raise SystemExit(f"no checkpoint at {directory}")
-        ema = unprefixed("ema", got[0])
+        """Start a phase from another run's EMA weights (unconditional → text-conditional), or from a
+        model bundle's generator (``impact.safetensors``: continue training a shipped model)."""
+        if (directory / "impact.safetensors").is_file() and (directory / "config.json").is_file():
+            from impact_rt import bundle as B
+            ema = {k: v.float() for k, v in B.load_generator_state(directory).items()}
+        else:
+            got = load_checkpoint(directory)
+            if got is None:
+                raise SystemExit(f"no checkpoint at {directory}")
+            ema = unprefixed("ema", got[0])
         self.model.load_state_dict(ema)
         self.ema = {k: v.float().clone() for k, v in ema.items()}
 
@@ -184,7 +189,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--latents", required=True, help="latent store written by training.latents")
     ap.add_argument("--out", required=True, help="run folder (checkpoints, log.csv)")
-    ap.add_argument("--init", default=None, help="checkpoint folder to start from (its EMA weights)")
+    ap.add_argument("--init", default=None,
+                    help="checkpoint folder (its EMA weights) or model bundle to start from")
     ap.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
     ap.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (this invocation)")
     ap.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint period")
