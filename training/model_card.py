@@ -79,7 +79,7 @@ def checks(evals: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
     if main and g1:
         out.append(("guidance raises adherence (β_max 5 vs 1)", main["adherence"] > g1["adherence"],
                     f"{100 * main['adherence']:.1f} vs {100 * g1['adherence']:.1f} %"))
-    nopre = evals.get("no pre-training")
+    nopre = evals.get("no-pre-training")
     if main and nopre:
         fd_m, fd_n = main["metrics"].get("fd"), nopre["metrics"].get("fd")
         out.append(("unconditional pre-training helps FD", None if None in (fd_m, fd_n) else fd_m < fd_n,
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-log", default=None)
     ap.add_argument("--train-log", action="append", default=[], help="PHASE=log.csv (in order)")
     ap.add_argument("--eval", action="append", default=[], help="NAME=evaluation folder (summary.json); "
-                    "names main, T=1, β_max=1, no pre-training drive the checks")
+                    "names main, T=1, β_max=1, no-pre-training drive the checks")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", default=None, help="default: BUNDLE/MODEL_CARD.md")
     a = ap.parse_args(argv)

@@ -4,6 +4,7 @@
 # when its output exists, so rerunning continues where an interrupted run stopped.
 #
 #   RUNS=/work/runs CORPUS=/work/corpus UNCOND_MIN=25 TEXT_MIN=35 bash training/run_default.sh
+#   THREADS=1 ABLATION=1 ...     # also the text phase without pre-training, beside the main one
 #
 # The bundle lands in $RUNS/bundle; copy it to impact_rt/models/default only when its card's
 # numbers beat the shipped one's (docs/training.md).
@@ -22,20 +23,33 @@ say() { echo "[run_default $(date +%H:%M:%S)] $*" >&2; }
 if [ ! -f "$RUNS/latents.safetensors" ]; then
   say "latents"
   python -m training.latents --manifest "$CORPUS/manifest.csv" --vae "$RUNS/vae/export" \
-    --out "$RUNS/latents.safetensors" --splits train --variants "${VARIANTS:-1}" --bf16 --threads "$THREADS"
+    --out "$RUNS/latents.safetensors" --splits train --variants "${VARIANTS:-1}" --bf16 \
+    --threads "${LATENT_THREADS:-2}"
 fi
+export OMP_NUM_THREADS=$THREADS   # trainers and evaluations: no more threads than asked (oversubscription)
 if [ ! -f "$RUNS/uncond/.done" ]; then
   say "phase 1: unconditional pre-training, $UNCOND_MIN min"
   python -m training.train_impact --latents "$RUNS/latents.safetensors" --out "$RUNS/uncond" --phase uncond \
     --preset "$PRESET" --minutes "$UNCOND_MIN" --threads "$THREADS" --ckpt-minutes 5 ${TRAIN_ARGS:-}
   touch "$RUNS/uncond/.done"
 fi
-if [ ! -f "$RUNS/text/.done" ]; then
-  say "phase 2: text-conditional training, $TEXT_MIN min"
-  python -m training.train_impact --latents "$RUNS/latents.safetensors" --out "$RUNS/text" --phase text \
-    --preset "$PRESET" --init "$RUNS/uncond/ckpt" --minutes "$TEXT_MIN" --threads "$THREADS" --ckpt-minutes 5 ${TRAIN_ARGS:-}
-  touch "$RUNS/text/.done"
+text_phase() {  # OUT [extra args]: text-conditional training into $RUNS/OUT
+  local out=$1; shift
+  if [ ! -f "$RUNS/$out/.done" ]; then
+    python -m training.train_impact --latents "$RUNS/latents.safetensors" --out "$RUNS/$out" --phase text \
+      --preset "$PRESET" --minutes "$TEXT_MIN" --threads "$THREADS" --ckpt-minutes 5 ${TRAIN_ARGS:-} "$@"
+    touch "$RUNS/$out/.done"
+  fi
+}
+if [ "${ABLATION:-0}" = 1 ]; then
+  # the same text phase without pre-training, beside the main one (THREADS=1 each on a 2-core machine)
+  say "phase 2 without pre-training (ablation), $TEXT_MIN min, in the background"
+  text_phase text-scratch > "$RUNS/text-scratch.log" 2>&1 &
+  ablation_pid=$!
 fi
+say "phase 2: text-conditional training, $TEXT_MIN min"
+text_phase text --init "$RUNS/uncond/ckpt"
+[ -n "${ablation_pid:-}" ] && wait "$ablation_pid"
 if [ ! -f "$RUNS/bundle/config.json" ]; then
   say "bundle"
   python -m training.export_bundle --ckpt "$RUNS/text/ckpt" --vae "$RUNS/vae/export" --griffin-lim 32 \
@@ -49,13 +63,26 @@ evaluate() {  # NAME BACKEND SEEDS [extra args]
       --seeds "$seeds" --reference "$CORPUS/clips/test" "$@"
   fi
 }
-evaluate main "$EVAL_BACKEND" "$SEEDS"
+if [ "${ABLATION:-0}" = 1 ] && [ ! -f "$RUNS/bundle-scratch/config.json" ]; then
+  python -m training.export_bundle --ckpt "$RUNS/text-scratch/ckpt" --vae "$RUNS/vae/export" --griffin-lim 32 \
+    --out "$RUNS/bundle-scratch"
+fi
+# Two evaluation streams side by side (one thread each): the main run, and the ablations.
+evaluate main "$EVAL_BACKEND" "$SEEDS" > "$RUNS/eval-main.log" 2>&1 &
+main_pid=$!
 evaluate t1 "$EVAL_BACKEND" "$ABLATION_SEEDS" --iterations 1
 evaluate g1 "$EVAL_BACKEND" "$ABLATION_SEEDS" --guidance 1
-[ "${REFERENCE_EVAL:-1}" = 1 ] && evaluate reference torch "$ABLATION_SEEDS"
+if [ "${ABLATION:-0}" = 1 ] && [ ! -f "$RUNS/eval/nopre/summary.json" ]; then
+  say "evaluation nopre"
+  python -m training.evaluate_model --model "$RUNS/bundle-scratch" --out "$RUNS/eval/nopre" --backend "$EVAL_BACKEND" \
+    --seeds "$ABLATION_SEEDS" --reference "$CORPUS/clips/test"
+fi
+if [ "${REFERENCE_EVAL:-1}" = 1 ]; then evaluate reference torch "$ABLATION_SEEDS"; fi
+wait "$main_pid"
 say "model card"
 python -m training.model_card --bundle "$RUNS/bundle" --corpus "$CORPUS" --vae-log "$RUNS/vae/log.csv" \
   --train-log "unconditional pre-training=$RUNS/uncond/log.csv" --train-log "text-conditional=$RUNS/text/log.csv" \
   --eval "main=$RUNS/eval/main" --eval "T=1=$RUNS/eval/t1" --eval "β_max=1=$RUNS/eval/g1" \
-  $( [ -f "$RUNS/eval/reference/summary.json" ] && echo --eval "torch-reference=$RUNS/eval/reference" )
+  $( [ -f "$RUNS/eval/reference/summary.json" ] && echo --eval "torch-reference=$RUNS/eval/reference" ) \
+  $( [ -f "$RUNS/eval/nopre/summary.json" ] && echo --eval "no-pre-training=$RUNS/eval/nopre" )
 say "done: $RUNS/bundle/MODEL_CARD.md"
