@@ -28,11 +28,13 @@ if [ ! -f "$RUNS/latents.safetensors" ]; then
 fi
 export OMP_NUM_THREADS=$THREADS   # trainers and evaluations: no more threads than asked (oversubscription)
 if [ ! -f "$RUNS/uncond/.done" ]; then
+  export OMP_NUM_THREADS=${UNCOND_THREADS:-$THREADS}
   say "phase 1: unconditional pre-training, $UNCOND_MIN min"
   python -m training.train_impact --latents "$RUNS/latents.safetensors" --out "$RUNS/uncond" --phase uncond \
-    --preset "$PRESET" --minutes "$UNCOND_MIN" --threads "$THREADS" --ckpt-minutes 5 ${TRAIN_ARGS:-}
+    --preset "$PRESET" --minutes "$UNCOND_MIN" --threads "${UNCOND_THREADS:-$THREADS}" --ckpt-minutes 5 ${TRAIN_ARGS:-}
   touch "$RUNS/uncond/.done"
 fi
+export OMP_NUM_THREADS=$THREADS
 text_phase() {  # OUT [extra args]: text-conditional training into $RUNS/OUT
   local out=$1; shift
   if [ ! -f "$RUNS/$out/.done" ]; then
