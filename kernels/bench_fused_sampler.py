@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -203,8 +204,18 @@ def sweep(rows_list, steps=100, dtype=torch.float16, workers=12) -> list[dict]:
                                                    config=cfg), warmup=3, rep=15, return_mode="median")
             timed.append({"config": cfg.__dict__, "ms": ms})
         timed.sort(key=lambda r: r["ms"])
+        table_ms = None
+        if timed and FusedConfig(**timed[0]["config"]).split > 1:   # the best with the precomputed adaLN table
+            cfg = FusedConfig(**timed[0]["config"])
+            with torch.inference_mode():
+                table_ms = do_bench(lambda: fused_sample(w, cc, cu, t_emb, coefs, seeds, g, t, rows_per_seed=1,
+                                                         config=cfg, adaln_table=True),
+                                    warmup=3, rep=15, return_mode="median")
+            print(f"rows {rows}: best config with the adaLN table: {table_ms:.2f} ms "
+                  f"(without: {timed[0]['ms']:.2f})", file=sys.stderr, flush=True)
         d = next((r["ms"] for r in timed if r["config"] == default.__dict__), None)
         rec = {"rows": rows, "steps": steps, "dtype": dtype_name, "default": default.__dict__, "default_ms": d,
+               "best_with_adaln_table_ms": table_ms,
                "best": timed[0]["config"] if timed else None, "best_ms": timed[0]["ms"] if timed else None,
                "all": timed}
         results.append(rec)
@@ -224,6 +235,7 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
     backends = {"default": CudaBackend(model, device="cuda", precision=precision)}
     if few_rows_config is not None:   # the sweep's winner for few rows, for the batch-1 cells
         backends["tuned"] = CudaBackend(model, device="cuda", precision=precision, config=few_rows_config)
+    backends["table"] = CudaBackend(model, device="cuda", precision=precision, config=few_rows_config)
     cond_enc = HashConditioner(cfg.text_len, cfg.text_dim)
     res = {"precision": precision, "schedule": "mild (values only; timings as cosine)", "targets": {},
            "few_rows_config": few_rows_config.__dict__ if few_rows_config else None}
@@ -246,8 +258,10 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
         dc = DecodeConfig(iterations=t_iters, diffusion_steps=100, guidance=5.0)
         tables = tables_for(dc)
         for name, be in backends.items():
-            if name == "tuned" and b > 1:
+            if name != "default" and b > 1:
                 continue
+            # "table": the adaLN modulation of every step precomputed (read when the graphs are captured)
+            os.environ["IMPACT_RT_ADALN_TABLE"] = "1" if name == "table" else "0"
             states, mask = cond_enc.encode([f"prompt {i}" for i in range(b)])
             c, m = be.project(states, mask)
             nc, nm = be.null(b)
@@ -260,7 +274,7 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
                 torch.cuda.synchronize()
                 first = time.perf_counter() - t0
                 best, med = timed(run, 5)
-            key = f"b{b}_T{t_iters}" + ("" if name == "default" else "_tuned")
+            key = f"b{b}_T{t_iters}" + ("" if name == "default" else f"_{name}")
             res[key] = {"first_call_with_capture_s": first, "best_s": best, "median_s": med, "clips_per_s": b / med,
                         "finite": bool(torch.isfinite(out).all())}
             print(json.dumps({key: res[key]}), file=sys.stderr, flush=True)
@@ -282,7 +296,7 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
     tg = res["targets"]
 
     def best_of(key):
-        return min((res[k]["median_s"] for k in (key, key + "_tuned") if k in res), default=None)
+        return min((res[k]["median_s"] for k in (key, key + "_tuned", key + "_table") if k in res), default=None)
 
     if best_of("b1_T64") is not None:
         tg["b1_T64_le_0.25s"] = best_of("b1_T64") <= 0.25

@@ -24,16 +24,18 @@ def fused_sample_op(
     guidance: torch.Tensor, temperature: torch.Tensor,
     rows_per_seed: int, stream: int,
     block_rows: int, block_n: int, block_k: int, block_c: int, split: int, num_warps: int, num_stages: int,
+    adaln_table: int = -1,
 ) -> torch.Tensor:
     from .fused_sampler import launch
     cfg = FusedConfig(block_rows, block_n, block_k, block_c, split, num_warps, num_stages)
     return launch((w_in, b_in, ada_w, ada_b, ln_w, ln_b, w1, b1, w2, b2, wf, bf), c_cond, c_uncond, t_emb, coefs,
-                  noise, seeds, guidance, temperature, rows_per_seed=rows_per_seed, stream=stream, config=cfg)
+                  noise, seeds, guidance, temperature, rows_per_seed=rows_per_seed, stream=stream, config=cfg,
+                  adaln_table=None if adaln_table < 0 else bool(adaln_table))
 
 
 @fused_sample_op.register_fake
 def _fused_sample_fake(w_in, b_in, ada_w, ada_b, ln_w, ln_b, w1, b1, w2, b2, wf, bf, c_cond, c_uncond, t_emb,
                        coefs, noise, seeds, guidance, temperature, rows_per_seed, stream,
-                       block_rows, block_n, block_k, block_c, split, num_warps, num_stages):
+                       block_rows, block_n, block_k, block_c, split, num_warps, num_stages, adaln_table=-1):
     torch._check(c_cond.dim() == 2 and w_in.dim() == 2)
     return c_cond.new_empty((c_cond.shape[0], w_in.shape[0]), dtype=torch.float32)

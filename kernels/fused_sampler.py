@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -151,12 +153,12 @@ def _stage_ln(h_ptr, part_ptr, ada_ptr, shift_off, scale_off, lnw_ptr, lnb_ptr, 
 def _fused_sampler_kernel(
     x_ptr, cc_ptr, cu_ptr, temb_ptr, coef_ptr, noise_ptr, seed_ptr, guid_ptr, temp_ptr,
     win_ptr, bin_ptr, adaw_ptr, adab_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, wf_ptr, bf_ptr,
-    ada_ptr, h_ptr, part_ptr, g_ptr, a_ptr, bar_ptr,
+    ada_ptr, h_ptr, part_ptr, g_ptr, a_ptr, bar_ptr, adapre_ptr,
     R, STEPS, stream, rows_per_seed,
     C: tl.constexpr, W: tl.constexpr, DEPTH: tl.constexpr, ADA_N: tl.constexpr,
     HALVES: tl.constexpr, USE_PHILOX: tl.constexpr, SPLIT: tl.constexpr,
     BR: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr, BKC: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, ADA_PRE: tl.constexpr,
 ):
     HAS_UNCOND: tl.constexpr = HALVES == 2
     NT: tl.constexpr = W // BN
@@ -196,20 +198,26 @@ def _fused_sampler_kernel(
     for j in range(STEPS):
         i = STEPS - 1 - j
         nb = 1 + j * NB
-        # -- adaLN input, adaLN table and input projection ---------------------------------------
-        _stage_y(cc_base, temb_ptr + i * W, a_c, rmask, W, BR, BK)
-        if HAS_UNCOND:
-            _stage_y(cu_base, temb_ptr + i * W, a_u, rmask, W, BR, BK)
-        tl.debug_barrier()
-        for n0_ in range(0, ADA_N, SPLIT * BN):     # this program's tiles: pid_s, pid_s + SPLIT, ...
-            n0 = n0_ + pid_s * BN
-            if n0 < ADA_N:
-                n = n0 + tl.arange(0, BN)
-                acc_c, acc_u = _dot2(a_c, a_u, W, adaw_ptr, ADA_N, n, rmask, W, BR, BN, BK, HAS_UNCOND, PREC)
-                bias = tl.load(adab_ptr + n)[None, :]
-                tl.store(ada_c + r[:, None] * ADA_N + n[None, :], acc_c + bias)
-                if HAS_UNCOND:
-                    tl.store(ada_u + r[:, None] * ADA_N + n[None, :], acc_u + bias)
+        # -- adaLN table (precomputed for every step, or computed here) and input projection -------
+        if ADA_PRE:     # [T̂, row blocks, halves, BR, ADA_N], one GEMM before the launch
+            ac = adapre_ptr + (i * tl.num_programs(1) + rb) * HALVES * BR * ADA_N
+            au = ac + (HALVES - 1) * BR * ADA_N
+        else:
+            ac = ada_c
+            au = ada_u
+            _stage_y(cc_base, temb_ptr + i * W, a_c, rmask, W, BR, BK)
+            if HAS_UNCOND:
+                _stage_y(cu_base, temb_ptr + i * W, a_u, rmask, W, BR, BK)
+            tl.debug_barrier()
+            for n0_ in range(0, ADA_N, SPLIT * BN):     # this program's tiles: pid_s, pid_s + SPLIT, ...
+                n0 = n0_ + pid_s * BN
+                if n0 < ADA_N:
+                    n = n0 + tl.arange(0, BN)
+                    acc_c, acc_u = _dot2(a_c, a_u, W, adaw_ptr, ADA_N, n, rmask, W, BR, BN, BK, HAS_UNCOND, PREC)
+                    bias = tl.load(adab_ptr + n)[None, :]
+                    tl.store(ada_c + r[:, None] * ADA_N + n[None, :], acc_c + bias)
+                    if HAS_UNCOND:
+                        tl.store(ada_u + r[:, None] * ADA_N + n[None, :], acc_u + bias)
         for n0_ in range(0, W, SPLIT * BN):     # this program's tiles: pid_s, pid_s + SPLIT, ...
             n0 = n0_ + pid_s * BN
             if n0 < W:
@@ -225,10 +233,10 @@ def _fused_sampler_kernel(
         # -- ResBlocks -------------------------------------------------------------------------
         for blk in range(DEPTH):
             sh = blk * 3 * W
-            _stage_ln(h_c, part_c, ada_c, sh, sh + W, lnw_ptr + blk * W, lnb_ptr + blk * W, a_c,
+            _stage_ln(h_c, part_c, ac, sh, sh + W, lnw_ptr + blk * W, lnb_ptr + blk * W, a_c,
                       ADA_N, W, BR, BK, NT, BN, True)
             if HAS_UNCOND:
-                _stage_ln(h_u, part_u, ada_u, sh, sh + W, lnw_ptr + blk * W, lnb_ptr + blk * W, a_u,
+                _stage_ln(h_u, part_u, au, sh, sh + W, lnw_ptr + blk * W, lnb_ptr + blk * W, a_u,
                           ADA_N, W, BR, BK, NT, BN, True)
             tl.debug_barrier()
             for n0_ in range(0, W, SPLIT * BN):     # this program's tiles: pid_s, pid_s + SPLIT, ...
@@ -255,21 +263,21 @@ def _fused_sampler_kernel(
                     bias = tl.load(b2_ptr + blk * W + n)[None, :]
                     offs = r[:, None] * W + n[None, :]
                     goff = r[:, None] * ADA_N + sh + 2 * W + n[None, :]
-                    gate = tl.load(ada_c + goff, cache_modifier=".cg")
+                    gate = tl.load(ac + goff, cache_modifier=".cg")
                     hh = tl.load(h_c + offs, cache_modifier=".cg") + gate * (acc_c + bias)
                     tl.store(h_c + offs, hh)
                     _write_partials(part_c, n0 // BN, hh, BR, BN)
                     if HAS_UNCOND:
-                        gate = tl.load(ada_u + goff, cache_modifier=".cg")
+                        gate = tl.load(au + goff, cache_modifier=".cg")
                         hh = tl.load(h_u + offs, cache_modifier=".cg") + gate * (acc_u + bias)
                         tl.store(h_u + offs, hh)
                         _write_partials(part_u, n0 // BN, hh, BR, BN)
             _sync(bar, nb + 2 + 2 * blk, SPLIT)
         # -- final layer, CFG on ε, posterior step -------------------------------------------
         FSH: tl.constexpr = DEPTH * 3 * W
-        _stage_ln(h_c, part_c, ada_c, FSH, FSH + W, lnw_ptr, lnb_ptr, a_c, ADA_N, W, BR, BK, NT, BN, False)
+        _stage_ln(h_c, part_c, ac, FSH, FSH + W, lnw_ptr, lnb_ptr, a_c, ADA_N, W, BR, BK, NT, BN, False)
         if HAS_UNCOND:
-            _stage_ln(h_u, part_u, ada_u, FSH, FSH + W, lnw_ptr, lnb_ptr, a_u, ADA_N, W, BR, BK, NT, BN, False)
+            _stage_ln(h_u, part_u, au, FSH, FSH + W, lnw_ptr, lnb_ptr, a_u, ADA_N, W, BR, BK, NT, BN, False)
         tl.debug_barrier()
         coef_x = tl.load(coef_ptr + i * 4)
         coef_eps = tl.load(coef_ptr + i * 4 + 1)
@@ -400,8 +408,14 @@ def _scalar_tensor(v, device) -> torch.Tensor:
 def launch(weights: HeadWeights | tuple, c_cond: torch.Tensor, c_uncond: torch.Tensor | None,
            t_emb: torch.Tensor, coefs: torch.Tensor, noise: torch.Tensor | None, seeds: torch.Tensor | None,
            guidance: torch.Tensor, temperature: torch.Tensor, *, rows_per_seed: int = 1, stream: int = 0,
-           config: FusedConfig | None = None) -> torch.Tensor:
+           config: FusedConfig | None = None, adaln_table: bool | None = None) -> torch.Tensor:
     """Launch the kernel directly (no custom op). Exactly one of ``noise`` / ``seeds`` is given.
+
+    adaln_table: precompute the adaLN modulation of every step (``adaln_modulation_table``: one
+    GEMM before the launch) instead of computing it inside the loop, where it is 11 of the head's
+    17 w² weight matrices a step. Default (None): on with ``IMPACT_RT_ADALN_TABLE=1`` where the
+    split path runs (few rows) and the table stays under ``ADALN_TABLE_MAX_BYTES``; parity-tested
+    under the interpreter and compiled for sm_90, not yet run on a GPU, hence off by default.
 
     c_cond / c_uncond [R, w] fp32: cond_embed(h) of the cond / uncond rows (c_uncond None: no CFG).
     noise [T̂, R, C] fp32 (injected) or seeds [B] int64 (Philox; R = B·rows_per_seed, sample-major).
@@ -436,6 +450,12 @@ def launch(weights: HeadWeights | tuple, c_cond: torch.Tensor, c_uncond: torch.T
     g = torch.empty((rb, halves, br, width), device=dev, dtype=w1.dtype)
     a = torch.empty((rb, cfg.split, halves, br, width), device=dev, dtype=w1.dtype)
     bar = torch.zeros((rb,), device=dev, dtype=torch.int32)
+    table_bytes = steps * rb * halves * br * ada_n * 4
+    if adaln_table is None:   # off until a GPU session measures it (IMPACT_RT_ADALN_TABLE=1 turns it on)
+        adaln_table = (os.environ.get("IMPACT_RT_ADALN_TABLE") == "1" and cfg.split > 1
+                       and table_bytes <= ADALN_TABLE_MAX_BYTES)
+    ada_pre = (adaln_modulation_table(ada_w, ada_b, c_cond.float(), None if c_uncond is None else c_uncond.float(),
+                                      t_emb.float(), rb, br) if adaln_table else ada)
     x = torch.empty((r, c_dim), **f32)
     c_cond = c_cond.float().contiguous()
     c_uncond = c_cond if c_uncond is None else c_uncond.float().contiguous()
@@ -446,19 +466,42 @@ def launch(weights: HeadWeights | tuple, c_cond: torch.Tensor, c_uncond: torch.T
         x, c_cond, c_uncond, t_emb.float().contiguous(), coefs.float().contiguous(), noise_t, seeds_t,
         guidance, temperature,
         w_in, b_in, ada_w, ada_b, ln_w, ln_b, w1, b1, w2, b2, wf, bf,
-        ada, h, part, g, a, bar,
+        ada, h, part, g, a, bar, ada_pre,
         r, steps, stream, rows_per_seed,
         C=c_dim, W=width, DEPTH=depth, ADA_N=ada_n, HALVES=halves, USE_PHILOX=seeds is not None,
         SPLIT=cfg.split, BR=br, BN=cfg.block_n, BK=cfg.block_k, BC=cfg.block_c, BKC=min(cfg.block_k, c_dim),
-        PREC=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        PREC=prec, ADA_PRE=bool(adaln_table), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return x
+
+
+ADALN_TABLE_MAX_BYTES = 256 << 20
+
+
+def adaln_modulation_table(ada_w: torch.Tensor, ada_b: torch.Tensor, c_cond: torch.Tensor,
+                           c_uncond: torch.Tensor | None, t_emb: torch.Tensor, row_blocks: int,
+                           block_rows: int) -> torch.Tensor:
+    """Every step's adaLN modulation, Linear(SiLU(c_emb + t_emb[i])), for all rows at once.
+
+    It depends on the step and the row's condition, never on x, so the T̂ steps' worth is one GEMM
+    ([T̂·rows, w] @ [w, (3d+2)·w], in the weight dtype with fp32 output) instead of T̂ passes
+    over the adaLN weights inside the loop. Layout [T̂, row blocks, halves, block_rows, (3d+2)·w]
+    fp32: the kernel's per-step scratch layout, rows padded to whole blocks."""
+    halves = 1 if c_uncond is None else 2
+    r, w = c_cond.shape
+    c = c_cond[None] if c_uncond is None else torch.stack([c_cond, c_uncond])        # [H, R, w]
+    c = torch.nn.functional.pad(c, (0, 0, 0, row_blocks * block_rows - r))
+    c = c.reshape(halves, row_blocks, block_rows, w).transpose(0, 1)                 # [RB, H, BR, w]
+    y = torch.nn.functional.silu(c[None] + t_emb[:, None, None, None, :])          # [T̂, RB, H, BR, w]
+    out = torch.matmul(y.to(ada_w.dtype), ada_w).float() + ada_b
+    return out.contiguous()
 
 
 def fused_sample(head_weights: HeadWeights, c_emb_cond: torch.Tensor, c_emb_uncond: torch.Tensor | None,
                  t_emb_table: torch.Tensor, coefs: torch.Tensor, noise_or_seed: torch.Tensor,
                  guidance, temperature, *, rows_per_seed: int | None = None, stream: int = 0,
-                 config: FusedConfig | None = None, use_custom_op: bool = True) -> torch.Tensor:
+                 config: FusedConfig | None = None, use_custom_op: bool = True,
+                 adaln_table: bool | None = None) -> torch.Tensor:
     """The whole T̂-step sampler of one decoding iteration → x_0 [R, C] fp32.
 
     ``noise_or_seed``: a floating tensor [T̂, R, C] (injected noise, the layout of
@@ -478,11 +521,11 @@ def fused_sample(head_weights: HeadWeights, c_emb_cond: torch.Tensor, c_emb_unco
     g, t = _scalar_tensor(guidance, dev), _scalar_tensor(temperature, dev)
     if not use_custom_op:
         return launch(head_weights, c_emb_cond, c_emb_uncond, t_emb_table, coefs, noise, seeds, g, t,
-                      rows_per_seed=rps, stream=stream, config=cfg)
+                      rows_per_seed=rps, stream=stream, config=cfg, adaln_table=adaln_table)
     from .custom_op import fused_sample_op
     return fused_sample_op(*head_weights.tensors(), c_emb_cond, c_emb_uncond, t_emb_table, coefs, noise, seeds,
                            g, t, rps, stream, cfg.block_rows, cfg.block_n, cfg.block_k, cfg.block_c, cfg.split,
-                           cfg.num_warps, cfg.num_stages)
+                           cfg.num_warps, cfg.num_stages, -1 if adaln_table is None else int(adaln_table))
 
 
 def philox_noise(seeds: torch.Tensor, rows_per_seed: int, steps: int, token_dim: int, stream: int = 0,
@@ -511,7 +554,7 @@ _PTR = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
 
 def compile_for_arch(arch: int = 90, *, dtype: torch.dtype = torch.float16, philox: bool = True,
                      cfg_guidance: bool = True, token_dim: int = 128, width: int = 1024, depth: int = 3,
-                     config: FusedConfig | None = None):
+                     config: FusedConfig | None = None, adaln_table: bool = False):
     """Compile the sampler kernel to a cubin for sm_<arch> without a GPU (Triton + its ptxas).
 
     Returns the compiled kernel (``.asm['ptx']``, ``.asm['cubin']``, ``.metadata``). Must run in a
@@ -528,7 +571,7 @@ def compile_for_arch(arch: int = 90, *, dtype: torch.dtype = torch.float16, phil
     constexprs = dict(C=token_dim, W=width, DEPTH=depth, ADA_N=(3 * depth + 2) * width,
                       HALVES=2 if cfg_guidance else 1, USE_PHILOX=philox, SPLIT=cfg.split, BR=cfg.block_rows,
                       BN=cfg.block_n, BK=cfg.block_k, BC=cfg.block_c, BKC=min(cfg.block_k, token_dim),
-                      PREC="ieee" if dtype == torch.float32 else "tf32")
+                      PREC="ieee" if dtype == torch.float32 else "tf32", ADA_PRE=adaln_table)
     sig = {n: ("constexpr" if n in constexprs else types.get(n, "*fp32")) for n in _fused_sampler_kernel.arg_names}
     src = ASTSource(_fused_sampler_kernel, sig, constexprs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),

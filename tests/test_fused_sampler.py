@@ -76,6 +76,8 @@ for split in (1, 16):
     k = compile_for_arch(90, dtype=torch.float16, config=FusedConfig(block_rows=16, split=split))
     assert len(k.asm["cubin"]) > 0
     assert ("atom.global" in k.asm["ptx"]) == (split > 1)     # grid barriers only when split
+k = compile_for_arch(90, dtype=torch.float16, config=FusedConfig(block_rows=16, split=16), adaln_table=True)
+assert len(k.asm["cubin"]) > 0
 print("ok")
 """
 
@@ -123,7 +125,7 @@ def make_inputs(head, rows, steps, cfg=True, seed=3):
 
 
 def run_both(head, schedule, rows, cfg=True, guidance=3.0, temperature=0.9, config=None, dtype=torch.float32,
-             use_custom_op=False, noise=None):
+             use_custom_op=False, noise=None, adaln_table=None):
     from impact_rt.sampler import sample_head
     from kernels.fused_sampler import fused_sample, head_tables, pack_head
     tab = schedule.tensors(device=DEVICE)
@@ -136,7 +138,7 @@ def run_both(head, schedule, rows, cfg=True, guidance=3.0, temperature=0.9, conf
         cc = head.cond_embed(hc)
         cu = head.cond_embed(hu) if cfg else None
         out = fused_sample(pack_head(head, dtype), cc, cu, t_emb, coefs, nz, guidance, temperature,
-                           config=config, use_custom_op=use_custom_op)
+                           config=config, use_custom_op=use_custom_op, adaln_table=adaln_table)
     return out, ref
 
 
@@ -164,6 +166,33 @@ def test_parity_two_blocks_two_row_blocks_column_tiles_no_cfg():
     head = make_head(depth=2, seed=2)
     out, ref = run_both(head, mild_schedule(4), rows=20, cfg=False, config=cfg_(bn=16, bk=16))
     torch.testing.assert_close(out, ref, rtol=2e-5, atol=2e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("cfg_on", [True, False])
+def test_parity_precomputed_adaln_table(cfg_on):
+    # The adaLN modulation of every step computed before the launch (one GEMM) gives the same
+    # sample as computing it inside the loop; 20 rows → 2 row blocks (table layout per block).
+    head = make_head(depth=2, seed=4)
+    out, ref = run_both(head, mild_schedule(4), rows=20, cfg=cfg_on, config=cfg_(bn=16, bk=16), adaln_table=True)
+    torch.testing.assert_close(out, ref, rtol=2e-5, atol=2e-5)
+    inner, _ = run_both(head, mild_schedule(4), rows=20, cfg=cfg_on, config=cfg_(bn=16, bk=16), adaln_table=False)
+    torch.testing.assert_close(out, inner, rtol=1e-5, atol=1e-5)
+
+
+def test_adaln_table_layout_matches_the_head():
+    from kernels.fused_sampler import adaln_modulation_table, pack_head
+    head = make_head(depth=2, seed=5).cpu()
+    w = pack_head(head, torch.float32, "cpu")
+    t_emb = torch.randn(3, w.width)
+    cc, cu = torch.randn(5, w.width), torch.randn(5, w.width)
+    tab = adaln_modulation_table(w.ada_w, w.ada_b, cc, cu, t_emb, row_blocks=2, block_rows=4)
+    assert tab.shape == (3, 2, 2, 4, w.ada_n)
+    with torch.no_grad():
+        blk = head.res_blocks[1].adaLN_modulation
+        want = blk(cu[4] + t_emb[2])                     # step 2, uncond half, row 4 = block 1 row 0
+    d = w.width
+    torch.testing.assert_close(tab[2, 1, 1, 0, 3 * d:6 * d], want, rtol=1e-5, atol=1e-5)
 
 
 @needs_kernel
