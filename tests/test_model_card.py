@@ -15,7 +15,7 @@ def test_training_summary_adds_up_resumed_invocations(tmp_path):
     p = tmp_path / "log.csv"
     p.write_text("step,seconds,loss\n1,10,2.0\n2,20,1.0\n3,5,0.5\n4,15,0.5\n")   # resumed after step 2
     s = training_summary(p)
-    assert s["steps"] == 4 and abs(s["hours"] * 3600 - 35) < 1e-9 and s["loss_last_100"] == 1.0
+    assert s["steps"] == 4 and abs(s["hours"] * 3600 - 35) < 1e-9 and s["loss_last_100"] == 0.5 and s["loss_first_100"] == 2.0
 
 
 def test_checks_pass_and_fail_with_the_numbers():

@@ -38,7 +38,8 @@ def training_summary(path: Path, loss_key: str = "loss") -> dict:
         seconds += s - prev if s >= prev else s
         prev = s
     vals = [float(r[loss_key]) for r in rows if r.get(loss_key) not in (None, "")]
-    head, tail = vals[:100], vals[-100:]
+    k = max(1, min(100, len(vals) // 4))     # first / last quarter when the log is short
+    head, tail = vals[:k], vals[-k:]
     return {"steps": int(rows[-1]["step"]), "hours": seconds / 3600,
             "loss_first_100": sum(head) / len(head), "loss_last_100": sum(tail) / len(tail)}
 
@@ -118,7 +119,7 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
         lines += [f"- {lic}: {n:,}" for lic, n in corpus["licences"].most_common()]
         lines.append("")
     lines += ["## Training", "", "All on the 2-core CPU of the development machine, bf16 autocast.", "",
-              "| stage | steps | hours | loss (first 100 → last 100 steps) |", "|---|---|---|---|"]
+              "| stage | steps | hours | loss (first → last 100 logged steps, or quarter of the log) |", "|---|---|---|---|"]
     def row(name, p, nd):
         if not p.get("hours"):
             return f"| {name} | {p.get('steps', 0):,} | — | (no log rows) |"
