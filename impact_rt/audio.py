@@ -170,14 +170,16 @@ _INV_ENVELOPE: dict = {}
 
 
 def _inverse_envelope(n_frames: int, window: torch.Tensor) -> torch.Tensor:
-    """1 / (summed squared window) of ``n_frames`` frames, cached per (frames, device, dtype, window)."""
-    key = (n_frames, window.device, window.dtype, window.data_ptr())
-    env = _INV_ENVELOPE.get(key)
-    if env is None:
-        if len(_INV_ENVELOPE) > 64:
-            _INV_ENVELOPE.clear()
-        env = 1.0 / _overlap_add((window ** 2).expand(1, n_frames, N_FFT)).clamp_min(1e-11)
-        _INV_ENVELOPE[key] = env
+    """1 / (summed squared window) of ``n_frames`` frames, cached per frame count, device, dtype and
+    window values (the window is compared on a hit: a freed tensor's address can be reused)."""
+    key = (n_frames, window.device, window.dtype, window.numel())
+    hit = _INV_ENVELOPE.get(key)
+    if hit is not None and torch.equal(hit[0], window):
+        return hit[1]
+    if len(_INV_ENVELOPE) > 64:
+        _INV_ENVELOPE.clear()
+    env = 1.0 / _overlap_add((window ** 2).expand(1, n_frames, N_FFT)).clamp_min(1e-11)
+    _INV_ENVELOPE[key] = (window.clone(), env)
     return env
 
 
