@@ -195,22 +195,46 @@ def cmd_generate(args) -> int:
                             temperature=args.temperature)
         for j, (prompt, _) in enumerate(batch):
             path = paths[start + j]
-            out.save(path, index=j, force=args.force)
-            if args.spectrogram:
-                from .spectrogram import spectrogram_png
-                spectrogram_png(out.audio[j], str(path.with_suffix(".png")))
-            if args.json:
-                rec = {"file": str(path), "prompt": prompt, "seed": seeds[j], **out.settings,
-                       "sample_rate": out.sample_rate, "seconds": out.audio.shape[1] / out.sample_rate,
-                       "latency_s": round(out.timings["total_s"] / len(batch), 4)}
-                print(json.dumps(rec), flush=True)
-            elif args.quiet:
-                pass
-            else:
-                bar.write(f"wrote {path}")
+            with _interrupts_deferred():   # a clip on disk is always a clip reported (SIGINT waits)
+                _save_and_report(args, out, j, path, prompt, seeds, batch, bar)
         bar.update(len(batch))
     bar.close()
     return 0
+
+
+def _interrupts_deferred():
+    """Hold SIGINT back for a short critical section (main thread, POSIX); a no-op elsewhere."""
+    import contextlib
+    import signal
+    import threading
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def held():
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return held()
+
+
+def _save_and_report(args, out, j, path, prompt, seeds, batch, bar):
+    """Write clip j of ``out`` (and its spectrogram) and report it."""
+    out.save(path, index=j, force=args.force)
+    if args.spectrogram:
+        from .spectrogram import spectrogram_png
+        spectrogram_png(out.audio[j], str(path.with_suffix(".png")))
+    if args.json:
+        rec = {"file": str(path), "prompt": prompt, "seed": seeds[j], **out.settings,
+               "sample_rate": out.sample_rate, "seconds": out.audio.shape[1] / out.sample_rate,
+               "latency_s": round(out.timings["total_s"] / len(batch), 4)}
+        print(json.dumps(rec), flush=True)
+    elif args.quiet:
+        pass
+    else:
+        bar.write(f"wrote {path}")
 
 
 def cmd_info(args) -> int:
