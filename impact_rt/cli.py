@@ -203,20 +203,29 @@ def cmd_generate(args) -> int:
 
 
 def _interrupts_deferred():
-    """Hold SIGINT back for a short critical section (main thread, POSIX); a no-op elsewhere."""
+    """Hold SIGINT back for a short critical section (main thread); a no-op elsewhere.
+
+    A Python-level handler swap, not ``pthread_sigmask``: a mask covers only the calling thread, and a
+    process-directed SIGINT is then delivered to one of torch's or tqdm's threads, whose C handler
+    still trips the interpreter's flag, so the KeyboardInterrupt came in the middle of the section.
+    Python runs whatever handler is installed when it checks the flag, so an interrupt that arrives
+    just before, or during, the section is recorded here and raised as soon as the section ends."""
     import contextlib
     import signal
     import threading
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         return contextlib.nullcontext()
 
     @contextlib.contextmanager
     def held():
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        pending = []
+        old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
         try:
             yield
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            signal.signal(signal.SIGINT, old)
+        if pending:
+            raise KeyboardInterrupt
     return held()
 
 
