@@ -74,3 +74,47 @@ def test_init_from_a_model_bundle_continues_its_generator(tmp_path):
     b.init_from(bundle)
     for k, v in a.model.state_dict().items():
         torch.testing.assert_close(b.model.state_dict()[k], v.half().float())
+
+
+def _manifest(tmp_path, cats, splits=None):
+    import csv
+    p = tmp_path / "manifest.csv"
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "file", "caption", "split", "category"])
+        for i, c in enumerate(cats):
+            w.writerow([f"c{i}", f"clips/{i}.flac", "x", (splits or ["train"] * len(cats))[i], c])
+    return p
+
+
+def test_category_balance_evens_out_big_categories(tmp_path):
+    from training.train_impact import category_weights
+    st = _store(tmp_path)
+    # rows 0..5: four music clips, one dog, one scene of dog and rain; weights count^-1 (a=1)
+    st.meta["manifest"] = str(_manifest(tmp_path, ["music", "music", "music", "music", "dog", "dog;rain"]))
+    w = category_weights(st, st.rows("uncond"), 1.0)
+    torch.testing.assert_close(w, torch.tensor([0.25, 0.25, 0.25, 0.25, 0.5, (0.5 + 1.0) / 2], dtype=torch.double))
+    cfg = TrainConfig(phase="uncond", preset="test", batch_size=4000, bf16=False, category_balance=1.0)
+    picked = Trainer(cfg, st, tmp_path / "run").batch()  # draws follow the weights
+    assert picked[0].shape[0] == 4000
+    tr = Trainer(cfg, st, tmp_path / "run")
+    idx = torch.multinomial(tr.row_weights, 4000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert abs((idx < 4).double().mean().item() - 1.0 / 2.25) < 0.03
+
+
+def test_category_balance_refuses_a_manifest_that_no_longer_matches(tmp_path):
+    import pytest
+
+    from training.train_impact import category_weights
+    st = _store(tmp_path)
+    st.meta["manifest"] = str(_manifest(tmp_path, ["a"] * 7))  # a row added since: order no longer trusted
+    with pytest.raises(ValueError, match="no longer matches"):
+        category_weights(st, st.rows("uncond"), 0.5)
+    st.meta["clip_ids"] = [f"c{i}" for i in (6, 5, 4, 3, 2, 1)]  # stores that record ids are matched by id
+    assert st.clip_categories() == ["a"] * 6
+    st.meta["clip_ids"][0] = "c99"
+    with pytest.raises(ValueError, match="1 clip ids missing"):
+        category_weights(st, st.rows("uncond"), 0.5)
+    st.meta["manifest"] = str(tmp_path / "gone.csv")
+    with pytest.raises(ValueError, match="not found"):
+        category_weights(st, st.rows("uncond"), 0.5)

@@ -43,6 +43,37 @@ class LatentStore:
             keep &= self.caption_id >= 0
         return keep.nonzero().flatten()
 
+    def clip_categories(self) -> list[str]:
+        """The manifest category of each clip index (``clip``), from the manifest the store was built from.
+
+        Stores record the manifest id of every clip (``clip_ids``); older ones are matched by order
+        (``training.latents`` numbers clips in manifest order after keeping the encoded splits), with the
+        row count and every clip's split checked so that an edited manifest cannot shift categories."""
+        import csv
+        man = Path(self.meta.get("manifest", ""))
+        if not man.is_file():
+            raise ValueError(f"category balance needs the store's manifest, not found: {man}")
+        with open(man, newline="") as f:
+            rows = list(csv.DictReader(f))
+        ids = self.meta.get("clip_ids")
+        if ids:
+            by_id = {r.get("id"): r for r in rows}
+            missing = [i for i in ids if i not in by_id]
+            if missing:
+                raise ValueError(f"manifest {man} no longer matches the store ({len(missing)} clip ids missing)")
+            return [by_id[i].get("category") or "" for i in ids]
+        names = {v: k for k, v in SPLITS.items()}
+        kept = {names[int(s)] for s in self.split.unique()}
+        rows = [r for r in rows if (r.get("split") or "train") in kept]
+        n = int(self.clip.max()) + 1 if self.clip.numel() else 0
+        clip_split = torch.full((n,), -1, dtype=torch.long)
+        clip_split[self.clip] = self.split.long()
+        if len(rows) != n or any(int(clip_split[i]) >= 0 and SPLITS[rows[i].get("split") or "train"] != int(clip_split[i])
+                                 for i in range(n)):
+            raise ValueError(f"manifest {man} no longer matches the store ({len(rows)} rows of splits "
+                             f"{sorted(kept)}, the store numbers {n} clips)")
+        return [r.get("category") or "" for r in rows]
+
     def save(self, path: str | Path) -> None:
         p = Path(path)
         tensors = {"latents": self.latents.half().contiguous(), "clip": self.clip, "caption_id": self.caption_id,

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
                         text_states, text_mask,
                         {"manifest": str(man), "captions": captions, "variants": args.variants,
                          "vae_sha256": vae_hash, "conditioner": cond.spec(),
-                         "scale_factor": float(vae.scale_factor)})
+                         "scale_factor": float(vae.scale_factor), "clip_ids": [r.get("id", "") for r in rows]})
     store.save(args.out)
     print(f"{len(lat)} latents from {len(set(clip))} clips, {len(captions)} captions → {args.out}", file=sys.stderr)
     return 0

@@ -48,6 +48,7 @@ class TrainConfig:
     caption_drop: float = 0.1
     diffusion_batch_mul: int = 4
     ema_decay: float = 0.999
+    category_balance: float = 0.0    # sample rows with weight count(category)^-a (0: uniform over clips)
     grad_clip: float = 3.0
     bf16: bool = True
     seed: int = 0
@@ -59,6 +60,17 @@ def mask_ratio(q: float, g: torch.Generator) -> float:
         r = 1.0 - abs(torch.randn((), generator=g).item()) * 0.25
         if r >= q:
             return r
+
+
+def category_weights(store: LatentStore, rows: torch.Tensor, a: float) -> torch.Tensor:
+    """Sampling weight of each row: the mean of count(c)^-a over its categories c (a scene's are joined by
+    ';'), counts taken over ``rows``. a=0.5 evens out a corpus where speech and music outnumber each
+    kind of effect tenfold, without starving the big categories."""
+    from collections import Counter
+    cats = store.clip_categories()
+    row_cats = [[c for c in cats[int(store.clip[r])].split(";") if c] or [""] for r in rows]
+    count = Counter(c for cs in row_cats for c in cs)
+    return torch.tensor([sum(count[c] ** -a for c in cs) / len(cs) for cs in row_cats], dtype=torch.double)
 
 
 class Trainer:
@@ -83,6 +95,9 @@ class Trainer:
         self.rows = store.rows(cfg.phase)
         if len(self.rows) == 0:
             raise SystemExit(f"no training rows for phase {cfg.phase} in {store.path}")
+        self.row_weights = None
+        if cfg.category_balance:
+            self.row_weights = category_weights(store, self.rows, cfg.category_balance)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
@@ -125,7 +140,11 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------------
     def batch(self):
-        idx = self.rows[torch.randint(0, len(self.rows), (self.cfg.batch_size,), generator=self.gen)]
+        if self.row_weights is None:
+            pick = torch.randint(0, len(self.rows), (self.cfg.batch_size,), generator=self.gen)
+        else:
+            pick = torch.multinomial(self.row_weights, self.cfg.batch_size, replacement=True, generator=self.gen)
+        idx = self.rows[pick]
         lat = self.store.latents[idx].float()
         tokens = patchify(lat, self.model.cfg.patch).to(self.device)
         if self.cfg.phase == "uncond":
@@ -198,7 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-bf16", action="store_true")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "caption_drop",
-              "diffusion_batch_mul", "ema_decay", "seed"):
+              "diffusion_batch_mul", "ema_decay", "category_balance", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
     args = ap.parse_args(argv)
