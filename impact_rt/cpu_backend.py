@@ -2,15 +2,21 @@
 
 The head's T̂-step loop — the part that is launch-bound in eager PyTorch — runs in one native
 call per decoding iteration (``native_sampler``; AMX or AVX-512 bf16 where the CPU has it). With
-``precision="bf16"`` the encoder, VAE decoder and vocoder also run under bf16 autocast. The
-decoding loop is the shared one (``decoding.decode``), so parity with the reference is tested
-with injected noise like every other backend.
+``precision="bf16"`` the encoder, VAE decoder and vocoder also run under bf16 autocast, over copies
+made for it: the encoder's Linear weights stored in bf16 once (autocast would cast them on every
+call; the results are bitwise the same) and the VAE decoder in channels-last layout (oneDNN's
+convolutions otherwise reorder every activation; 2.6x faster here, same error against fp32 as
+before). The decoding loop is the shared one (``decoding.decode``), so parity with the reference is
+tested with injected noise like every other backend.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 
 from . import native_sampler
+from .patchify import unpatchify
 from .reference import TorchBackend
 
 PRECISIONS = ("fp32", "bf16")
@@ -35,6 +41,8 @@ class CpuBackend(TorchBackend):
         super().__init__(model, vae, vocoder)
         self.precision = precision
         self.sampler = native_sampler.NativeHeadSampler(model.head, dtype=precision)
+        self.encoder = bf16_linears(model.encoder) if precision == "bf16" else model.encoder
+        self.vae_decode = ChannelsLastDecode(vae) if vae is not None else None
 
     def _autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
@@ -42,7 +50,7 @@ class CpuBackend(TorchBackend):
     @torch.inference_mode()
     def encode(self, tokens, cond, cond_mask, visible_idx, predicted_idx):
         with self._autocast():
-            return self.model.encoder(tokens, cond, cond_mask, visible_idx, predicted_idx).float()
+            return self.encoder(tokens, cond, cond_mask, visible_idx, predicted_idx).float()
 
     @torch.inference_mode()
     def sample(self, h_cond, h_uncond, noise, guidance, temperature, schedule):
@@ -50,8 +58,35 @@ class CpuBackend(TorchBackend):
 
     @torch.inference_mode()
     def audio(self, tokens):
+        cfg = self.model.cfg
+        latent = unpatchify(tokens, cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
         with self._autocast():
-            return super().audio(tokens).float()
+            return self.vocoder(self.vae_decode(self.vae.unscale_latents(latent))).float()
+
+
+def bf16_linears(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` whose Linear weights and biases are stored in bf16, for use under bf16
+    autocast (which then has nothing to cast but the activations). Norms keep their fp32 parameters."""
+    m = copy.deepcopy(module)
+    for sub in m.modules():
+        if isinstance(sub, torch.nn.Linear):
+            sub.to(torch.bfloat16)
+    return m.eval()
+
+
+class ChannelsLastDecode(torch.nn.Module):
+    """``vae.decode`` (raw latents [B, 8, T/4, F/4] → log-mel [B, T, F]) over copies of its two conv
+    stages in channels-last memory layout; the VAE's encoder is not copied."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.post_quant_conv = copy.deepcopy(vae.post_quant_conv)
+        self.decoder = copy.deepcopy(vae.decoder)
+        self.to(memory_format=torch.channels_last).eval()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.to(self.post_quant_conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+        return self.decoder(self.post_quant_conv(z)).squeeze(1).contiguous()
 
 
 def load_backend(model, vae, vocoder, *, bundle_path=None, device="cpu", precision=None):

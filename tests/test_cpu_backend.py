@@ -63,3 +63,59 @@ def test_pipeline_runs_on_the_cpu_backend():
     p = Pipeline.random("test", backend="cpu")
     g = p.generate(["thunder"], seed=0, iterations=2, diffusion_steps=3)
     assert g.audio.shape == (1, 163840) and g.settings["backend"] == "cpu"
+
+
+def _vae():
+    from impact_rt.vae import AutoencoderKL
+    torch.manual_seed(1)
+    return AutoencoderKL("test").eval()
+
+
+def test_bf16_encoder_copy_is_bitwise_autocast_over_the_fp32_encoder():
+    """Linear weights cast once instead of on every call: nothing else may change."""
+    m = _model()
+    fast = cpu_backend.CpuBackend(m, None, None, "bf16")
+    linears = lambda enc: [x for x in enc.modules() if isinstance(x, torch.nn.Linear)]  # noqa: E731
+    assert all(x.weight.dtype == torch.bfloat16 for x in linears(fast.encoder))
+    assert all(x.weight.dtype == torch.float32 for x in linears(m.encoder))  # the reference's stays fp32
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(2, m.cfg.num_tokens, m.cfg.token_dim, generator=g)
+    cond, mask = tiny_condition(m, ["thunder", "rain"])
+    order = torch.randperm(m.cfg.num_tokens, generator=g)
+    vis, pred = order[:100].sort().values.expand(2, -1), order[100:140].sort().values.expand(2, -1)
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ref = m.encoder(tokens, cond, mask, vis, pred).float()
+        got = fast.encode(tokens, cond, mask, vis, pred)
+    assert torch.equal(got, ref)
+
+
+def test_channels_last_vae_decode_parity():
+    """fp32: the same convolutions in another memory layout (oneDNN picks other kernels, hence another
+    summation order: measured 1.3e-5 of the largest value, bound 1e-4); bf16: no further from the
+    fp32 reference than the reference's own decoder under bf16 autocast (2x + atol, as the design rule)."""
+    m, vae = _model(), _vae()
+    z = torch.randn(2, 8, 256, 16, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        ref = vae.decode(z)
+        got = cpu_backend.CpuBackend(m, vae, None, "fp32").vae_decode(z)
+        assert got.shape == ref.shape == (2, 1024, 64) and got.is_contiguous()
+        assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ref16 = vae.decode(z).float()
+            got16 = cpu_backend.CpuBackend(m, vae, None, "bf16").vae_decode(z).float()
+        assert (got16 - ref).abs().max() <= 2 * (ref16 - ref).abs().max() + 1e-3 * ref.abs().max()
+    # the reference's decoder is untouched (the copies carry the layout)
+    assert vae.decoder.conv_in.weight.is_contiguous()
+
+
+def test_cpu_audio_stage_matches_the_reference():
+    from impact_rt.vocoder import GriffinLim
+    m, vae = _model(), _vae()
+    voc = GriffinLim(n_iter=4)
+    tokens = torch.randn(1, m.cfg.num_tokens, m.cfg.token_dim, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = TorchBackend(m, vae, voc).audio(tokens)
+        got = cpu_backend.CpuBackend(m, vae, voc, "fp32").audio(tokens)
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    assert (got - ref).abs().max() <= 1e-3 * ref.abs().max()
