@@ -51,3 +51,23 @@ def test_training_summary_reads_the_generator_log_format(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("step,phase,loss,lr,samples_per_s,wall_s\n")
     assert training_summary(empty) == {"steps": 0}
+
+
+def test_card_shows_the_text_probe_and_the_ceiling(tmp_path):
+    from impact_rt.config import preset
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"model": preset("small").__dict__, "vocoder": {"kind": "griffinlim"}}))
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps({"right": 0.1, "shuffled": 0.11, "null": 0.12, "gain_vs_shuffled": 0.01,
+                                 "gain_vs_null": 0.02, "rows": 64, "batches": 12}))
+    ceil = tmp_path / "ceiling"
+    ceil.mkdir()
+    (ceil / "summary.json").write_text(json.dumps({
+        "per_prompt": 5, "recorded": {"adherence": 0.6, "per_prompt": {"thunder": "4/5"}},
+        "vocoder": {"adherence": 0.4, "per_prompt": {"thunder": "1/5"}},
+        "vae+vocoder": {"adherence": 0.45, "per_prompt": {"thunder": "3/5"}}}))
+    assert main(["--bundle", str(bundle), "--probe", f"shipped={probe}", "--ceiling", str(ceil)]) == 0
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "| shipped | 64 | 0.1000 | 0.1100 | 0.1200 | +0.0100 (+10.0 %) | +0.0200 |" in card
+    assert "| thunder | 4/5 | 1/5 | 3/5 |" in card and "**45.0 %**" in card

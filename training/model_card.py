@@ -89,7 +89,7 @@ def checks(evals: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
 
 
 def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str, dict], evals: dict[str, dict],
-           notes: list[str]) -> str:
+           notes: list[str], probes: dict[str, dict] | None = None, ceiling: dict | None = None) -> str:
     cfg = json.loads((bundle / "config.json").read_text())
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file() and f.name != "MODEL_CARD.md")
     lines = ["# Model card: impact-rt default model", ""]
@@ -153,6 +153,30 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
         for what, ok, val in checks(evals):
             lines.append(f"| {what} | {'yes' if ok else ('—' if ok is None else '**no**')} | {val} |")
         lines.append("")
+    if probes:
+        lines += ["## Does the generator use its text?", "",
+                  "`python -m training.text_probe`: the training loss (ε-MSE, mask ratios 0.75 / 0.9 / 1.0) on the "
+                  "same captioned training latents, masks, timesteps and noise, with each clip's own caption, "
+                  "with another clip's caption, and with the null condition. A model that ignores its text "
+                  "has a gain of zero.", "",
+                  "| model | rows | right | shuffled | null | gain vs shuffled | gain vs null |", "|---|---|---|---|---|---|---|"]
+        for name, r in probes.items():
+            lines.append(f"| {name} | {r['rows']} | {r['right']:.4f} | {r['shuffled']:.4f} | {r['null']:.4f} | "
+                         f"{r['gain_vs_shuffled']:+.4f} ({100 * r['gain_vs_shuffled'] / r['right']:+.1f} %) | "
+                         f"{r['gain_vs_null']:+.4f} |")
+        lines.append("")
+    if ceiling:
+        ways = [w for w in ("recorded", "vocoder", "vae+vocoder") if w in ceiling]
+        lines += ["## The evaluation's ceiling", "",
+                  f"`python -m training.ceiling`: {ceiling['per_prompt']} real corpus clips per prompt (the "
+                  "prompt's category, test split first), judged by the same YAMNet adherence: as recorded, "
+                  "through the log-mel front end and this bundle's vocoder, and through the front end, this "
+                  "bundle's VAE and the vocoder. A generator can at best reach the last column.", "",
+                  "| prompt | " + " | ".join(ways) + " |", "|---|" + "---|" * len(ways)]
+        for p in ceiling[ways[0]]["per_prompt"]:
+            lines.append(f"| {p} | " + " | ".join(ceiling[w]["per_prompt"].get(p, "—") for w in ways) + " |")
+        lines.append("| **all** | " + " | ".join(f"**{100 * ceiling[w]['adherence']:.1f} %**" for w in ways) + " |")
+        lines.append("")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
@@ -176,6 +200,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-log", action="append", default=[], help="PHASE=log.csv (in order)")
     ap.add_argument("--eval", action="append", default=[], help="NAME=evaluation folder (summary.json); "
                     "names main, T=1, β_max=1, no-pre-training drive the checks")
+    ap.add_argument("--probe", action="append", default=[], help="NAME=text_probe JSON (training.text_probe --out)")
+    ap.add_argument("--ceiling", default=None, help="folder written by training.ceiling (summary.json)")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", default=None, help="default: BUNDLE/MODEL_CARD.md")
     a = ap.parse_args(argv)
@@ -184,7 +210,9 @@ def main(argv=None) -> int:
     vae = training_summary(Path(a.vae_log), "l1") if a.vae_log else None
     phases = {k: training_summary(p) for k, p in _named(a.train_log).items()}
     evals = {k: json.loads((p / "summary.json").read_text()) for k, p in _named(a.eval).items()}
-    text = render(bundle, corpus, vae, phases, evals, a.note)
+    probes = {k: json.loads(p.read_text()) for k, p in _named(a.probe).items()}
+    ceiling = json.loads((Path(a.ceiling) / "summary.json").read_text()) if a.ceiling else None
+    text = render(bundle, corpus, vae, phases, evals, a.note, probes, ceiling)
     atomic_write_text(Path(a.out) if a.out else bundle / "MODEL_CARD.md", text)
     for what, ok, val in checks(evals):
         print(f"{'PASS' if ok else ('n/a ' if ok is None else 'FAIL')}  {what}: {val}", file=sys.stderr)

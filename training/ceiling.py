@@ -1,0 +1,89 @@
+"""What adherence can real audio reach through our own VAE and vocoder? The evaluation's ceiling.
+
+    python -m training.ceiling --corpus /work/corpus --model impact_rt/models/default --out runs/ceiling
+
+For every prompt of ``shared/eval/prompts.tsv``, real corpus clips of the matching category
+(the hand table ``PROMPT_CATEGORIES``; test split first, then val, then train) are judged by the
+same YAMNet adherence as generated clips, three ways: as recorded; through the log-mel front end
+and the bundle's vocoder; and through the front end, the bundle's VAE (encode → decode) and the
+vocoder. A generator can at best reach the last number; the gaps say which stage costs what.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+# prompt → manifest categories whose clips are honest examples of it (whole clips, not scenes)
+PROMPT_CATEGORIES = {
+    "thunder": ["thunder"], "rain falling on a roof": ["rain"], "strong wind blowing": ["wind"],
+    "a stream of water flowing": ["stream"], "a dog barking": ["dog"], "a rooster crowing": ["rooster"],
+    "a cow mooing": ["cow"], "birds singing": ["bird", "birds_bed"], "an owl hooting": ["owl"],
+    "a fire crackling": ["fire"], "an explosion": ["explosion"], "a car engine running": ["engine"],
+    "footsteps": ["footsteps"], "a bell ringing": ["bell"], "a man speaking": ["tts_male", "speech_asterisk"],
+    "a cello playing a slow melody": ["gm_cello"], "a drum kit playing a beat": ["gm_drums"],
+    "a piano playing": ["gm_piano"],
+}
+SPLIT_ORDER = {"test": 0, "val": 1, "train": 2}
+
+
+def pick_clips(manifest: Path, per_prompt: int) -> list[tuple[str, Path]]:
+    with open(manifest, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("kind") != "scene"]
+    out = []
+    for prompt, cats in PROMPT_CATEGORIES.items():
+        cand = sorted((r for r in rows if r.get("category") in cats), key=lambda r: (SPLIT_ORDER.get(r["split"], 3), r["id"]))
+        out += [(prompt, manifest.parent / r["file"]) for r in cand[:per_prompt]]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", required=True, help="corpus folder (manifest.csv)")
+    ap.add_argument("--model", default=None, help="bundle folder (default: the shipped one)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--per-prompt", type=int, default=5)
+    a = ap.parse_args(argv)
+
+    from impact_rt.audio import MelSpectrogram, load_audio, save_audio
+    from impact_rt.evaluation import evaluate
+    from impact_rt.evaluation.adherence import default_prompts_path
+    from impact_rt.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(a.model, backend="torch")
+    vae, vocoder = pipe.backend.vae, pipe.backend.vocoder
+    if not hasattr(vae, "encoder"):
+        raise SystemExit("the bundle's VAE has no encoder: the VAE round trip cannot be measured")
+    mel_fn = MelSpectrogram()
+    jobs = pick_clips(Path(a.corpus) / "manifest.csv", a.per_prompt)
+    out = Path(a.out)
+    ways = ("recorded", "vocoder", "vae+vocoder")
+    for w in ways:
+        (out / w).mkdir(parents=True, exist_ok=True)
+    records = []
+    with torch.inference_mode():
+        for i, (prompt, path) in enumerate(jobs):
+            wav = load_audio(str(path))[None]
+            mel = mel_fn(wav)
+            z = vae.encode(mel).mode()
+            name = f"{i:04d}.wav"
+            for w, audio in zip(ways, (wav, vocoder(mel), vocoder(vae.decode(z)))):
+                save_audio(str(out / w / name), audio[0])
+            records.append({"file": name, "prompt": prompt, "source": str(path)})
+    summary = {"clips": len(records), "per_prompt": a.per_prompt, "model": a.model or "default"}
+    for w in ways:
+        (out / w / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        rep = evaluate(out / w, None, default_prompts_path(), out / w / "clips.jsonl")
+        summary[w] = {"adherence": rep["adherence"]["rate"],
+                      "per_prompt": {r["prompt"]: f"{r['hits']}/{r['clips']}" for r in rep["adherence"]["per_prompt"]}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps({w: summary[w]["adherence"] for w in ways}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
