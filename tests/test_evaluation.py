@@ -436,7 +436,12 @@ def test_evaluate_with_panns(net, panns_weights, tmp_path):
     assert evaluate(gen, gen, net=net, panns_weights=panns_weights)["panns"]["fd"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_cli_unimplemented_models(tmp_path, capsys):
+def test_cli_missing_external_weights_are_one_line_errors(tmp_path, capsys):
     _write(tmp_path / "a.wav", np.zeros(SR, np.float32))
-    assert "not implemented" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--clap", tmp_path / "w.pt"]))
-    assert "not implemented" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--vggish", tmp_path / "w.pt"]))
+    err = _one_line_error(capsys, 2, _run_cli([tmp_path, "--clap", tmp_path / "no-such-folder"]))
+    assert "needs each clip's prompt" in err  # no sidecar: said before any weights are read
+    (tmp_path / "clips.jsonl").write_text('{"file": "a.wav", "prompt": "thunder"}\n')
+    err = _one_line_error(capsys, 2, _run_cli([tmp_path, "--clap", tmp_path / "no-such-folder"]))
+    assert "no-such-folder" in err
+    err = _one_line_error(capsys, 2, _run_cli([tmp_path, "--reference", tmp_path, "--vggish", tmp_path / "w.safetensors"]))
+    assert "w.safetensors" in err

@@ -19,11 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clip -> prompt sidecar (default: clips.jsonl or manifest.csv inside GENERATED_DIR)")
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="a clip adheres if one expected class is in its top K (default 5)")
     parser.add_argument("--is-splits", type=int, default=1, metavar="N", help="splits for the inception score (default 1)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads (default: runtime's choice)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads, and torch threads for --panns/--vggish/--clap (default: runtime's choice)")
     parser.add_argument("--panns", metavar="WEIGHTS",
                         help="also FD/KL/IS on PANNs Cnn14 16 kHz (audioldm_eval's network): a .safetensors state dict")
-    parser.add_argument("--vggish", metavar="WEIGHTS", help="VGGish FAD (not implemented yet)")
-    parser.add_argument("--clap", metavar="WEIGHTS", help="CLAP score (not implemented yet)")
+    parser.add_argument("--vggish", metavar="WEIGHTS",
+                        help="also VGGish FAD (needs --reference): Frechet distance between the 128-d PCA-whitened "
+                             "VGGish embeddings of every 0.96 s frame of each folder; WEIGHTS: a .safetensors of "
+                             "torchvggish's state dict (features.*, embeddings.*, pproc.*), made once with "
+                             "`python -m impact_rt.evaluation.convert vggish`")
+    parser.add_argument("--clap", metavar="DIR",
+                        help="also the CLAP score (needs the clips.jsonl/manifest.csv): mean cosine between each "
+                             "clip's CLAP audio embedding and its prompt's text embedding; DIR: a local Hugging Face "
+                             "ClapModel folder (config.json, model.safetensors, preprocessor_config.json, tokenizer "
+                             "files), e.g. a copy of laion/clap-htsat-unfused")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     parser.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
     parser.add_argument("--clips", action="store_true", help="list every clip's prompt, hit and top classes in the table")
@@ -47,6 +55,11 @@ def format_table(report: dict, show_clips: bool = False) -> str:
         (f"KL sigmoid ({m['kl_pairs']} pairs)", _fmt(m["kl_sigmoid"])),
         (f"IS ({m['is_splits']} split{'s' if m['is_splits'] > 1 else ''})", f"{_fmt(m['is_mean'])} ± {_fmt(m['is_std'])}"),
     ]
+    if "vggish_fad" in m:
+        frames = m.get("vggish_frames") or ["-", "-"]
+        rows.append((f"FAD (VGGish, {frames[0]}/{frames[1]} frames)", _fmt(m["vggish_fad"])))
+    if "clap_score" in m:
+        rows.append((f"CLAP score ({m['clap_pairs']} clips)", f"{_fmt(m['clap_score'])} ± {_fmt(m['clap_score_std'])}"))
     p = report.get("panns")
     if p is not None:
         rows += [
@@ -86,12 +99,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--is-splits must be at least 1")
         if args.threads is not None and args.threads < 1:
             raise UsageError("--threads must be at least 1")
-        if args.vggish or args.clap:
-            from .external import not_implemented
-            raise not_implemented("VGGish FAD (--vggish)" if args.vggish else "CLAP score (--clap)")
         report = evaluate(args.generated_dir, args.reference, args.prompts, args.manifest,
                           threads=args.threads, top_k=args.top_k, is_splits=args.is_splits,
-                          panns_weights=args.panns)
+                          panns_weights=args.panns, vggish_weights=args.vggish, clap_model=args.clap)
         text = json.dumps(report, indent=2)
         if args.out:
             try:

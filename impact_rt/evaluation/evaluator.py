@@ -1,4 +1,5 @@
-"""Evaluate a folder of generated clips: YAMNet FD / KL / IS against references, prompt adherence."""
+"""Evaluate a folder of generated clips: YAMNet FD / KL / IS against references, prompt adherence;
+optionally PANNs FD / KL / IS, VGGish FAD and the CLAP score on weights the user supplies."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class ClipFeatures:
     frame_embeddings: np.ndarray   # [F, 1024]
     panns_embedding: np.ndarray | None = None   # [2048], with --panns
     panns_logits: np.ndarray | None = None      # [527]
+    vggish_frames: np.ndarray | None = None     # [F, 128], with --vggish (one per 0.96 s example)
 
 
 @dataclass
@@ -44,10 +46,15 @@ class FolderFeatures:
     def frame_embeddings(self) -> np.ndarray:
         return np.concatenate([self.clips[n].frame_embeddings for n in sorted(self.clips)])
 
+    @property
+    def vggish_frames(self) -> np.ndarray:
+        """All clips' VGGish frame embeddings [F, 128] (clips under 0.975 s have none)."""
+        return np.concatenate([self.clips[n].vggish_frames for n in sorted(self.clips)])
+
 
 def analyse_folder(net: YamNet, folder: str | Path, what: str = "folder", top_k: int = 5,
-                   panns=None) -> FolderFeatures:
-    """Run YAMNet (and PANNs when given) over every audio file directly inside `folder`."""
+                   panns=None, vggish=None) -> FolderFeatures:
+    """Run YAMNet (and PANNs, VGGish when given) over every audio file directly inside `folder`."""
     out = FolderFeatures(Path(folder))
     for path in list_audio(folder, what):
         wav = load_audio(path)
@@ -61,6 +68,8 @@ def analyse_folder(net: YamNet, folder: str | Path, what: str = "folder", top_k:
         if panns is not None:
             clip = out.clips[path.name]
             clip.panns_embedding, clip.panns_logits = panns(wav)
+        if vggish is not None:
+            out.clips[path.name].vggish_frames = vggish(wav)
     return out
 
 
@@ -85,6 +94,28 @@ def _panns_metrics(gen: FolderFeatures, ref: FolderFeatures | None, is_splits: i
     return out
 
 
+def _vggish_metrics(gen: FolderFeatures, ref: FolderFeatures, notes: list[str]) -> dict:
+    """FAD: FD between Gaussians fitted to all VGGish frame embeddings of each folder."""
+    gen_frames, ref_frames = gen.vggish_frames, ref.vggish_frames
+    out = {"vggish_fad": None, "vggish_frames": [len(gen_frames), len(ref_frames)]}
+    if len(gen_frames) >= 2 and len(ref_frames) >= 2:
+        out["vggish_fad"] = frechet_distance(gen_frames, ref_frames)
+    else:
+        notes.append(f"VGGish FAD needs at least 2 frames of 0.96 s on each side (generated {len(gen_frames)}, "
+                     f"reference {len(ref_frames)}; clips under 0.975 s have none)")
+    return out
+
+
+def _clap_metrics(clap, gen_files: list[Path], file_prompts: dict[str, str], notes: list[str]) -> dict:
+    """CLAP score: cosine of each prompted clip's audio embedding with its prompt's text embedding."""
+    paths = [p for p in gen_files if p.name in file_prompts]
+    scores = clap.scores([load_audio(p, clap.sample_rate) for p in paths], [file_prompts[p.name] for p in paths])
+    if not len(scores):
+        notes.append("CLAP score not computed: no clip of the generated folder is named in the manifest")
+        return {"clap_score": None, "clap_score_std": None, "clap_pairs": 0}
+    return {"clap_score": float(scores.mean()), "clap_score_std": float(scores.std()), "clap_pairs": len(scores)}
+
+
 def evaluate(
     generated_dir: str | Path,
     reference_dir: str | Path | None = None,
@@ -96,34 +127,50 @@ def evaluate(
     top_k: int = 5,
     is_splits: int = 1,
     panns_weights: str | Path | None = None,
+    vggish_weights=None,
+    clap_model=None,
 ) -> dict:
     """The evaluation report as a JSON-ready dict (see docs/evaluation.md for its keys).
 
     Adherence is scored when a manifest is given or found in `generated_dir`; `prompts` defaults
     to `../shared/eval/prompts.tsv` from the repository root. Asking for prompts explicitly without
-    any manifest is an error.
+    any manifest is an error. `vggish_weights` (a .safetensors path or an `external.Vggish`) adds
+    `vggish_fad` to the metrics and needs `reference_dir`; `clap_model` (a model folder or an
+    `external.Clap`) adds `clap_score`, `clap_score_std`, `clap_pairs` and needs a manifest.
     """
     sidecar = Path(manifest) if manifest is not None else adh.find_sidecar(generated_dir)
-    list_audio(generated_dir, "generated folder")  # fail fast, before loading the model
+    gen_files = list_audio(generated_dir, "generated folder")  # fail fast, before loading the model
     if reference_dir is not None:
         list_audio(reference_dir, "reference folder")
     if prompts is not None and sidecar is None:
         raise UsageError(
             f"--prompts given but {generated_dir} has no {' or '.join(adh.SIDECAR_NAMES)} (or pass --manifest)")
+    if vggish_weights is not None and reference_dir is None:
+        raise UsageError("VGGish FAD (--vggish) compares two folders: pass --reference DIR")
+    if clap_model is not None and sidecar is None:
+        raise UsageError(f"the CLAP score (--clap) needs each clip's prompt: {generated_dir} has no "
+                         f"{' or '.join(adh.SIDECAR_NAMES)} (or pass --manifest)")
     file_prompts = adh.load_sidecar(sidecar) if sidecar is not None else None
 
     t_start = time.perf_counter()
-    panns = None
+    panns = vggish = clap = None
     if panns_weights is not None:
         from .external import Panns
         panns = Panns(panns_weights, threads=threads)
+    if vggish_weights is not None:
+        from .external import Vggish
+        vggish = Vggish(vggish_weights, threads=threads) if isinstance(vggish_weights, (str, Path)) else vggish_weights
+    if clap_model is not None:
+        from .external import Clap
+        clap = Clap(clap_model, threads=threads) if isinstance(clap_model, (str, Path)) else clap_model
     net = net if net is not None else YamNet(threads=threads)
     specs = None
     if file_prompts is not None:
         specs = adh.load_prompts_tsv(prompts if prompts is not None else adh.default_prompts_path(), net.class_names)
 
-    gen = analyse_folder(net, generated_dir, "generated folder", top_k, panns)
-    ref = analyse_folder(net, reference_dir, "reference folder", top_k, panns) if reference_dir is not None else None
+    gen = analyse_folder(net, generated_dir, "generated folder", top_k, panns, vggish)
+    ref = (analyse_folder(net, reference_dir, "reference folder", top_k, panns, vggish)
+           if reference_dir is not None else None)
     notes: list[str] = []
     metrics: dict = {"fd": None, "fd_frames": None, "kl_softmax": None, "kl_sigmoid": None, "kl_pairs": 0}
 
@@ -152,6 +199,8 @@ def evaluate(
             notes.append("fewer clips than embedding dimensions (1024): clip-level FD is biased and noisy")
 
     panns_metrics = _panns_metrics(gen, ref, is_splits) if panns is not None else None
+    if vggish is not None:
+        metrics.update(_vggish_metrics(gen, ref, notes))
 
     adherence = None
     if file_prompts is None:
@@ -163,6 +212,8 @@ def evaluate(
                          prompts_file=str(prompts if prompts is not None else adh.default_prompts_path()))
         if adherence["prompts_not_in_tsv"]:
             notes.append(f"{len(adherence['prompts_not_in_tsv'])} prompt(s) of the manifest are not in the prompts file")
+    if clap is not None:   # after adherence, which rejects manifests naming absent files
+        metrics.update(_clap_metrics(clap, gen_files, file_prompts, notes))
 
     clip_hits = adherence.pop("clip_hits") if adherence else {}
     clips = [{
