@@ -123,7 +123,7 @@ class T5ClapConditioner(TextConditioner):
         self.t5_tok = _fast_tokenizer(t5_dir, T5_VOCAB if _vocab_hint(t5_dir) is None else _vocab_hint(t5_dir), "Flan-T5")
         self.t5 = T5EncoderModel.from_pretrained(str(t5_dir), local_files_only=True).eval().to(device)
         self.clap = ClapModel.from_pretrained(str(clap_dir), local_files_only=True).eval().to(device)
-        self.clap_tok = AutoTokenizer.from_pretrained(str(clap_dir), local_files_only=True)
+        self.clap_tok = _fast_tokenizer(clap_dir, self.clap.config.text_config.vocab_size, "CLAP")
         self.dim = self.t5.config.d_model
         self.clap_dim = self.clap.config.projection_dim
         if self.clap_dim > self.dim:

@@ -100,3 +100,15 @@ def test_hash_conditioner_is_deterministic_and_prompt_dependent():
     b, _ = HashConditioner(78, 16).encode(["rain on a roof", "piano"])
     assert torch.equal(a, b) and ma[0].sum() == 5 and ma[1].sum() == 2
     assert not torch.allclose(a[0], a[1])
+
+
+def test_clap_folder_without_its_tokenizer_is_refused(tiny_t5_clap, tmp_path):
+    import shutil
+    t5, clap = tiny_t5_clap
+    broken = tmp_path / "clap"
+    shutil.copytree(clap, broken)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (broken / f).unlink(missing_ok=True)
+    # transformers 5 builds a "fast" tokenizer of the 5 special tokens from config.json alone
+    with pytest.raises(ConfigError, match="CLAP tokenizer .* incomplete"):
+        T5ClapConditioner(t5, broken)
