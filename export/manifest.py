@@ -25,7 +25,7 @@ from impact_rt.fileio import atomic_write_text
 
 FORMAT = "impact-rt-engines"
 VERSION = 1
-EXPORTER_VERSION = 1           # bump when the exported graphs change: part of every cache key
+EXPORTER_VERSION = 2           # bump when the exported graphs change: part of every cache key (2: sampling starts at t=992)
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 
@@ -220,6 +220,9 @@ def verify(root: Path, *, backend: str, model_hash: str | None = None, precision
     ``files`` limits hashing to some listed files (e.g. one GPU's engines); default: all."""
     root = Path(root)
     m = read(root)
+    if m.get("exporter_version", 1) != EXPORTER_VERSION:
+        raise VersionMismatchError(f"engine bundle {root} was written by exporter version {m.get('exporter_version', 1)}, "
+                                   f"this runtime's graphs are version {EXPORTER_VERSION}; {REBUILD_HINT}")
     if model_hash is not None and m["model_hash"] != model_hash:
         raise ModelMismatchError(f"engine bundle {root} was built for model {m['model_hash'][:16]}, "
                                  f"not {model_hash[:16]}; {REBUILD_HINT}")

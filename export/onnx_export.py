@@ -184,7 +184,7 @@ def wrapper(desc: Descriptor, *, model=None, vae=None, vocoder=None, bert=None, 
     elif k == "head_step":
         m = HeadStepGraph(model, dt)
     elif k == "head_sampler":
-        sched = ddpm.Schedule.cosine(train_steps).respace(desc.params["diffusion_steps"])
+        sched = ddpm.sampling_schedule(train_steps, desc.params["diffusion_steps"])
         m = HeadSamplerGraph(model, sched, desc.params["cfg"], dt)
     elif k == "vae_decoder":
         m = VaeDecoderGraph(vae, dt)

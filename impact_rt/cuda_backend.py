@@ -207,7 +207,7 @@ class CudaBackend:
             from .mask_schedule import guidance_schedule
             guidance = tuple(guidance_schedule(dc.iterations, dc.guidance))
         schedule = tables.schedule if tables is not None else \
-            ddpm.Schedule.cosine(model_cfg.train_steps).respace(dc.diffusion_steps)
+            ddpm.sampling_schedule(model_cfg.train_steps, dc.diffusion_steps)
         seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1)
         if seeds.numel() != b or tuple(order.shape) != (b, model_cfg.num_tokens):
             raise ConfigError(f"decode_all: need {b} seeds and an order [{b}, {model_cfg.num_tokens}]")

@@ -23,13 +23,17 @@ def cosine_betas(num_steps: int = 1000, max_beta: float = 0.999) -> np.ndarray:
                      for i in range(num_steps)], dtype=np.float64)
 
 
-def respaced_timesteps(num_steps: int, sample_steps: int) -> list[int]:
-    """Evenly spaced original steps kept when sampling with ``sample_steps`` (0 and T−1 included)."""
-    if not 1 <= sample_steps <= num_steps:
-        raise ConfigError(f"diffusion steps must be in 1..{num_steps}, got {sample_steps}")
+def respaced_timesteps(num_steps: int, sample_steps: int, last: int | None = None) -> list[int]:
+    """Evenly spaced original steps kept when sampling with ``sample_steps``: 0 and ``last``
+    (default T−1, as IDDPM's respacing) included."""
+    last = num_steps - 1 if last is None else last
+    if not 0 <= last < num_steps:
+        raise ConfigError(f"last sampling step must be in 0..{num_steps - 1}, got {last}")
+    if not 1 <= sample_steps <= last + 1:
+        raise ConfigError(f"diffusion steps must be in 1..{last + 1}, got {sample_steps}")
     if sample_steps == 1:
         return [0]
-    stride = (num_steps - 1) / (sample_steps - 1)
+    stride = last / (sample_steps - 1)
     return [round(i * stride) for i in range(sample_steps)]
 
 
@@ -81,9 +85,10 @@ class Schedule:
     def cosine(cls, num_steps: int = 1000) -> "Schedule":
         return cls(cosine_betas(num_steps), np.arange(num_steps))
 
-    def respace(self, sample_steps: int) -> "Schedule":
-        """Keep ``sample_steps`` evenly spaced steps; betas recomputed from ᾱ so that ᾱ is preserved."""
-        keep = respaced_timesteps(self.num_steps, sample_steps)
+    def respace(self, sample_steps: int, last: int | None = None) -> "Schedule":
+        """Keep ``sample_steps`` evenly spaced steps from 0 to ``last`` (default the final step);
+        betas recomputed from ᾱ so that ᾱ is preserved."""
+        keep = respaced_timesteps(self.num_steps, sample_steps, last)
         acp = self.alphas_cumprod
         last, betas = 1.0, []
         for k in keep:
@@ -100,6 +105,30 @@ class Schedule:
         out["timestep_map"] = torch.tensor(self.timestep_map, dtype=torch.long, device=device)
         out["host"] = {n: [float(v) for v in getattr(self, n)] for n in names}  # python scalars per step
         return out
+
+
+# The sampler starts at the last training step whose ᾱ is at least this. With the cosine schedule
+# and β clipped at 0.999, ᾱ falls from 2.4e-6 at t=998 to 2.4e-9 at t=999; an ε-prediction step
+# there recovers x̂₀ = (x − √(1−ᾱ)·ε̂)/√ᾱ, which multiplies the head's error by 1/√ᾱ ≈ 20,000. A
+# head trained for a few thousand steps on CPU is off by ~1 % at t=999, so the first reverse step
+# threw x to 10x its scale, every later step saw inputs it was never trained on, and the latents
+# came out at ~800x the data's scale (session 4). ᾱ ≥ 1e-4 (1/√ᾱ ≤ 100) starts at t=992.
+MIN_SAMPLING_ALPHA_BAR = 1e-4
+
+
+def sampling_start(schedule: "Schedule", min_alpha_bar: float = MIN_SAMPLING_ALPHA_BAR) -> int:
+    """The last training step whose ᾱ ≥ ``min_alpha_bar``: where the sampler starts from noise."""
+    ok = np.nonzero(schedule.alphas_cumprod >= min_alpha_bar)[0]
+    if len(ok) == 0:
+        raise ConfigError(f"no training step has alpha_bar >= {min_alpha_bar}")
+    return int(ok[-1])
+
+
+def sampling_schedule(train_steps: int, sample_steps: int) -> "Schedule":
+    """The schedule every backend samples with: the cosine training schedule respaced to
+    ``sample_steps`` evenly spaced steps from 0 to ``sampling_start``."""
+    base = Schedule.cosine(train_steps)
+    return base.respace(sample_steps, sampling_start(base))
 
 
 # ---------------------------------------------------------------------------------------------

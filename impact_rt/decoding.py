@@ -93,7 +93,7 @@ class DecodeTables:
         dc.validate(model_cfg.num_tokens, model_cfg.train_steps)
         return cls(MaskPlan.build(model_cfg.num_tokens, dc.iterations),
                    tuple(guidance_schedule(dc.iterations, dc.guidance)),
-                   ddpm.Schedule.cosine(model_cfg.train_steps).respace(dc.diffusion_steps))
+                   ddpm.sampling_schedule(model_cfg.train_steps, dc.diffusion_steps))
 
 
 def decode(backend: Backend, model_cfg: ModelConfig, dc: DecodeConfig, cond: torch.Tensor,

@@ -208,7 +208,7 @@ class OrtBackend:
         return name
 
     def _standard(self, schedule: ddpm.Schedule) -> bool:
-        ref = ddpm.Schedule.cosine(self.cfg.train_steps).respace(schedule.num_steps)
+        ref = ddpm.sampling_schedule(self.cfg.train_steps, schedule.num_steps)
         return (np.array_equal(ref.betas, schedule.betas)
                 and np.array_equal(np.asarray(ref.timestep_map), np.asarray(schedule.timestep_map)))
 

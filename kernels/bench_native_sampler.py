@@ -60,7 +60,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     cfg = preset(args.preset)
     head = randomize_(DiffusionHead(cfg.token_dim, cfg.dim, cfg.head_width, cfg.head_depth), seed=0).eval()
-    tab = ddpm.Schedule.cosine(cfg.train_steps).respace(args.steps).tensors()
+    tab = ddpm.sampling_schedule(cfg.train_steps, args.steps).tensors()
     paths = {}
     if not args.no_reference:
         paths["reference (eager fp32)"] = None

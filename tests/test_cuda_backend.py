@@ -281,7 +281,7 @@ def test_gpu_graph_replay_equals_eager_and_no_recapture():
     from impact_rt.decoding import TorchNoise
     dc = DecodeConfig(iterations=4, diffusion_steps=20, guidance=5.0)
     model, cond, mask, nc, nm, tables = _tiny_setup(["thunder", "rain"], dc)
-    # Random weights under the cosine schedule grow the tokens to ~1e5 (fp16 overflows to NaN, as the
+    # Random weights under the cosine schedule grow the tokens to ~1e3 (past what fp16 compares well, as the
     # eager fp16 model does); the mild schedule keeps them O(1), so that fp16 is compared too.
     tables = dataclasses.replace(tables, schedule=mild_schedule(20))
     order = TorchNoise([1, 2], "cuda").order(2, model.cfg.num_tokens)
@@ -325,7 +325,7 @@ def test_gpu_base_preset_per_step_parity_with_torch_backend():
 @needs_gpu
 def test_gpu_pipeline_generates_with_cuda_backend():
     from impact_rt.pipeline import Pipeline
-    # fp32: random `test` weights under the cosine schedule reach ~1e5, past fp16's range.
+    # fp32: random `test` weights under the cosine schedule reach ~1e3 (~1e5 from t=999), far from O(1).
     pipe = Pipeline.random("test", device="cuda", backend="cuda", precision="fp32")
     out = pipe.generate(["thunder"], seed=0, iterations=4, diffusion_steps=10)
     assert out.settings["backend"] == "cuda"

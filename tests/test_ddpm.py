@@ -77,3 +77,38 @@ def test_training_loss_is_small_for_perfect_eps():
     perfect = torch.cat([noise, torch.zeros_like(noise)], 1)
     wrong = torch.cat([-noise, torch.zeros_like(noise)], 1)
     assert ddpm.training_loss(tab, x0, t, noise, perfect).mean() < ddpm.training_loss(tab, x0, t, noise, wrong).mean()
+
+
+def test_sampling_schedule_starts_where_alpha_bar_is_not_degenerate():
+    base = ddpm.Schedule.cosine(1000)
+    start = ddpm.sampling_start(base)
+    assert base.alphas_cumprod[start] >= ddpm.MIN_SAMPLING_ALPHA_BAR > base.alphas_cumprod[start + 1]
+    assert start == 992  # cosine, 1000 steps: ᾱ(992) ≈ 1.2e-4, ᾱ(999) ≈ 2.4e-9
+    s = ddpm.sampling_schedule(1000, 100)
+    assert s.timestep_map[0] == 0 and s.timestep_map[-1] == start and len(s.timestep_map) == 100
+    np.testing.assert_allclose(s.alphas_cumprod, base.alphas_cumprod[s.timestep_map], rtol=1e-10)
+    assert ddpm.sampling_schedule(1000, 1).timestep_map.tolist() == [0]
+    with pytest.raises(Exception, match="diffusion steps"):
+        ddpm.sampling_schedule(1000, 994)
+
+
+def _first_step(schedule, eps_error: float, rows: int = 4096) -> torch.Tensor:
+    """The first reverse step from pure noise on N(0, 1) data, with the exact ε-posterior mean
+    (√(1−ᾱ)·x) plus an error of ``eps_error``: x at the next kept step, whose true scale is 1."""
+    tab = schedule.tensors(dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    i = schedule.num_steps - 1
+    x = torch.randn(rows, 8, generator=g, dtype=torch.float64)
+    eps = math.sqrt(1 - float(schedule.alphas_cumprod[i])) * x
+    eps = eps + eps_error * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    z = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    return ddpm.p_sample_step(tab, x, i, eps, torch.zeros_like(x), z, 1.0)
+
+
+def test_sampling_schedule_tolerates_an_imperfect_head():
+    # A head 1 % off in ε: from t=999 (1/√ᾱ ≈ 20,000) the first step throws x to several times the
+    # scale any later step was trained on (the shipped model's latents came out ~800x too large);
+    # from the sampling schedule's start it stays at the data's scale.
+    assert _first_step(ddpm.Schedule.cosine(1000).respace(100), 0.01).std() > 3.0
+    assert 0.95 < _first_step(ddpm.sampling_schedule(1000, 100), 0.01).std() < 1.05
+    assert 0.95 < _first_step(ddpm.Schedule.cosine(1000).respace(100), 0.0).std() < 1.05

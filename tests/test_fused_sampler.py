@@ -105,7 +105,7 @@ def mild_schedule(steps: int):
 
 def cosine_schedule(steps: int):
     from impact_rt import ddpm
-    return ddpm.Schedule.cosine(1000).respace(steps)
+    return ddpm.sampling_schedule(1000, steps)
 
 
 def make_head(c=16, w=32, depth=1, cond_dim=24, seed=1, scale=0.5):

@@ -64,7 +64,7 @@ def small_head():      # the `small` preset's width and depth (w=256, d=3)
 
 @pytest.fixture(scope="module")
 def tab():
-    return ddpm.Schedule.cosine(1000).respace(STEPS).tensors()
+    return ddpm.sampling_schedule(1000, STEPS).tensors()
 
 
 def inputs(head, rows, seed=1, steps=STEPS):
@@ -166,7 +166,7 @@ def test_fp32_tolerance_is_calibrated(tab):
     tab64 = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in tab.items()}
     ref64 = reference(h64, tab64, hc.double(), hu.double(), noise.double(), 3.0, 1.0)
     assert ((ref64 - ref).abs() <= fp32_bound(ref)).all()
-    assert (ref - sample_head_zero(head, tab, hc, hu, noise)).abs().max() > 1e3  # the head matters
+    assert (ref - sample_head_zero(head, tab, hc, hu, noise)).abs().max() > 0.3 * ref.abs().max()  # the head matters
     with torch.no_grad():
         head.res_blocks[1].mlp[2].bias[7] += 1e-3
     bumped = ns.NativeHeadSampler(head, "fp32").sample(hc, hu, noise, 3.0, 1.0, tab)
@@ -200,7 +200,7 @@ def test_threads_split_and_blocking_do_not_change_bits(tab, dtype):
     element: any threads/split/blocking gives the same bits."""
     head = small_head()
     hc, hu, noise = inputs(head, 11, seed=4, steps=20)
-    tab20 = ddpm.Schedule.cosine(1000).respace(20).tensors()
+    tab20 = ddpm.sampling_schedule(1000, 20).tensors()
     pack = ns.pack_head(head, dtype)
     with torch.inference_mode():
         t_emb = head.time_embed(tab20["timestep_map"])
@@ -217,7 +217,7 @@ def test_temperature_zero_and_single_step(tab):
     head = preset_head()
     hc, hu, noise = inputs(head, 4)
     for steps, temp in ((1, 1.0), (STEPS, 0.0)):
-        t = ddpm.Schedule.cosine(1000).respace(steps).tensors()
+        t = ddpm.sampling_schedule(1000, steps).tensors()
         nz = noise[:steps]
         ref = reference(head, t, hc, hu, nz, 3.0, temp)
         out = ns.NativeHeadSampler(head).sample(hc, hu, nz, 3.0, temp, t)
