@@ -106,7 +106,7 @@ class CudaBackend:
     # -- helpers ------------------------------------------------------------------------------
     def schedule_tables(self, schedule: ddpm.Schedule) -> tuple[torch.Tensor, torch.Tensor]:
         from kernels.fused_sampler import head_tables
-        key = (schedule.num_steps, tuple(int(v) for v in schedule.timestep_map))
+        key = schedule.key
         if key not in self._tables:
             with torch.inference_mode():
                 self._tables[key] = head_tables(self.head32, schedule.tensors(device=self.device), self.device)
@@ -213,6 +213,8 @@ class CudaBackend:
             raise ConfigError(f"decode_all: need {b} seeds and an order [{b}, {model_cfg.num_tokens}]")
         with self._lock:
             runner = self.graphs.get(key)
+            if runner is not None and runner.schedule_key != schedule.key:
+                runner = None   # same shapes, other DDPM tables: the captured graphs read the old ones
             if runner is None:
                 runner = _LoopRunner(self, key, schedule)
                 runner.load(cond, cond_mask, null_cond, null_mask, order, seeds, guidance, dc.temperature)
@@ -245,7 +247,7 @@ class _LoopRunner:
     """Static buffers + per-iteration CUDA graphs of one ``CaptureKey``."""
 
     def __init__(self, backend: CudaBackend, key: CaptureKey, schedule: ddpm.Schedule):
-        self.be, self.key = backend, key
+        self.be, self.key, self.schedule_key = backend, key, schedule.key
         cfg = backend.cfg
         cap = os.environ.get("IMPACT_RT_MAX_SPLIT")
         self.plan = DecodePlan.build(key, 1.0, backend.weights.width, backend.sm_count, backend.config,

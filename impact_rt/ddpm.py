@@ -81,6 +81,11 @@ class Schedule:
     def num_steps(self) -> int:
         return len(self.betas)
 
+    @property
+    def key(self) -> tuple:
+        """Identifies the tables (for caches): two schedules of the same length may differ."""
+        return (self.num_steps, self.betas.tobytes(), np.asarray(self.timestep_map).tobytes())
+
     @classmethod
     def cosine(cls, num_steps: int = 1000) -> "Schedule":
         return cls(cosine_betas(num_steps), np.arange(num_steps))

@@ -240,11 +240,11 @@ class OrtBackend:
 
     def _sample_steps(self, h_cond, h_uncond, noise, guidance, temperature, schedule):
         """The reference sampler (sampler.sample_head) with the head body from the head_step graph."""
-        tab = self._tables.get(schedule.num_steps)
+        tab = self._tables.get(schedule.key)
         if tab is None or not np.array_equal(tab["_betas"], schedule.betas):
             tab = schedule.tensors()
             tab["_betas"] = schedule.betas
-            self._tables[schedule.num_steps] = tab
+            self._tables[schedule.key] = tab
         r = h_cond.shape[0]
         hc = h_cond.float().cpu()
         cc = hc if h_uncond is None else torch.cat([hc, h_uncond.float().cpu()])

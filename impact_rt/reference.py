@@ -23,7 +23,7 @@ class TorchBackend:
         self._tables: dict[int, dict] = {}
 
     def schedule_tensors(self, schedule: ddpm.Schedule) -> dict:
-        key = schedule.num_steps
+        key = schedule.key
         if key not in self._tables:
             self._tables[key] = schedule.tensors(device=next(self.model.parameters()).device)
         return self._tables[key]

@@ -189,7 +189,7 @@ class TrtBackend:
         if "head_step" not in self.engines:
             raise BundleError(f"engine bundle {self.root} has no head_sampler for {schedule.num_steps} steps "
                               f"and no head_step engine; rebuild with --diffusion-steps {schedule.num_steps}")
-        tab = self._tables.setdefault(schedule.num_steps, schedule.tensors(device=self.device))
+        tab = self._tables.setdefault(schedule.key, schedule.tensors(device=self.device))
         r = h_cond.shape[0]
         cc = h_cond.float() if h_uncond is None else torch.cat([h_cond, h_uncond]).float()
         x = noise[0].float()

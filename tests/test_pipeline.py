@@ -87,3 +87,31 @@ def test_missing_bundle_and_unknown_backend(tmp_path):
         Pipeline.from_pretrained(tmp_path, backend="vulkan")
     with pytest.raises(ConfigError, match="not available"):
         Pipeline.from_pretrained(tmp_path, backend="tensorrt")
+
+
+def _latent_std(pipe, **kw) -> float:
+    seen = {}
+    audio = pipe.backend.audio
+
+    def keep(tokens):
+        seen["tokens"] = tokens.clone()
+        return audio(tokens)
+
+    pipe.backend.audio = keep
+    try:
+        pipe.generate(["thunder", "a dog barking"], seed=0, iterations=2, diffusion_steps=100, **kw)
+    finally:
+        pipe.backend.audio = audio
+    return float(seen["tokens"].std())
+
+
+def test_shipped_model_samples_latents_at_the_data_scale(monkeypatch):
+    """The VAE's scale factor makes the data's latents ~unit scale. Sampling from t = 999 (ᾱ =
+    2.4e-9) made the shipped model's latents ~800x larger (session 4); the negative control
+    restores that schedule and must see it."""
+    from impact_rt import ddpm
+    pipe = Pipeline.from_pretrained(backend="torch")
+    assert 0.3 < _latent_std(pipe) < 3.0
+    monkeypatch.setattr(ddpm, "sampling_schedule", lambda train, steps: ddpm.Schedule.cosine(train).respace(steps))
+    pipe._tables.clear()
+    assert _latent_std(pipe) > 10.0

@@ -83,7 +83,7 @@ def _fake_trt_bundle(tmp_path):
     for d in descs:
         (root / "onnx" / f"{d.name}.onnx").write_bytes(b"onnx " + d.name.encode())
         (root / "engines" / folder / f"{d.name}.plan").write_bytes(b"plan " + d.name.encode())
-    m = {"backend": "tensorrt", "model_hash": "c" * 64, "precision": "fp16", "opset": 17,
+    m = {"backend": "tensorrt", "exporter_version": M.EXPORTER_VERSION, "model_hash": "c" * 64, "precision": "fp16", "opset": 17,
          "libraries": dict(M.library_versions(), tensorrt="10.7.0"),
          "components": [dict(d.to_json(), file=f"onnx/{d.name}.onnx") for d in descs],
          "engines": {folder: trt_build.engine_record(descs, model_hash="c" * 64, precision="fp16", arch="sm90",
