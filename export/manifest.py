@@ -220,8 +220,9 @@ def verify(root: Path, *, backend: str, model_hash: str | None = None, precision
     ``files`` limits hashing to some listed files (e.g. one GPU's engines); default: all."""
     root = Path(root)
     m = read(root)
-    if m.get("exporter_version", 1) != EXPORTER_VERSION:
-        raise VersionMismatchError(f"engine bundle {root} was written by exporter version {m.get('exporter_version', 1)}, "
+    exporter = m.get("exporter_version", 1)     # manifests before the field were written by version 1
+    if exporter != EXPORTER_VERSION:
+        raise VersionMismatchError(f"engine bundle {root} was written by exporter version {exporter}, "
                                    f"this runtime's graphs are version {EXPORTER_VERSION}; {REBUILD_HINT}")
     if model_hash is not None and m["model_hash"] != model_hash:
         raise ModelMismatchError(f"engine bundle {root} was built for model {m['model_hash'][:16]}, "

@@ -285,6 +285,9 @@ class GraphCache:
         return None
 
     def put(self, key, value):
+        old = self._d.get(key)
+        if old is not None and old is not value and hasattr(old, "release"):
+            old.release()
         self._d[key] = value
         self._d.move_to_end(key)
         self.captures += 1

@@ -84,7 +84,8 @@ class Schedule:
     @property
     def key(self) -> tuple:
         """Identifies the tables (for caches): two schedules of the same length may differ."""
-        return (self.num_steps, self.betas.tobytes(), np.asarray(self.timestep_map).tobytes())
+        return (self.num_steps, np.asarray(self.betas, np.float64).tobytes(),
+                np.asarray(self.timestep_map, np.int64).tobytes())
 
     @classmethod
     def cosine(cls, num_steps: int = 1000) -> "Schedule":
@@ -95,10 +96,10 @@ class Schedule:
         betas recomputed from ᾱ so that ᾱ is preserved."""
         keep = respaced_timesteps(self.num_steps, sample_steps, last)
         acp = self.alphas_cumprod
-        last, betas = 1.0, []
+        prev, betas = 1.0, []
         for k in keep:
-            betas.append(1.0 - acp[k] / last)
-            last = acp[k]
+            betas.append(1.0 - acp[k] / prev)
+            prev = acp[k]
         return Schedule(np.array(betas, dtype=np.float64), self.timestep_map[np.array(keep)])
 
     def tensors(self, dtype=torch.float32, device=None) -> dict[str, torch.Tensor]:

@@ -208,9 +208,7 @@ class OrtBackend:
         return name
 
     def _standard(self, schedule: ddpm.Schedule) -> bool:
-        ref = ddpm.sampling_schedule(self.cfg.train_steps, schedule.num_steps)
-        return (np.array_equal(ref.betas, schedule.betas)
-                and np.array_equal(np.asarray(ref.timestep_map), np.asarray(schedule.timestep_map)))
+        return ddpm.sampling_schedule(self.cfg.train_steps, schedule.num_steps).key == schedule.key
 
     def _extend(self, steps: int, use_cfg: bool) -> bool:
         from export import build_engines, descriptors, manifest as M
@@ -241,10 +239,8 @@ class OrtBackend:
     def _sample_steps(self, h_cond, h_uncond, noise, guidance, temperature, schedule):
         """The reference sampler (sampler.sample_head) with the head body from the head_step graph."""
         tab = self._tables.get(schedule.key)
-        if tab is None or not np.array_equal(tab["_betas"], schedule.betas):
-            tab = schedule.tensors()
-            tab["_betas"] = schedule.betas
-            self._tables[schedule.key] = tab
+        if tab is None:
+            tab = self._tables[schedule.key] = schedule.tensors()
         r = h_cond.shape[0]
         hc = h_cond.float().cpu()
         cc = hc if h_uncond is None else torch.cat([hc, h_uncond.float().cpu()])

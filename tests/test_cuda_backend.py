@@ -163,8 +163,10 @@ def test_graph_cache_lru_releases_evicted():
     cache.put("c", Entry("c"))
     assert released == ["b"] and "b" not in cache and len(cache) == 2
     assert cache.captures == 3 and cache.hits == 1
+    cache.put("a", Entry("a2"))             # replaced under the same key: the old entry is released
+    assert released == ["b", "a"] and cache.get("a").k == "a2" and len(cache) == 2
     cache.clear()
-    assert sorted(released) == ["a", "b", "c"] and len(cache) == 0
+    assert sorted(released) == ["a", "a2", "b", "c"] and len(cache) == 0
     with pytest.raises(ConfigError):
         GraphCache(0)
 

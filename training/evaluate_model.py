@@ -76,10 +76,12 @@ def main(argv=None) -> int:
     shuf.write_text("".join(json.dumps({"file": r["file"], "prompt": shuffled_map[r["prompt"]]}) + "\n" for r in records))
     shuffled = evaluate(clips, None, prompts_path, shuf)
     per = {r["prompt"]: f"{r['hits']}/{r['clips']}" for r in report["adherence"]["per_prompt"]}
+    dc = pipe.decode_config(**settings)
     summary = {
         "model": a.model or "default",
-        "settings": {**pipe.decode_config(**settings).__dict__,
-                     "sampling_start": ddpm.sampling_start(ddpm.Schedule.cosine(pipe.model.cfg.train_steps))},
+        "settings": {**dc.__dict__,   # + the step the DDPM loop started from (T̂ = 1 starts at t = 0)
+                     "sampling_start": int(ddpm.sampling_schedule(pipe.model.cfg.train_steps,
+                                                                  dc.diffusion_steps).timestep_map[-1])},
         "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds,
         "adherence": report["adherence"]["rate"], "adherence_shuffled_prompts": shuffled["adherence"]["rate"],
         "thunder": per.get("thunder"), "per_prompt": per, "metrics": report["metrics"],
