@@ -35,7 +35,7 @@ from .patchify import unpatchify
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_PRECISION = "fp16"
-DEFAULT_GEMM_ROWS = 2048   # see CudaBackend.gemm_rows
+DEFAULT_GEMM_ROWS = 256    # see CudaBackend.gemm_rows
 
 
 def _interpreting() -> bool:
@@ -93,8 +93,9 @@ class CudaBackend:
             raise ConfigError("CUDA graphs need a CUDA device")
         self.config = config
         # Rows (cond rows of one iteration) from which the head runs as GEMMs instead of the fused
-        # kernel: on the H100, eager fp16 GEMMs beat the kernel at >= 1024 rows, the kernel wins at
-        # <= 128 (docs/benchmarks.md); the crossover itself is not measured yet.
+        # kernel. H100, session 5 (docs/benchmarks.md): captured GEMMs beat the kernel 3.0x at batch
+        # 16 × T=4 (~320–1,700 rows an iteration) and 1.6x at batch 64 × T=4; the kernel is the one
+        # measured at batch 1 (4–64 rows). Between 64 and 320 rows the crossover is not measured.
         env = os.environ.get("IMPACT_RT_GEMM_ROWS")
         self.gemm_rows = int(gemm_rows if gemm_rows is not None else (env or DEFAULT_GEMM_ROWS))
         self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count

@@ -118,7 +118,7 @@ class Trainer:
             return False
         tensors, meta = got
         self.model.load_state_dict(unprefixed("model", tensors))
-        self.ema = {k: v.float() for k, v in unprefixed("ema", tensors).items()}
+        self.ema = {k: v.float().to(self.device) for k, v in unprefixed("ema", tensors).items()}
         load_optimizer(self.opt, tensors, meta)
         self.gen.set_state(tensors["rng"])
         self.step = meta["step"]
@@ -136,7 +136,7 @@ class Trainer:
                 raise SystemExit(f"no checkpoint at {directory}")
             ema = unprefixed("ema", got[0])
         self.model.load_state_dict(ema)
-        self.ema = {k: v.float().clone() for k, v in ema.items()}
+        self.ema = {k: v.float().to(self.device, copy=True) for k, v in ema.items()}
 
     # -- one step ------------------------------------------------------------------------------
     def batch(self):
