@@ -1,0 +1,90 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from training.latent_store import LatentStore
+from training.pack_store import main, pack, packed_clips, select_rows, unpack
+
+
+def _store(tmp_path, n=12, caps=4, L=10, dim=8):
+    g = torch.Generator().manual_seed(0)
+    lat = torch.randn(n, 8, 16, 4, generator=g) * torch.linspace(0.3, 1.6, 8)[None, :, None, None]
+    lat[0, 3, 0, 0], lat[1, 5, 2, 1] = 25.0, -30.0       # the heavy tails of real latents
+    mask = torch.zeros(caps, L, dtype=torch.bool)
+    for c in range(caps):
+        mask[c, : 3 + c] = True
+    states = torch.randn(caps, L, dim, generator=g) * mask[..., None]
+    caption = torch.tensor([i % caps if i % 5 else -1 for i in range(n)])
+    cats = ["music"] * 6 + ["dog", "dog;rain", "thunder", "music", "rain", "bird"]
+    man = tmp_path / "manifest.csv"
+    with open(man, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "file", "caption", "split", "category"])
+        for i, c in enumerate(cats[:n]):
+            w.writerow([f"id{i}", f"{i}.flac", "x", "train", c])
+    st = LatentStore(lat.half(), torch.arange(n), caption, torch.zeros(n, dtype=torch.long), states.half(), mask,
+                     {"manifest": str(man), "clip_ids": [f"id{i}" for i in range(n)], "scale_factor": 0.3})
+    st.save(tmp_path / "lat.safetensors")
+    return LatentStore.load(tmp_path / "lat.safetensors")
+
+
+def test_pack_unpack_round_trip(tmp_path):
+    st = _store(tmp_path)
+    rows = st.rows("text")
+    info = pack(st, rows, tmp_path / "a.pack")
+    assert info["rows"] == len(rows) and info["latent_rel_rms_error"] < 0.02
+    out = unpack([tmp_path / "a.pack"], tmp_path / "u.safetensors")
+    back = LatentStore.load(tmp_path / "u.safetensors")
+    assert len(back.clip) == len(rows) and back.rows("text").tolist() == list(range(len(rows)))
+    orig = st.latents[rows].float()
+    err = back.latents.float() - orig
+    assert err.pow(2).mean().sqrt() < 0.02 * orig.std()
+    assert err.abs().max() < 0.05 * orig.abs().max()       # tails kept to a few % of their size
+    assert back.meta["scale_factor"] == 0.3 and out.meta["packs"]
+    cats_orig, cats_back = st.clip_categories(), back.clip_categories()
+    for i, r in enumerate(rows.tolist()):
+        c0, c1 = int(st.caption_id[r]), int(back.caption_id[i])
+        assert torch.equal(st.text_mask[c0], back.text_mask[c1])
+        torch.testing.assert_close(back.text_states[c1].float(), st.text_states[c0].float(), atol=0.02, rtol=0.02)
+        assert cats_back[int(back.clip[i])] == cats_orig[int(st.clip[r])]
+    assert (back.text_states.float()[~back.text_mask] == 0).all()
+
+
+def test_select_rows_keeps_to_the_budget_and_excludes_packed_clips(tmp_path):
+    st = _store(tmp_path)
+    per_row = st.latents[0].numel()
+    rows = select_rows(st, 4 * per_row + 4 * (8 * 10 + 10 + 10), balance=0.5)
+    assert 3 <= len(rows) <= 4 and set(rows.tolist()) <= set(st.rows("text").tolist())
+    pack(st, rows, tmp_path / "a.pack")
+    rest = select_rows(st, 10 ** 9, exclude=packed_clips(tmp_path / "a.pack"))
+    assert not set(rest.tolist()) & set(rows.tolist())
+    assert len(rest) + len(rows) == len(st.rows("text"))
+    pack(st, rest, tmp_path / "b.pack")
+    both = unpack([tmp_path / "a.pack", tmp_path / "b.pack"], tmp_path / "ab.safetensors")
+    assert len(both.clip) == len(st.rows("text"))
+    with pytest.raises(ValueError, match="overlap"):
+        unpack([tmp_path / "a.pack", tmp_path / "a.pack"], tmp_path / "aa.safetensors")
+
+
+def test_balance_favours_rare_categories(tmp_path):
+    st = _store(tmp_path)
+    per_row = st.latents[0].numel()
+    hits = 0
+    for seed in range(20):      # one row's budget: music holds 5 of the 9 captioned rows
+        rows = select_rows(st, per_row + 200, balance=1.0, seed=seed)
+        hits += st.clip_categories()[int(st.clip[rows[0]])] != "music"
+    assert hits >= 12
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    st = _store(tmp_path)
+    (tmp_path / "x.pack").write_bytes(b"not a pack")
+    assert main(["unpack", "--out", str(tmp_path / "o.safetensors"), str(tmp_path / "x.pack")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pack_store:") and "\n" not in err
+    assert main(["pack", "--latents", st.path, "--out", str(tmp_path / "p.pack"), "--exclude", str(tmp_path / "x.pack")]) == 2
+    assert "not a latent pack" in capsys.readouterr().err
+    assert main(["pack", "--latents", st.path, "--out", str(tmp_path / "p.pack"), "--max-mb", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == len(st.rows("text"))
