@@ -65,15 +65,16 @@ class IMPACT(nn.Module):
                 cond = torch.where(drop[:, None, None], null_c.to(cond.dtype), cond)
                 cmask = torch.where(drop[:, None], null_m, cmask)
         num_masked = max(1, min(n, round(mask_ratio * n)))
-        order = torch.argsort(torch.rand(b, n, generator=generator).to(dev), dim=1)   # generator lives on the CPU
+        gdev = generator.device if generator is not None else dev   # the trainer's generator lives on the CPU
+        order = torch.argsort(torch.rand(b, n, generator=generator, device=gdev).to(dev), dim=1)
         predicted_idx, visible_idx = order[:, :num_masked], order[:, num_masked:]
         h = self.encoder(tokens, cond, cmask, visible_idx, predicted_idx)          # [B, K, D]
         target = torch.gather(tokens, 1, predicted_idx[..., None].expand(-1, -1, c))
         h = h.reshape(-1, cfg.dim).repeat(diffusion_batch_mul, 1)
         x0 = target.reshape(-1, c).repeat(diffusion_batch_mul, 1)
         tab = schedule if schedule is not None else self.train_schedule(dev)
-        t = torch.randint(0, cfg.train_steps, (x0.shape[0],), generator=generator).to(dev)
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(dev)
+        t = torch.randint(0, cfg.train_steps, (x0.shape[0],), generator=generator, device=gdev).to(dev)
+        noise = torch.randn(x0.shape, generator=generator, device=gdev, dtype=x0.dtype).to(dev)
         x_t = ddpm.q_sample(tab, x0, t, noise)
         out = self.head(x_t, t, h)
         return ddpm.training_loss(tab, x0.float(), t, noise.float(), out.float()).mean()
