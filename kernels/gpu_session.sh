@@ -6,6 +6,12 @@
 #   STAGES="env tests bench" bash kernels/gpu_session.sh          # default: all three
 #   TEST_LIMIT=200 BENCH_LIMIT=240 bash kernels/gpu_session.sh
 #   STAGES="sweep bench" SWEEP_ROWS=4 BENCH_ARGS='--only decode --tuned-from $OUT/sweep.json' ...
+#   STAGES=train TRAIN_PACKS=".gpudata/*.pack" TRAIN_MIN=6 bash kernels/gpu_session.sh
+#
+# train: text-phase training of the shipped model on packs of the latent store
+# (training.pack_store; carry .gpudata). The run folder stays in /tmp while the machine is warm,
+# so a second call resumes it (with more packs, if sent); the EMA weights come back as a bundle
+# in $OUT/bundle (fp16 generator + the shipped VAE; MODEL_CARD.md is not written here).
 #
 # Python packages the GPU image lacks (soundfile and its needs) travel as wheels in .whl/.
 set -u
@@ -44,6 +50,17 @@ torch.version.cuda, p.name, p.multi_processor_count, 'SMs')" | tee -a "$OUT/env.
     timeout "${BENCH_LIMIT:-240}" python3 -m kernels.bench_fused_sampler --out "$OUT/bench_fused_sampler.json" \
       ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -40
     echo "bench exit: ${PIPESTATUS[0]}"
+    ;;
+  train)
+    stamp train
+    TR=/tmp/impact_rt_train; mkdir -p $TR
+    python3 -m training.pack_store unpack --out $TR/store.safetensors ${TRAIN_PACKS:-.gpudata/*.pack} 2>&1 | tee $OUT/train.log
+    timeout $(( ${TRAIN_MIN%.*} * 60 + 180 )) python3 -m training.train_impact --latents $TR/store.safetensors \
+      --out $TR/run --phase text --preset small --init ${TRAIN_INIT:-impact_rt/models/default} \
+      --minutes ${TRAIN_MIN:-5} --ckpt-minutes 1 --batch-size 128 --lr 0.0005 --warmup-steps 200 \
+      --category-balance 0.5 ${TRAIN_ARGS:-} 2>&1 | tail -c 3000 >> $OUT/train.log
+    python3 -m training.export_bundle --ckpt $TR/run/ckpt --vae impact_rt/models/default --out $OUT/bundle 2>&1 | tee -a $OUT/train.log
+    cp $TR/run/log.csv $OUT/train_log.csv
     ;;
   sweep)
     stamp sweep
