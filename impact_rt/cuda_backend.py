@@ -74,7 +74,7 @@ class CudaBackend:
 
     def __init__(self, model: IMPACT, vae=None, vocoder=None, *, device="cuda", precision: str = DEFAULT_PRECISION,
                  use_graphs: bool | None = None, config: FusedConfig | None = None, max_graphs: int = 8,
-                 gemm_rows: int | None = None):
+                 gemm_rows: int | None = None, compile_head: str | None = None):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
@@ -98,6 +98,11 @@ class CudaBackend:
         # measured at batch 1 (4–64 rows). Between 64 and 320 rows the crossover is not measured.
         env = os.environ.get("IMPACT_RT_GEMM_ROWS")
         self.gemm_rows = int(gemm_rows if gemm_rows is not None else (env or DEFAULT_GEMM_ROWS))
+        # The GEMM path's sampling step through torch.compile (that backend name, e.g. "inductor":
+        # LayerNorm, modulation, SiLU, gating and the DDPM update fused around the GEMMs, ~50
+        # launches a step down to ~20). Off by default: not yet measured on a GPU.
+        self.compile_head = compile_head if compile_head is not None else os.environ.get("IMPACT_RT_COMPILE_HEAD")
+        self._gemm_step = self._make_gemm_step()
         self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count
                          if self.device.type == "cuda" else 1)
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -127,23 +132,36 @@ class CudaBackend:
         sync, so it is captured in the iteration's graph like the kernel. c_cond/c_uncond: the
         fp32 condition embeddings [R, w] (``cond_embed``)."""
         from kernels.fused_sampler import philox_noise
-        head, dt = self.model.head, self.dtype
-        r, c = c_cond.shape[0], self.weights.token_dim
+        c = self.weights.token_dim
         steps = t_emb.shape[0]
         noise = philox_noise(seeds, rows_per_seed, steps, c, stream=stream)
         c_emb = c_cond if c_uncond is None else torch.cat([c_cond, c_uncond])
         x = noise[0]
         for j in range(steps):
             i = steps - 1 - j
-            xx = x if c_uncond is None else torch.cat([x, x])
-            out = head.step(xx.to(dt), (c_emb + t_emb[i]).to(dt)).float()
-            eps, v = out[:r, :c], out[:r, c:]
-            if c_uncond is not None:
-                eps = out[r:, :c] + guidance * (eps - out[r:, :c])
-            x = coefs[i, 0] * x - coefs[i, 1] * eps
-            if i > 0:
-                x = x + torch.exp(0.5 * (coefs[i, 2] + coefs[i, 3] * v)) * (noise[j + 1] * temperature)
+            x = self._gemm_step(x, c_emb, t_emb[i], coefs[i], noise[j + 1] if i > 0 else None, guidance, temperature)
         return x
+
+    def _make_gemm_step(self):
+        """One reverse step of the GEMM path: head on [x; x] (CFG), guidance, posterior update."""
+        head, dt, c = self.model.head, self.dtype, self.weights.token_dim
+
+        def step(x, c_emb, t_emb_i, coef, noise, guidance, temperature):
+            r = x.shape[0]
+            cfg = c_emb.shape[0] != r
+            xx = torch.cat([x, x]) if cfg else x
+            out = head.step(xx.to(dt), (c_emb + t_emb_i).to(dt)).float()
+            eps, v = out[:r, :c], out[:r, c:]
+            if cfg:
+                eps = out[r:, :c] + guidance * (eps - out[r:, :c])
+            x = coef[0] * x - coef[1] * eps
+            if noise is not None:
+                x = x + torch.exp(0.5 * (coef[2] + coef[3] * v)) * (noise * temperature)
+            return x
+
+        if not self.compile_head:
+            return step
+        return torch.compile(step, backend=self.compile_head, dynamic=True, fullgraph=True)
 
     def fused_config(self, rows: int) -> FusedConfig:
         """The launch configuration for ``rows`` (``config`` given to the backend wins).

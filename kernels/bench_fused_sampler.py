@@ -239,6 +239,8 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
     # every cell through each head path, for the crossover (the default picks by gemm_rows)
     backends["fused"] = CudaBackend(model, device="cuda", precision=precision, gemm_rows=1 << 30)
     backends["gemm"] = CudaBackend(model, device="cuda", precision=precision, gemm_rows=1)
+    backends["gemm_compiled"] = CudaBackend(model, device="cuda", precision=precision, gemm_rows=1,
+                                            compile_head="inductor")
     cond_enc = HashConditioner(cfg.text_len, cfg.text_dim)
     res = {"precision": precision, "schedule": "mild (values only; timings as cosine)", "targets": {},
            "few_rows_config": few_rows_config.__dict__ if few_rows_config else None}
@@ -261,7 +263,7 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
         dc = DecodeConfig(iterations=t_iters, diffusion_steps=100, guidance=5.0)
         tables = tables_for(dc)
         for name, be in backends.items():
-            if b > 1 and name not in ("default", "fused", "gemm"):
+            if b > 1 and name not in ("default", "fused", "gemm", "gemm_compiled"):
                 continue
             if b == 1 and name == "fused":   # the default at batch 1
                 continue
@@ -302,7 +304,7 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
     tg = res["targets"]
 
     def best_of(key):
-        return min((res[k]["median_s"] for k in (key, key + "_tuned", key + "_no_table", key + "_gemm") if k in res), default=None)
+        return min((res[k]["median_s"] for k in (key, key + "_tuned", key + "_no_table", key + "_gemm", key + "_gemm_compiled") if k in res), default=None)
 
     if best_of("b1_T64") is not None:
         tg["b1_T64_le_0.25s"] = best_of("b1_T64") <= 0.25

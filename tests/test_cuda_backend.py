@@ -360,6 +360,24 @@ def test_gemm_head_path_equals_fused_kernel_with_the_same_philox_noise():
     assert torch.equal(gemm[0], other[0]) and not torch.allclose(gemm[1], other[1])   # per-sample seeds
 
 
+@needs_kernel
+def test_compiled_gemm_step_traces_whole_and_equals_the_plain_one(monkeypatch):
+    """compile_head: the GEMM path's step through torch.compile. Here the "eager" backend checks
+    that dynamo traces the step without graph breaks (fullgraph) and that the result is the plain
+    step's; on a GPU the same wiring runs with inductor (bench cells ``*_gemm_compiled``)."""
+    from impact_rt.decoding import TorchNoise
+    dc = DecodeConfig(iterations=2, diffusion_steps=3, guidance=4.0)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["rain", "wind"], dc)
+    order = TorchNoise([5, 6], DEVICE).order(2, model.cfg.num_tokens)
+    with torch.inference_mode():
+        plain = _backend(model, gemm_rows=1).decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+        be = _backend(model, gemm_rows=1, compile_head="eager")
+        compiled = be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+    assert torch.equal(plain, compiled)
+    monkeypatch.setenv("IMPACT_RT_COMPILE_HEAD", "eager")
+    assert _backend(model).compile_head == "eager" and _backend(model, compile_head="").compile_head == ""
+
+
 def test_gemm_rows_threshold_from_argument_or_environment(monkeypatch):
     from impact_rt import cuda_backend
     if not cuda_backend._interpreting() and not CUDA:
