@@ -27,6 +27,21 @@ def test_mask_ratio_in_range():
     assert min(rs) >= 0.7 and max(rs) <= 1.0 and sum(rs) / 200 > 0.8
 
 
+def test_masked_counts_come_in_buckets(tmp_path):
+    from training.train_impact import bucketed
+    assert bucketed(0.7, 256, 8) == 184 / 256 and bucketed(1.0, 256, 8) == 1.0 and bucketed(0.7, 256, 1) == 0.7
+    assert bucketed(0.995, 250, 8) == 1.0                                  # capped at n
+    st = _store(tmp_path)
+    cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, mask_bucket=4)
+    tr = Trainer(cfg, st, tmp_path / "run")
+    seen, loss = [], tr.model.loss
+    tr.model.loss = lambda *a, **k: seen.append(k["mask_ratio"]) or loss(*a, **k)
+    for _ in range(6):
+        tr.train_step()
+    n = tr.model.cfg.num_tokens
+    assert all(round(r * n) % 4 == 0 or round(r * n) == n for r in seen) and all(r >= 0.7 for r in seen)
+
+
 def test_checkpoint_resume_gives_same_next_step(tmp_path):
     st = _store(tmp_path)
     cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=2)
