@@ -118,7 +118,7 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
         lines += ["", "Licences (clips per licence of their source files, from the packages' DEP-5 copyright files):", ""]
         lines += [f"- {lic}: {n:,}" for lic, n in corpus["licences"].most_common()]
         lines.append("")
-    lines += ["## Training", "", "All on the 2-core CPU of the development machine, bf16 autocast.", "",
+    lines += ["## Training", "", "bf16 autocast; on the 2-core CPU of the development machine unless a stage names another device.", "",
               "| stage | steps | hours | loss (first → last 100 logged steps, or quarter of the log) |", "|---|---|---|---|"]
     def row(name, p, nd):
         if not p.get("hours"):
