@@ -80,7 +80,16 @@ def test_sigint_leaves_no_partial_file(tmp_path):
     first = p.stdout.readline()
     assert first, p.communicate(timeout=60)[1]
     p.send_signal(signal.SIGINT)
-    rest, err = p.communicate(timeout=60)
+    # read the rest through the same buffered reader: communicate() reads the raw pipe and would
+    # drop a line that readline() had already buffered (a clip on disk that looked unreported)
+    import threading
+    guard = threading.Timer(60, p.kill)
+    guard.start()
+    try:
+        rest, err = p.stdout.read(), p.stderr.read()
+        p.wait()
+    finally:
+        guard.cancel()
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     reported = [json.loads(line)["file"] for line in [first] + rest.splitlines() if line.strip()]
