@@ -304,7 +304,8 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
     tg = res["targets"]
 
     def best_of(key):
-        return min((res[k]["median_s"] for k in (key, key + "_tuned", key + "_no_table", key + "_gemm", key + "_gemm_compiled") if k in res), default=None)
+        keys = [key] + [f"{key}_{name}" for name in backends if name != "default"]
+        return min((res[k]["median_s"] for k in keys if k in res), default=None)
 
     if best_of("b1_T64") is not None:
         tg["b1_T64_le_0.25s"] = best_of("b1_T64") <= 0.25

@@ -92,7 +92,7 @@ def select_rows(store: LatentStore, max_bytes: int, balance: float = 0.5, exclud
 
 def pack(store: LatentStore, rows: torch.Tensor, path: str | Path) -> dict:
     """Write rows of ``store`` to ``path``; returns what it holds and the round-trip error."""
-    book = channel_book(store.latents.float().amin(dim=(0, 2, 3)), store.latents.float().amax(dim=(0, 2, 3)))
+    book = channel_book(store.latents.amin(dim=(0, 2, 3)), store.latents.amax(dim=(0, 2, 3)))   # exact in fp16
     lat = store.latents[rows].float()
     codes = encode_latents(lat, book)
     caps = store.caption_id[rows]
