@@ -103,8 +103,11 @@ class DecodeConfig:
         import math
         if not isinstance(self.iterations, int) or not 1 <= self.iterations <= num_tokens:
             raise ConfigError(f"iterations must be an integer in 1..{num_tokens}, got {self.iterations}")
-        if not isinstance(self.diffusion_steps, int) or not 1 <= self.diffusion_steps <= train_steps:
-            raise ConfigError(f"diffusion steps must be an integer in 1..{train_steps}, got {self.diffusion_steps}")
+        # the sampler respaces steps 0..sampling_start (t = 992 of 1000): at most that many + 1
+        from .ddpm import Schedule, sampling_start
+        most = sampling_start(Schedule.cosine(train_steps)) + 1
+        if not isinstance(self.diffusion_steps, int) or not 1 <= self.diffusion_steps <= most:
+            raise ConfigError(f"diffusion steps must be an integer in 1..{most}, got {self.diffusion_steps}")
         if not math.isfinite(self.guidance) or self.guidance < 1.0:
             raise ConfigError(f"guidance must be a finite number >= 1, got {self.guidance}")
         if not math.isfinite(self.temperature) or self.temperature < 0.0:

@@ -133,6 +133,7 @@ API_CASES = [
     ("T not an int", dict(iterations=2.5), ConfigError, "iterations"),
     ("K zero", dict(diffusion_steps=0), ConfigError, "diffusion steps"),
     ("K above 1000", dict(diffusion_steps=5000), ConfigError, "diffusion steps"),
+    ("K above the sampling start", dict(diffusion_steps=994), ConfigError, "1..993"),
     ("guidance NaN", dict(guidance=float("nan")), ConfigError, "guidance"),
     ("guidance below 1", dict(guidance=0.5), ConfigError, "guidance"),
     ("temperature negative", dict(temperature=-1.0), ConfigError, "temperature"),

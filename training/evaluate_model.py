@@ -3,7 +3,9 @@
     python -m training.evaluate_model --model impact_rt/models/default --out runs/eval/t16 \
         [--seeds 10] [--iterations 16] [--guidance 5] [--reference /work/corpus/clips/test]
 
-Generates ``--seeds`` clips for every prompt of ``../shared/eval/prompts.tsv`` (seeds 0..n−1),
+Generates ``--seeds`` clips for every prompt of ``../shared/eval/prompts.tsv`` (seeds
+``--first-seed`` .. ``--first-seed``+n−1; the model card reports seeds 0..9, so tune decoding
+settings on others),
 then scores them with ``impact_rt.evaluation`` (YAMNet FD / KL / IS against the reference
 folder, prompt adherence), and once more against *shuffled* prompts (each clip judged by the
 expected classes of another prompt: a derangement) — the adherence a model ignoring its text
@@ -35,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="bundle folder (default: the shipped one)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--diffusion-steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
                     temperature=a.temperature)
     records, t0, n_gen = [], time.perf_counter(), 0
     from tqdm import tqdm
-    jobs = [(p, s) for p in prompts for s in range(a.seeds)]
+    jobs = [(p, s) for p in prompts for s in range(a.first_seed, a.first_seed + a.seeds)]
     for i in tqdm(range(0, len(jobs), a.batch_size), unit="batch", file=sys.stderr):
         batch = jobs[i:i + a.batch_size]
         g = pipe.generate([p for p, _ in batch], seed=[s for _, s in batch], **settings)
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
         "settings": {**dc.__dict__,   # + the step the DDPM loop started from (T̂ = 1 starts at t = 0)
                      "sampling_start": int(ddpm.sampling_schedule(pipe.model.cfg.train_steps,
                                                                   dc.diffusion_steps).timestep_map[-1])},
-        "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds,
+        "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
         "adherence": report["adherence"]["rate"], "adherence_shuffled_prompts": shuffled["adherence"]["rate"],
         "thunder": per.get("thunder"), "per_prompt": per, "metrics": report["metrics"],
         "generation_seconds_per_clip": gen_seconds / max(1, n_gen), "reference": a.reference,
