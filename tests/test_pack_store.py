@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from training.latent_store import LatentStore
-from training.pack_store import main, pack, packed_clips, select_rows, unpack
+from training.pack_store import (RowCodes, compress_row, decompress_rows, main, pack, packed_clips, select_rows,
+                                 unpack)
 
 
 def _store(tmp_path, n=12, caps=4, L=10, dim=8):
@@ -30,10 +31,11 @@ def _store(tmp_path, n=12, caps=4, L=10, dim=8):
     return LatentStore.load(tmp_path / "lat.safetensors")
 
 
-def test_pack_unpack_round_trip(tmp_path):
+@pytest.mark.parametrize("compress", [True, False], ids=["lzma", "plain"])
+def test_pack_unpack_round_trip(tmp_path, compress):
     st = _store(tmp_path)
     rows = st.rows("text")
-    info = pack(st, rows, tmp_path / "a.pack")
+    info = pack(st, rows, tmp_path / "a.pack", compress=compress)
     assert info["rows"] == len(rows) and info["latent_rel_rms_error"] < 0.02
     out = unpack([tmp_path / "a.pack"], tmp_path / "u.safetensors")
     back = LatentStore.load(tmp_path / "u.safetensors")
@@ -57,7 +59,7 @@ def test_select_rows_keeps_to_the_budget_and_excludes_packed_clips(tmp_path):
     per_row = st.latents[0].numel()
     rows = select_rows(st, 4 * per_row + 4 * (8 * 10 + 10 + 10), balance=0.5)
     assert 3 <= len(rows) <= 4 and set(rows.tolist()) <= set(st.rows("text").tolist())
-    pack(st, rows, tmp_path / "a.pack")
+    pack(st, rows, tmp_path / "a.pack", compress=False)
     rest = select_rows(st, 10 ** 9, exclude=packed_clips(tmp_path / "a.pack"))
     assert not set(rest.tolist()) & set(rows.tolist())
     assert len(rest) + len(rows) == len(st.rows("text"))
@@ -88,3 +90,36 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "not a latent pack" in capsys.readouterr().err
     assert main(["pack", "--latents", st.path, "--out", str(tmp_path / "p.pack"), "--max-mb", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == len(st.rows("text"))
+
+
+def test_compressed_rows_round_trip_exactly_and_shrink_silence():
+    g = torch.Generator().manual_seed(1)
+    noisy = torch.randint(0, 256, (8, 64, 16), dtype=torch.uint8, generator=g)
+    quiet = noisy.clone()
+    quiet[:, 16:] = 128                           # three quarters of the frames one level: padding
+    blobs = [compress_row(noisy), compress_row(quiet)]
+    back = decompress_rows(torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8),
+                           torch.tensor([len(b) for b in blobs]), (8, 64, 16))
+    assert torch.equal(back[0], noisy) and torch.equal(back[1], quiet)
+    assert len(blobs[1]) < 0.4 * len(blobs[0])
+    with pytest.raises(ValueError, match="corrupt"):
+        decompress_rows(torch.frombuffer(bytearray(blobs[1]), dtype=torch.uint8), torch.tensor([len(blobs[1])]),
+                        (8, 64, 8))
+
+
+def test_compressed_budget_counts_compressed_bytes(tmp_path):
+    st = _store(tmp_path)
+    st.latents[:, :, 4:] = 0                      # mostly constant rows compress well
+    rc = RowCodes(st, compress=True)
+    text_rows = st.rows("text")
+    assert all(rc.cost(int(r)) < 0.5 * st.latents[0].numel() for r in text_rows)
+    budget = 3 * st.latents[0].numel()            # three plain rows' worth
+    plain = select_rows(st, budget, balance=0.0)
+    packed = select_rows(st, budget, balance=0.0, row_codes=rc)
+    assert len(packed) > len(plain)
+    pack(st, packed, tmp_path / "c.pack", row_codes=rc)
+    from safetensors.torch import load_file
+    t = load_file(str(tmp_path / "c.pack"))
+    assert t["codes_lzma"].numel() + 8 * len(packed) <= budget and "codes" not in t
+    back = unpack([tmp_path / "c.pack"], tmp_path / "c.safetensors")
+    assert len(back.clip) == len(packed)
