@@ -239,6 +239,16 @@ def test_yamnet_labels_synthetic_clips(net, name, wave, expected, rank):
 
 # ------------------------------------------------------------------------ evaluator and CLI
 
+def test_silent_share_counts_frames_below_the_threshold():
+    from impact_rt.evaluation.evaluator import SILENCE_FRAME, silent_share
+    loud = 0.1 * np.ones(SILENCE_FRAME * 3, np.float32)
+    faint = 10 ** (-55 / 20) * np.ones(SILENCE_FRAME, np.float32)     # -55 dBFS: silent
+    audible = 10 ** (-45 / 20) * np.ones(SILENCE_FRAME, np.float32)   # -45 dBFS: not
+    wav = np.concatenate([loud, faint, np.zeros(SILENCE_FRAME * 2, np.float32), audible, np.zeros(100, np.float32)])
+    assert silent_share(wav) == pytest.approx(3 / 7)                  # the 100-sample tail is no frame
+    assert silent_share(np.zeros(10, np.float32)) == 0.0
+
+
 def _write(path, wave, sr=SR):
     import soundfile as sf
     sf.write(str(path), wave, sr)
@@ -284,6 +294,10 @@ def test_evaluate_adherence_and_metrics(net, clip_dirs):
     assert hits == {"tone1.wav": True, "tone2.flac": True, "quiet.wav": False, "noise.wav": True,
                     "other.wav": None, "extra.wav": None}
     m = rep["metrics"]
+    silent = {c["file"]: c["silent_share"] for c in rep["clips"]}
+    assert silent["quiet.wav"] == 1.0 and silent["tone1.wav"] == 0.0 and silent["noise.wav"] == 0.0
+    assert m["silent_share"] == pytest.approx(1 / 6, abs=1e-4)
+    assert m["silent_share_reference"] == pytest.approx(1 / 4, abs=1e-4)     # quiet.flac of four
     assert rep["n_generated"] == 6 and rep["n_reference"] == 4 and m["kl_pairs"] == 3   # matched by stem
     assert m["fd"] > 0 and m["fd_frames"] > 0 and m["kl_softmax"] > 0 and 1.0 <= m["is_mean"] <= 6.0
     json.dumps(rep)

@@ -35,12 +35,22 @@ def test_card_renders_from_files(tmp_path):
                                                     "vocoder": {"kind": "griffinlim"}, "decode": {"iterations": 16}}))
     ev = tmp_path / "ev"
     ev.mkdir()
-    (ev / "summary.json").write_text(json.dumps(_summary(0.45, 0.1, "7/10", 9.5)))
+    summ = _summary(0.45, 0.1, "7/10", 9.5)
+    summ["metrics"].update(silent_share=0.62, silent_share_reference=0.14)
+    summ["silent_share_per_prompt"] = {"thunder": 0.7}
+    (ev / "summary.json").write_text(json.dumps(summ))
+    old = tmp_path / "old"                            # an evaluation from before the silent share
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps(_summary(0.3, 0.1, "2/10", 20.0)))
     log = tmp_path / "log.csv"
     log.write_text("step,seconds,loss\n1,1,2.0\n2,2,1.0\n")
-    assert main(["--bundle", str(bundle), "--train-log", f"text={log}", "--eval", f"main={ev}"]) == 0
+    assert main(["--bundle", str(bundle), "--train-log", f"text={log}", "--eval", f"main={ev}",
+                 "--eval", f"older={old}"]) == 0
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "preset `small`" in card and "45.0 %" in card and "| generator, text | 2 |" in card
+    assert "| 62 % (14 %) |" in card and "| thunder | 7/10 | 70 % |" in card
+    older = next(line for line in card.splitlines() if line.startswith("| older |"))
+    assert older.count("| — |") >= 1
 
 
 def test_training_summary_reads_the_generator_log_format(tmp_path):

@@ -79,6 +79,9 @@ def main(argv=None) -> int:
     shuf.write_text("".join(json.dumps({"file": r["file"], "prompt": shuffled_map[r["prompt"]]}) + "\n" for r in records))
     shuffled = evaluate(clips, None, prompts_path, shuf)
     per = {r["prompt"]: f"{r['hits']}/{r['clips']}" for r in report["adherence"]["per_prompt"]}
+    by_file = {c["file"]: c["silent_share"] for c in report["clips"]}
+    silent = {p: round(sum(by_file[r["file"]] for r in records if r["prompt"] == p)
+                       / sum(r["prompt"] == p for r in records), 3) for p in prompts}
     dc = pipe.decode_config(**settings)
     summary = {
         "model": a.model or "default",
@@ -87,7 +90,8 @@ def main(argv=None) -> int:
                                                                   dc.diffusion_steps).timestep_map[-1])},
         "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
         "adherence": report["adherence"]["rate"], "adherence_shuffled_prompts": shuffled["adherence"]["rate"],
-        "thunder": per.get("thunder"), "per_prompt": per, "metrics": report["metrics"],
+        "thunder": per.get("thunder"), "per_prompt": per, "silent_share_per_prompt": silent,
+        "metrics": report["metrics"],
         "generation_seconds_per_clip": gen_seconds / max(1, n_gen), "reference": a.reference,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -57,6 +57,14 @@ def _fmt(v, nd=2):
     return "—" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+def _silent(mt: dict) -> str:
+    """Generated silent-frame share, with the reference's in brackets ('—' for older evaluations)."""
+    if mt.get("silent_share") is None:
+        return "—"
+    ref = mt.get("silent_share_reference")
+    return f"{100 * mt['silent_share']:.0f} %" + (f" ({100 * ref:.0f} %)" if ref is not None else "")
+
+
 def checks(evals: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
     main = evals.get("main")
     out = []
@@ -138,8 +146,9 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
                   "prompt's expected classes. The shuffled control judges the same clips against another "
                   "prompt's classes. FD / KL against the corpus's test split.", "",
                   "Column t₀: the DDPM step sampling starts from (999 before session 4 — see Notes).", "",
-                  "| run | backend | T | T̂ | t₀ | β_max | clips | adherence | shuffled | thunder | FD | KL (softmax) | IS | s/clip |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "Column silent: the share of 32 ms frames below −50 dBFS, generated (real test clips).", "",
+                  "| run | backend | T | T̂ | t₀ | β_max | clips | adherence | shuffled | thunder | FD | KL (softmax) | IS | silent | s/clip |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, e in evals.items():
             s, mt = e["settings"], e["metrics"]
             # evaluations written before the sampling start was recorded all started at t = 999
@@ -147,11 +156,13 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
                          f"{s.get('sampling_start', 999)} | {s['guidance']} | "
                          f"{e['clips']} | {100 * e['adherence']:.1f} % | {100 * e['adherence_shuffled_prompts']:.1f} % | "
                          f"{e.get('thunder')} | {_fmt(mt.get('fd'))} | {_fmt(mt.get('kl_softmax'))} | "
-                         f"{_fmt(mt.get('is_mean'))} | {e['generation_seconds_per_clip']:.2f} |")
+                         f"{_fmt(mt.get('is_mean'))} | {_silent(mt)} | {e['generation_seconds_per_clip']:.2f} |")
         main = evals.get("main")
         if main:
-            lines += ["", "Hits per prompt (main run):", "", "| prompt | hits |", "|---|---|"]
-            lines += [f"| {p} | {h} |" for p, h in main["per_prompt"].items()]
+            sil = main.get("silent_share_per_prompt", {})
+            lines += ["", "Hits per prompt (main run):", "", "| prompt | hits | silent frames |", "|---|---|---|"]
+            lines += [f"| {p} | {h} | {f'{100 * sil[p]:.0f} %' if p in sil else '—'} |"
+                      for p, h in main["per_prompt"].items()]
         lines += ["", "## Acceptance checks (training issue)", "", "| check | holds | measured |", "|---|---|---|"]
         for what, ok, val in checks(evals):
             lines.append(f"| {what} | {'yes' if ok else ('—' if ok is None else '**no**')} | {val} |")

@@ -55,6 +55,10 @@ def format_table(report: dict, show_clips: bool = False) -> str:
         (f"KL sigmoid ({m['kl_pairs']} pairs)", _fmt(m["kl_sigmoid"])),
         (f"IS ({m['is_splits']} split{'s' if m['is_splits'] > 1 else ''})", f"{_fmt(m['is_mean'])} ± {_fmt(m['is_std'])}"),
     ]
+    if "silent_share" in m:
+        ref = m.get("silent_share_reference")
+        rows.append(("silent 32 ms frames (< -50 dBFS)",
+                     f"{_fmt(m['silent_share'])}" + (f" (reference {_fmt(ref)})" if ref is not None else "")))
     if "vggish_fad" in m:
         frames = m.get("vggish_frames") or ["-", "-"]
         rows.append((f"FAD (VGGish, {frames[0]}/{frames[1]} frames)", _fmt(m["vggish_fad"])))

@@ -29,6 +29,23 @@ class ClipFeatures:
     panns_embedding: np.ndarray | None = None   # [2048], with --panns
     panns_logits: np.ndarray | None = None      # [527]
     vggish_frames: np.ndarray | None = None     # [F, 128], with --vggish (one per 0.96 s example)
+    silent_share: float = 0.0      # share of its 32 ms frames below SILENCE_DBFS
+
+
+# A frame is silent below this RMS level (dB re full scale 1.0). Generated event clips came out as
+# a short event padded with silence (session 5); this share says how much, clip by clip.
+SILENCE_DBFS = -50.0
+SILENCE_FRAME = 512                # 32 ms at 16 kHz
+
+
+def silent_share(wav: np.ndarray, dbfs: float = SILENCE_DBFS, frame: int = SILENCE_FRAME) -> float:
+    """Share of the whole ``frame``-sample frames of ``wav`` whose RMS is below ``dbfs``."""
+    n = len(wav) // frame
+    if n == 0:
+        return 0.0
+    x = np.asarray(wav[: n * frame], dtype=np.float64).reshape(n, frame)
+    rms = np.sqrt(np.mean(x * x, axis=1))
+    return float(np.mean(rms < 10.0 ** (dbfs / 20.0)))
 
 
 @dataclass
@@ -64,7 +81,7 @@ def analyse_folder(net: YamNet, folder: str | Path, what: str = "folder", top_k:
         out.audio_seconds += wav.size / 16000.0
         out.clips[path.name] = ClipFeatures(
             path.name, wav.size / 16000.0, net.top_k(res.clip_scores, top_k),
-            res.clip_logits, res.clip_embedding, res.embeddings)
+            res.clip_logits, res.clip_embedding, res.embeddings, silent_share=silent_share(wav))
         if panns is not None:
             clip = out.clips[path.name]
             clip.panns_embedding, clip.panns_logits = panns(wav)
@@ -174,6 +191,9 @@ def evaluate(
     notes: list[str] = []
     metrics: dict = {"fd": None, "fd_frames": None, "kl_softmax": None, "kl_sigmoid": None, "kl_pairs": 0}
 
+    metrics["silent_share"] = float(np.mean([f.silent_share for f in gen.clips.values()]))
+    if ref is not None:
+        metrics["silent_share_reference"] = float(np.mean([f.silent_share for f in ref.clips.values()]))
     is_splits = min(max(1, int(is_splits)), len(gen.clips))
     metrics["is_mean"], metrics["is_std"] = inception_score(gen.stack(attr="clip_logits"), is_splits)
     metrics["is_splits"] = is_splits
@@ -221,6 +241,7 @@ def evaluate(
         "seconds": round(f.seconds, 3),
         "prompt": (file_prompts or {}).get(n),
         "hit": clip_hits.get(n),
+        "silent_share": round(f.silent_share, 4),
         "top": [[c, round(s, 4)] for c, s in f.top],
     } for n, f in sorted(gen.clips.items())]
     return {
