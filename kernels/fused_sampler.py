@@ -124,10 +124,14 @@ def _write_partials(part_ptr, tn, h, BR: tl.constexpr, BN: tl.constexpr):
 
 
 @triton.jit
-def _stage_ln(h_ptr, part_ptr, ada_ptr, shift_off, scale_off, lnw_ptr, lnb_ptr, a_ptr,
+def _stage_ln(h_ptr, part_ptr, ada_ptr, shift_off, scale_off, lnw_ptr, lnb_ptr, a_ptr, rmask,
               ADA_N: tl.constexpr, W: tl.constexpr, BR: tl.constexpr, BK: tl.constexpr,
               NT: tl.constexpr, BN: tl.constexpr, AFFINE: tl.constexpr):
-    """A ← modulate(LayerNorm(h), shift, scale) for full rows (eps 1e-6), in the weight dtype."""
+    """A ← modulate(LayerNorm(h), shift, scale) for full rows (eps 1e-6), in the weight dtype.
+
+    Every program of a row block reads whole rows of h and of the modulation here, so the loads
+    are masked to the block's real rows: at batch 1 a 16-row block holds 4 (T = 64), and the padded
+    rows' A (finite, never stored to x) would cost 4x the L2 traffic for nothing."""
     r = tl.arange(0, BR)
     t = tl.arange(0, NT)
     pidx = (t[:, None] * BR + r[None, :]) * 2
@@ -139,14 +143,17 @@ def _stage_ln(h_ptr, part_ptr, ada_ptr, shift_off, scale_off, lnw_ptr, lnb_ptr, 
     rstd = 1.0 / tl.sqrt(m2 / W + 1e-6)
     for k0 in range(0, W, BK):
         k = k0 + tl.arange(0, BK)
-        h = tl.load(h_ptr + r[:, None] * W + k[None, :], cache_modifier=".cg")
+        m = rmask[:, None]
+        h = tl.load(h_ptr + r[:, None] * W + k[None, :], mask=m, other=0.0, cache_modifier=".cg")
         a = (h - mean[:, None]) * rstd[:, None]
         if AFFINE:
             a = a * tl.load(lnw_ptr + k)[None, :] + tl.load(lnb_ptr + k)[None, :]
-        shift = tl.load(ada_ptr + r[:, None] * ADA_N + shift_off + k[None, :], cache_modifier=".cg")
-        scale = tl.load(ada_ptr + r[:, None] * ADA_N + scale_off + k[None, :], cache_modifier=".cg")
+        shift = tl.load(ada_ptr + r[:, None] * ADA_N + shift_off + k[None, :], mask=m, other=0.0,
+                        cache_modifier=".cg")
+        scale = tl.load(ada_ptr + r[:, None] * ADA_N + scale_off + k[None, :], mask=m, other=0.0,
+                        cache_modifier=".cg")
         a = a * (1.0 + scale) + shift
-        tl.store(a_ptr + r[:, None] * W + k[None, :], a.to(a_ptr.dtype.element_ty))
+        tl.store(a_ptr + r[:, None] * W + k[None, :], a.to(a_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -233,10 +240,10 @@ def _fused_sampler_kernel(
         # -- ResBlocks -------------------------------------------------------------------------
         for blk in range(DEPTH):
             sh = blk * 3 * W
-            _stage_ln(h_c, part_c, ac, sh, sh + W, lnw_ptr + blk * W, lnb_ptr + blk * W, a_c,
+            _stage_ln(h_c, part_c, ac, sh, sh + W, lnw_ptr + blk * W, lnb_ptr + blk * W, a_c, rmask,
                       ADA_N, W, BR, BK, NT, BN, True)
             if HAS_UNCOND:
-                _stage_ln(h_u, part_u, au, sh, sh + W, lnw_ptr + blk * W, lnb_ptr + blk * W, a_u,
+                _stage_ln(h_u, part_u, au, sh, sh + W, lnw_ptr + blk * W, lnb_ptr + blk * W, a_u, rmask,
                           ADA_N, W, BR, BK, NT, BN, True)
             tl.debug_barrier()
             for n0_ in range(0, W, SPLIT * BN):     # this program's tiles: pid_s, pid_s + SPLIT, ...
@@ -263,21 +270,22 @@ def _fused_sampler_kernel(
                     bias = tl.load(b2_ptr + blk * W + n)[None, :]
                     offs = r[:, None] * W + n[None, :]
                     goff = r[:, None] * ADA_N + sh + 2 * W + n[None, :]
-                    gate = tl.load(ac + goff, cache_modifier=".cg")
-                    hh = tl.load(h_c + offs, cache_modifier=".cg") + gate * (acc_c + bias)
+                    m = rmask[:, None]      # padded rows: h stays 0 (their A is never used)
+                    gate = tl.load(ac + goff, mask=m, other=0.0, cache_modifier=".cg")
+                    hh = tl.load(h_c + offs, mask=m, other=0.0, cache_modifier=".cg") + gate * (acc_c + bias)
                     tl.store(h_c + offs, hh)
                     _write_partials(part_c, n0 // BN, hh, BR, BN)
                     if HAS_UNCOND:
-                        gate = tl.load(au + goff, cache_modifier=".cg")
-                        hh = tl.load(h_u + offs, cache_modifier=".cg") + gate * (acc_u + bias)
+                        gate = tl.load(au + goff, mask=m, other=0.0, cache_modifier=".cg")
+                        hh = tl.load(h_u + offs, mask=m, other=0.0, cache_modifier=".cg") + gate * (acc_u + bias)
                         tl.store(h_u + offs, hh)
                         _write_partials(part_u, n0 // BN, hh, BR, BN)
             _sync(bar, nb + 2 + 2 * blk, SPLIT)
         # -- final layer, CFG on ε, posterior step -------------------------------------------
         FSH: tl.constexpr = DEPTH * 3 * W
-        _stage_ln(h_c, part_c, ac, FSH, FSH + W, lnw_ptr, lnb_ptr, a_c, ADA_N, W, BR, BK, NT, BN, False)
+        _stage_ln(h_c, part_c, ac, FSH, FSH + W, lnw_ptr, lnb_ptr, a_c, rmask, ADA_N, W, BR, BK, NT, BN, False)
         if HAS_UNCOND:
-            _stage_ln(h_u, part_u, au, FSH, FSH + W, lnw_ptr, lnb_ptr, a_u, ADA_N, W, BR, BK, NT, BN, False)
+            _stage_ln(h_u, part_u, au, FSH, FSH + W, lnw_ptr, lnb_ptr, a_u, rmask, ADA_N, W, BR, BK, NT, BN, False)
         tl.debug_barrier()
         coef_x = tl.load(coef_ptr + i * 4)
         coef_eps = tl.load(coef_ptr + i * 4 + 1)
