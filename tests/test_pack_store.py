@@ -22,9 +22,9 @@ def _store(tmp_path, n=12, caps=4, L=10, dim=8):
     man = tmp_path / "manifest.csv"
     with open(man, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "file", "caption", "split", "category"])
+        w.writerow(["id", "file", "caption", "split", "category", "kind"])
         for i, c in enumerate(cats[:n]):
-            w.writerow([f"id{i}", f"{i}.flac", "x", "train", c])
+            w.writerow([f"id{i}", f"{i}.flac", "x", "train", c, "scene" if ";" in c else "event"])
     st = LatentStore(lat.half(), torch.arange(n), caption, torch.zeros(n, dtype=torch.long), states.half(), mask,
                      {"manifest": str(man), "clip_ids": [f"id{i}" for i in range(n)], "scale_factor": 0.3})
     st.save(tmp_path / "lat.safetensors")
@@ -51,6 +51,7 @@ def test_pack_unpack_round_trip(tmp_path, compress):
         assert torch.equal(st.text_mask[c0], back.text_mask[c1])
         torch.testing.assert_close(back.text_states[c1].float(), st.text_states[c0].float(), atol=0.02, rtol=0.02)
         assert cats_back[int(back.clip[i])] == cats_orig[int(st.clip[r])]
+        assert back.clip_kinds()[int(back.clip[i])] == st.clip_kinds()[int(st.clip[r])]
     assert (back.text_states.float()[~back.text_mask] == 0).all()
 
 

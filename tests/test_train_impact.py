@@ -133,3 +133,48 @@ def test_category_balance_refuses_a_manifest_that_no_longer_matches(tmp_path):
     st.meta["manifest"] = str(tmp_path / "gone.csv")
     with pytest.raises(ValueError, match="not found"):
         category_weights(st, st.rows("uncond"), 0.5)
+
+
+def _kind_manifest(tmp_path, kinds, cats=None):
+    import csv
+    p = tmp_path / "kinds.csv"
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "file", "caption", "split", "category", "kind"])
+        for i, k in enumerate(kinds):
+            w.writerow([f"c{i}", f"clips/{i}.flac", "x", "train", (cats or ["x"] * len(kinds))[i], k])
+    return p
+
+
+def test_kind_weights_scale_the_row_weights(tmp_path, capsys):
+    import pytest
+
+    from training.train_impact import kind_weights, main, parse_kind_weights
+    st = _store(tmp_path)
+    st.meta["manifest"] = str(_kind_manifest(tmp_path, ["event", "scene", "event", "scene", "event", "speech"],
+                                             ["dog", "dog", "dog", "dog", "music", "music"]))
+    rows = st.rows("uncond")
+    torch.testing.assert_close(kind_weights(st, rows, "event=0.25"),
+                               torch.tensor([0.25, 1, 0.25, 1, 0.25, 1], dtype=torch.double))
+    cfg = TrainConfig(phase="uncond", preset="test", batch_size=8, bf16=False, category_balance=1.0,
+                      kind_weights="event=0.25, speech=0")
+    tr = Trainer(cfg, st, tmp_path / "run")             # times the category balance: dog 1/4, music 1/2
+    torch.testing.assert_close(tr.row_weights, torch.tensor([1 / 16, 1 / 4, 1 / 16, 1 / 4, 1 / 8, 0],
+                                                            dtype=torch.double))
+    assert parse_kind_weights("") == {} and parse_kind_weights("a=1,b=0.5") == {"a": 1.0, "b": 0.5}
+    for bad in ("event", "event=x", "=1", "event=-1", "event=nan"):
+        with pytest.raises(ValueError, match="kind=weight"):
+            parse_kind_weights(bad)
+    with pytest.raises(ValueError, match="no training row of kind 'evnt'"):
+        kind_weights(st, rows, "evnt=0.5")
+    with pytest.raises(ValueError, match="weight 0"):
+        kind_weights(st, rows, "event=0,scene=0,speech=0")
+    # the command line: a one-line error, exit code 2, before anything is trained
+    st.save(tmp_path / "kinds.safetensors")
+    capsys.readouterr()
+    assert main(["--latents", str(tmp_path / "kinds.safetensors"), "--out", str(tmp_path / "cli"), "--steps", "1",
+                 "--preset", "test", "--kind-weights", "evnt=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "no training row of kind 'evnt'" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["--latents", "x", "--out", "y", "--steps", "1", "--kind-weights", "event"])

@@ -44,7 +44,15 @@ class LatentStore:
         return keep.nonzero().flatten()
 
     def clip_categories(self) -> list[str]:
-        """The manifest category of each clip index (``clip``), from the manifest the store was built from.
+        """The manifest category of each clip index (``clip``); see ``clip_column``."""
+        return self.clip_column("category")
+
+    def clip_kinds(self) -> list[str]:
+        """The manifest kind of each clip index (crop, loop, event, scene, speech, render, steps)."""
+        return self.clip_column("kind")
+
+    def clip_column(self, column: str) -> list[str]:
+        """A manifest column of each clip index (``clip``), from the manifest the store was built from.
 
         Stores record the manifest id of every clip (``clip_ids``); older ones are matched by order
         (``training.latents`` numbers clips in manifest order after keeping the encoded splits), with the
@@ -52,7 +60,7 @@ class LatentStore:
         import csv
         man = Path(self.meta.get("manifest", ""))
         if not man.is_file():
-            raise ValueError(f"category balance needs the store's manifest, not found: {man}")
+            raise ValueError(f"the clips' {column} needs the store's manifest, not found: {man}")
         with open(man, newline="") as f:
             rows = list(csv.DictReader(f))
         ids = self.meta.get("clip_ids")
@@ -61,7 +69,7 @@ class LatentStore:
             missing = [i for i in ids if i not in by_id]
             if missing:
                 raise ValueError(f"manifest {man} no longer matches the store ({len(missing)} clip ids missing)")
-            return [by_id[i].get("category") or "" for i in ids]
+            return [by_id[i].get(column) or "" for i in ids]
         names = {v: k for k, v in SPLITS.items()}
         kept = {names[int(s)] for s in self.split.unique()}
         rows = [r for r in rows if (r.get("split") or "train") in kept]
@@ -72,7 +80,7 @@ class LatentStore:
                                  for i in range(n)):
             raise ValueError(f"manifest {man} no longer matches the store ({len(rows)} rows of splits "
                              f"{sorted(kept)}, the store numbers {n} clips)")
-        return [r.get("category") or "" for r in rows]
+        return [r.get(column) or "" for r in rows]
 
     def save(self, path: str | Path) -> None:
         p = Path(path)

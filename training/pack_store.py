@@ -11,8 +11,8 @@ a byte budget, at one byte a latent value and one byte a text-state value:
   ~0.38 of their size on our store (silence padding and steady beds repeat), so a pack holds
   ~2.6x the rows of plain codes. ``--no-compress`` stores them plain.
 - text states: only the masked (real) positions, int8 with one scale per position (1.1 % rms).
-- categories of the packed clips ride in the header, so that ``--category-balance`` works on
-  the unpacked store without the corpus manifest.
+- categories and kinds of the packed clips ride in the header, so that ``--category-balance``
+  and ``--kind-weight`` work on the unpacked store without the corpus manifest.
 
     python -m training.pack_store pack --latents L.safetensors --out A.pack --max-mb 38
     python -m training.pack_store pack --latents L.safetensors --out B.pack --max-mb 38 --exclude A.pack
@@ -163,10 +163,12 @@ def pack(store: LatentStore, rows: torch.Tensor, path: str | Path, compress: boo
     scale = states.abs().amax(-1, keepdim=True).clamp_min(1e-8) / 127
     q = (states / scale).round().to(torch.int8)
     cats = store.clip_categories() if store.meta.get("manifest") else None
+    kinds = store.clip_kinds() if store.meta.get("manifest") else None
     clips = store.clip[rows]
     header = {"format": FORMAT,
               "store_meta": json.dumps({k: v for k, v in store.meta.items() if k not in ("manifest", "clip_ids")}),
               "categories": json.dumps({int(c): cats[int(c)] for c in clips.unique()} if cats else {}),
+              "kinds": json.dumps({int(c): kinds[int(c)] for c in clips.unique()} if kinds else {}),
               "codes": "lzma-delta" if compress else "plain", "row_shape": json.dumps(list(codes.shape[1:]))}
     if compress:
         blobs = [rc.blob(int(r)) for r in rows]
@@ -201,7 +203,7 @@ def packed_clips(path: str | Path) -> set[int]:
 def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
     """One fp16 LatentStore (text states padded back to full length) from packs; writes ``out``
     and, for the category balance, ``out``'s manifest (id, category) beside it."""
-    lat, clip, cap, split, states, masks, cats, meta = [], [], [], [], [], [], {}, {}
+    lat, clip, cap, split, states, masks, cats, kinds, meta = [], [], [], [], [], [], {}, {}, {}
     ncap = 0
     for p in paths:
         head = _header(p)
@@ -221,6 +223,7 @@ def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
         masks.append(m)
         ncap += m.shape[0]
         cats.update({int(k): v for k, v in json.loads(head["categories"]).items()})
+        kinds.update({int(k): v for k, v in json.loads(head.get("kinds", "{}")).items()})
         meta = json.loads(head["store_meta"])
     clip_t = torch.cat(clip)
     uniq = sorted(set(clip_t.tolist()))
@@ -231,9 +234,9 @@ def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
     man = out.with_suffix(".manifest.csv")
     with open(man, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "category"])
+        w.writerow(["id", "category", "kind"])
         for c in uniq:
-            w.writerow([f"c{c}", cats.get(c, "")])
+            w.writerow([f"c{c}", cats.get(c, ""), kinds.get(c, "")])
     meta.update({"manifest": str(man), "clip_ids": [f"c{c}" for c in uniq], "packs": [str(p) for p in paths]})
     store = LatentStore(torch.cat(lat), torch.tensor([local[c] for c in clip_t.tolist()]), torch.cat(cap),
                         torch.cat(split), torch.cat(states), torch.cat(masks), meta, str(out))

@@ -51,6 +51,7 @@ class TrainConfig:
     diffusion_batch_mul: int = 4
     ema_decay: float = 0.999
     category_balance: float = 0.0    # sample rows with weight count(category)^-a (0: uniform over clips)
+    kind_weights: str = ""           # e.g. "event=0.25": row weights times these, by manifest kind
     grad_clip: float = 3.0
     bf16: bool = True
     seed: int = 0
@@ -88,6 +89,40 @@ def category_weights(store: LatentStore, rows: torch.Tensor, a: float) -> torch.
     return torch.tensor([sum(count[c] ** -a for c in cs) / len(cs) for cs in row_cats], dtype=torch.double)
 
 
+def parse_kind_weights(spec: str) -> dict[str, float]:
+    """'event=0.25,steps=0.5' → {'event': 0.25, 'steps': 0.5} (weights finite and >= 0)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, eq, val = part.partition("=")
+        try:
+            w = float(val)
+        except ValueError:
+            w = float("nan")
+        if not eq or not kind.strip() or not math.isfinite(w) or w < 0:
+            raise ValueError(f"kind weights: expected kind=weight (weight >= 0), got {part!r}")
+        out[kind.strip()] = w
+    return out
+
+
+def kind_weights(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.Tensor:
+    """Each row's factor from ``spec`` by its clip's manifest kind (1 for kinds not named). Every
+    named kind must occur among ``rows``, so that a misspelt kind cannot pass unnoticed.
+
+    Single events are padded with silence (their kind is ``event``); the generator learnt to pad
+    event prompts with silence (session 5), which down-weighting them addresses."""
+    want = parse_kind_weights(spec)
+    kinds = store.clip_kinds()
+    row_kinds = [kinds[int(store.clip[r])] for r in rows]
+    absent = sorted(set(want) - set(row_kinds))
+    if absent:
+        raise ValueError(f"kind weights: no training row of kind {', '.join(map(repr, absent))} "
+                         f"(kinds here: {', '.join(sorted(set(row_kinds)))})")
+    w = torch.tensor([want.get(k, 1.0) for k in row_kinds], dtype=torch.double)
+    if not (w > 0).any():
+        raise ValueError("kind weights: every training row has weight 0")
+    return w
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, store: LatentStore, out: Path, model_cfg: ModelConfig | None = None,
                  device: str = "cpu", rank: int = 0, world: int = 1):
@@ -120,6 +155,9 @@ class Trainer:
         self.row_weights = None
         if cfg.category_balance:
             self.row_weights = category_weights(store, self.rows, cfg.category_balance)
+        if cfg.kind_weights:
+            w = kind_weights(store, self.rows, cfg.kind_weights)
+            self.row_weights = w if self.row_weights is None else self.row_weights * w
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
@@ -239,7 +277,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-bf16", action="store_true")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
-              "diffusion_batch_mul", "ema_decay", "category_balance", "seed"):
+              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
     args = ap.parse_args(argv)
@@ -247,6 +285,10 @@ def main(argv=None) -> int:
         ap.error("--phase must be uncond or text")
     if args.steps is None and args.minutes is None:
         ap.error("give --steps or --minutes")
+    try:
+        parse_kind_weights(args.kind_weights)
+    except ValueError as e:
+        ap.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -261,7 +303,11 @@ def main(argv=None) -> int:
     store = LatentStore.load(args.latents)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tr = Trainer(cfg, store, out, device=device, rank=rank, world=world)
+    try:
+        tr = Trainer(cfg, store, out, device=device, rank=rank, world=world)
+    except ValueError as e:     # e.g. a kind weight naming no row, a store without its manifest
+        print(f"train_impact: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
     if tr.resume():
         print(f"resumed at step {tr.step}", file=sys.stderr)
     elif args.init:
