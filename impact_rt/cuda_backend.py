@@ -74,7 +74,7 @@ class CudaBackend:
 
     def __init__(self, model: IMPACT, vae=None, vocoder=None, *, device="cuda", precision: str = DEFAULT_PRECISION,
                  use_graphs: bool | None = None, config: FusedConfig | None = None, max_graphs: int = 8,
-                 gemm_rows: int | None = None, compile_head: str | None = None):
+                 gemm_rows: int | None = None, compile_head: str | None = None, adaln_table: bool | None = None):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
@@ -102,6 +102,7 @@ class CudaBackend:
         # LayerNorm, modulation, SiLU, gating and the DDPM update fused around the GEMMs, ~50
         # launches a step down to ~20). Off by default: not yet measured on a GPU.
         self.compile_head = compile_head if compile_head is not None else os.environ.get("IMPACT_RT_COMPILE_HEAD")
+        self.adaln_table = adaln_table      # the GEMM path's adaLN table (gemm_adaln_table); None: default
         self._gemm_step = self._make_gemm_step()
         self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count
                          if self.device.type == "cuda" else 1)
@@ -136,21 +137,41 @@ class CudaBackend:
         steps = t_emb.shape[0]
         noise = philox_noise(seeds, rows_per_seed, steps, c, stream=stream)
         c_emb = c_cond if c_uncond is None else torch.cat([c_cond, c_uncond])
+        mods = None
+        if self.gemm_adaln_table(steps, c_emb.shape[0]):   # every step's adaLN modulation in 4 GEMMs
+            mods = self.model.head.modulations((c_emb[None] + t_emb[:, None]).to(self.dtype))
         x = noise[0]
         for j in range(steps):
             i = steps - 1 - j
-            x = self._gemm_step(x, c_emb, t_emb[i], coefs[i], noise[j + 1] if i > 0 else None, guidance, temperature)
+            x = self._gemm_step(x, c_emb, t_emb[i], coefs[i], noise[j + 1] if i > 0 else None, guidance, temperature,
+                                None if mods is None else mods[i])
         return x
+
+    def gemm_adaln_table(self, steps: int, rows: int) -> bool:
+        """Whether the GEMM path precomputes the adaLN modulations of all ``steps`` for ``rows``
+        (cond + uncond) rows: 11 of the head's 17 w² matrices leave the step, 4 GEMMs of a few rows
+        become 4 of steps × rows. Capped at ``ADALN_TABLE_MAX_BYTES`` (batch 1 at T = 64: 18 MB;
+        batch 16 at T = 4 would need 4.6 GB and runs without). ``adaln_table`` given to the backend
+        wins; else IMPACT_RT_ADALN_TABLE=0 turns it off. Unmeasured on a GPU (next lease)."""
+        from kernels.fused_sampler import ADALN_TABLE_MAX_BYTES
+        on = self.adaln_table
+        if on is None:
+            on = os.environ.get("IMPACT_RT_ADALN_TABLE", "1") != "0"
+        nbytes = steps * rows * self.weights.ada_n * torch.finfo(self.dtype).bits // 8
+        return bool(on) and nbytes <= ADALN_TABLE_MAX_BYTES
 
     def _make_gemm_step(self):
         """One reverse step of the GEMM path: head on [x; x] (CFG), guidance, posterior update."""
         head, dt, c = self.model.head, self.dtype, self.weights.token_dim
 
-        def step(x, c_emb, t_emb_i, coef, noise, guidance, temperature):
+        def step(x, c_emb, t_emb_i, coef, noise, guidance, temperature, mods=None):
             r = x.shape[0]
             cfg = c_emb.shape[0] != r
             xx = torch.cat([x, x]) if cfg else x
-            out = head.step(xx.to(dt), (c_emb + t_emb_i).to(dt)).float()
+            if mods is None:
+                out = head.step(xx.to(dt), (c_emb + t_emb_i).to(dt)).float()
+            else:
+                out = head.step_modulated(xx.to(dt), mods).float()
             eps, v = out[:r, :c], out[:r, c:]
             if cfg:
                 eps = out[r:, :c] + guidance * (eps - out[r:, :c])

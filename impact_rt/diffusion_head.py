@@ -44,7 +44,11 @@ class ResBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)
+        return self.modulated(x, self.adaLN_modulation(y))
+
+    def modulated(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        """The block for its precomputed modulation ``mod`` = adaLN_modulation(y) [.., 3w]."""
+        shift, scale, gate = mod.chunk(3, dim=-1)
         h = self.mlp(modulate(self.in_ln(x), shift, scale))
         return x + gate * h
 
@@ -57,7 +61,10 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)
+        return self.modulated(x, self.adaLN_modulation(y))
+
+    def modulated(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        shift, scale = mod.chunk(2, dim=-1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
@@ -97,3 +104,18 @@ class DiffusionHead(nn.Module):
         for block in self.res_blocks:
             h = block(h, y)
         return self.final_layer(h, y)
+
+    def modulations(self, y: torch.Tensor) -> torch.Tensor:
+        """Every adaLN modulation for y [.., w] → [.., (3·depth + 2)·w]: each block's
+        (shift | scale | gate), then the final layer's (shift | scale). They depend on the step and
+        the condition, never on x, so a sampler may compute all T̂ steps' at once."""
+        return torch.cat([b.adaLN_modulation(y) for b in self.res_blocks]
+                         + [self.final_layer.adaLN_modulation(y)], dim=-1)
+
+    def step_modulated(self, x: torch.Tensor, mods: torch.Tensor) -> torch.Tensor:
+        """``step`` for precomputed ``modulations(y)`` (same block math, ``modulated``)."""
+        w = self.input_proj.out_features
+        h = self.input_proj(x)
+        for k, block in enumerate(self.res_blocks):
+            h = block.modulated(h, mods[..., 3 * w * k:3 * w * (k + 1)])
+        return self.final_layer.modulated(h, mods[..., 3 * w * len(self.res_blocks):])

@@ -361,6 +361,40 @@ def test_gemm_head_path_equals_fused_kernel_with_the_same_philox_noise():
 
 
 @needs_kernel
+def test_gemm_path_adaln_table_equals_per_step_modulation(monkeypatch):
+    """The GEMM path with every step's adaLN modulation precomputed (4 GEMMs an iteration) gives
+    the per-step computation's tokens; the table is skipped past its byte cap."""
+    from impact_rt.decoding import TorchNoise
+    dc = DecodeConfig(iterations=2, diffusion_steps=3, guidance=4.0, temperature=0.8)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["rain", "wind"], dc)
+    order = TorchNoise([5, 6], DEVICE).order(2, model.cfg.num_tokens)
+    with torch.inference_mode():
+        table_be = _backend(model, gemm_rows=1, adaln_table=True)
+        plain_be = _backend(model, gemm_rows=1, adaln_table=False)
+        assert table_be.gemm_adaln_table(3, 8) and not plain_be.gemm_adaln_table(3, 8)
+        with_table = table_be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+        per_step = plain_be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+    assert with_table.abs().max() > 0.1
+    torch.testing.assert_close(with_table, per_step, rtol=1e-5, atol=1e-5 * float(per_step.abs().max()))
+    assert not table_be.gemm_adaln_table(100, 10 ** 6)         # past ADALN_TABLE_MAX_BYTES
+    monkeypatch.setenv("IMPACT_RT_ADALN_TABLE", "0")
+    assert not _backend(model).gemm_adaln_table(3, 8) and _backend(model, adaln_table=True).gemm_adaln_table(3, 8)
+
+
+def test_head_step_modulated_equals_step():
+    from impact_rt.diffusion_head import DiffusionHead
+    from impact_rt.model import randomize_
+    head = randomize_(DiffusionHead(16, 24, 32, 2), seed=3, scale=0.5).eval()
+    x, y = torch.randn(5, 16), torch.randn(5, 32)
+    with torch.no_grad():
+        mods = head.modulations(y)
+        assert mods.shape == (5, (3 * 2 + 2) * 32)
+        torch.testing.assert_close(head.step_modulated(x, mods), head.step(x, y), rtol=1e-6, atol=1e-6)
+        table = head.modulations(y[None] + torch.randn(4, 1, 32))       # [steps, rows, ...] at once
+        assert table.shape == (4, 5, 256)
+
+
+@needs_kernel
 def test_compiled_gemm_step_traces_whole_and_equals_the_plain_one(monkeypatch):
     """compile_head: the GEMM path's step through torch.compile. Here the "eager" backend checks
     that dynamo traces the step without graph breaks (fullgraph) and that the result is the plain
