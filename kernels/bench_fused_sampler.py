@@ -241,6 +241,10 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
     backends["gemm"] = CudaBackend(model, device="cuda", precision=precision, gemm_rows=1)
     backends["gemm_compiled"] = CudaBackend(model, device="cuda", precision=precision, gemm_rows=1,
                                             compile_head="inductor")
+    # batch 1 only: the GEMM path with the adaLN modulation computed inside every step (session 6
+    # made the precomputed table the default below its byte cap)
+    backends["gemm_no_table"] = CudaBackend(model, device="cuda", precision=precision, gemm_rows=1,
+                                            adaln_table=False)
     cond_enc = HashConditioner(cfg.text_len, cfg.text_dim)
     res = {"precision": precision, "schedule": "mild (values only; timings as cosine)", "targets": {},
            "few_rows_config": few_rows_config.__dict__ if few_rows_config else None}
