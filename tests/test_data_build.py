@@ -235,6 +235,22 @@ def test_plan_is_deterministic_given_seed():
     assert a == b and a != c
 
 
+def test_extra_train_scenes_leave_every_other_clip_unchanged():
+    items = many_items()
+    base = {s.id: s for s in Planner(items, PlanConfig(seed=3, min_groups_heldout=4, val_frac=0.2,
+                                                       test_frac=0.2)).plan()}
+    more = {s.id: s for s in Planner(items, PlanConfig(seed=3, min_groups_heldout=4, val_frac=0.2, test_frac=0.2,
+                                                       extra_train_scenes_per_event=4.0)).plan()}
+    assert set(base) < set(more)                               # the same clips (ids hash content), and more
+    extra = [more[k] for k in set(more) - set(base)]
+    assert extra and all(s.split == "train" and s.kind == "scene" for s in extra)
+    assert len([s for s in extra if len(s.layers) >= 2]) == len(extra)          # a bed under every one
+    from training.data.captions import BY_NAME
+    short = [s for s in extra if s.caption in set(BY_NAME["dog"].phrases) | set(BY_NAME["bird"].phrases)]
+    assert short, "some single-event extra scenes carry the event's own caption"
+    assert any(s.caption not in set(BY_NAME["dog"].phrases) | set(BY_NAME["bird"].phrases) for s in extra)
+
+
 # ---- the whole build on the tiny tree -----------------------------------------------------
 
 def test_manifest_fields_and_files(built):

@@ -58,6 +58,12 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", default="train,val,test", help="which manifest splits to encode")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--bf16", action="store_true", help="encode under bf16 autocast (about 1.5x faster here)")
+    ap.add_argument("--reuse", default=None,
+                    help="an earlier store of the same VAE and variant count: clips it holds (by manifest id) are "
+                         "copied instead of encoded again (e.g. after the corpus gained clips)")
+    ap.add_argument("--reuse-manifest", default=None,
+                    help="the manifest --reuse was built from, if it has moved or been rewritten since "
+                         "(stores that predate recorded clip ids are matched by its row order)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,8 +85,12 @@ def main(argv=None) -> int:
     text_states = torch.cat(states) if states else torch.zeros(0, cond.length, cond.dim, dtype=torch.half)
     text_mask = torch.cat(masks) if masks else torch.zeros(0, cond.length, dtype=torch.bool)
 
+    vae_hash = hashlib.sha256(Path(args.vae, "vae.safetensors").read_bytes()).hexdigest()
+    reuse = reusable_latents(args.reuse, args.reuse_manifest, vae_hash, args.variants) if args.reuse else {}
+
     from tqdm import tqdm
     lat, clip, cap, split = [], [], [], []
+    reused = 0
     pending: list[tuple[torch.Tensor, int]] = []
 
     def flush():
@@ -98,6 +108,15 @@ def main(argv=None) -> int:
         pending.clear()
 
     for ri, r in enumerate(tqdm(rows, unit="clip", file=sys.stderr)):
+        old = reuse.get(r.get("id", ""))
+        if old is not None:
+            for zi in old:
+                lat.append(zi)
+                clip.append(ri)
+                cap.append(cap_index.get(r.get("caption", "").strip(), -1))
+                split.append(SPLITS.get(r.get("split", "train") or "train", 0))
+            reused += 1
+            continue
         f = Path(r["file"])
         f = f if f.is_absolute() else man.parent / f
         try:
@@ -116,15 +135,36 @@ def main(argv=None) -> int:
         if len(pending) >= args.batch:
             flush()
     flush()
-    vae_hash = hashlib.sha256(Path(args.vae, "vae.safetensors").read_bytes()).hexdigest()
     store = LatentStore(torch.stack(lat), torch.tensor(clip), torch.tensor(cap), torch.tensor(split),
                         text_states, text_mask,
                         {"manifest": str(man), "captions": captions, "variants": args.variants,
                          "vae_sha256": vae_hash, "conditioner": cond.spec(),
                          "scale_factor": float(vae.scale_factor), "clip_ids": [r.get("id", "") for r in rows]})
     store.save(args.out)
-    print(f"{len(lat)} latents from {len(set(clip))} clips, {len(captions)} captions → {args.out}", file=sys.stderr)
+    print(f"{len(lat)} latents from {len(set(clip))} clips ({reused} reused from {args.reuse}), "
+          f"{len(captions)} captions → {args.out}", file=sys.stderr)
     return 0
+
+
+def reusable_latents(path: str, manifest: str | None, vae_hash: str, variants: int) -> dict[str, list[torch.Tensor]]:
+    """{manifest id: that clip's latent rows} of an earlier store, refused (one line) when its VAE
+    or variant count differs: latents of another VAE would be silently wrong."""
+    old = LatentStore.load(path)
+    if old.meta.get("vae_sha256") != vae_hash:
+        raise SystemExit(f"--reuse {path}: encoded by another VAE (sha256 {str(old.meta.get('vae_sha256'))[:12]}…)")
+    if int(old.meta.get("variants", 1)) != variants:
+        raise SystemExit(f"--reuse {path}: {old.meta.get('variants')} variants a clip, this run makes {variants}")
+    if manifest:
+        old.meta["manifest"] = manifest
+    try:
+        ids = old.clip_column("id")
+    except ValueError as e:
+        raise SystemExit(f"--reuse {path}: {e} (pass the manifest it was built from with --reuse-manifest)")
+    out: dict[str, list[torch.Tensor]] = {}
+    for row, c in enumerate(old.clip.tolist()):
+        if ids[c]:
+            out.setdefault(ids[c], []).append(old.latents[row])
+    return out
 
 
 if __name__ == "__main__":

