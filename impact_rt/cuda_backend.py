@@ -153,12 +153,9 @@ class CudaBackend:
         become 4 of steps × rows. Capped at ``ADALN_TABLE_MAX_BYTES`` (batch 1 at T = 64: 18 MB;
         batch 16 at T = 4 would need 4.6 GB and runs without). ``adaln_table`` given to the backend
         wins; else IMPACT_RT_ADALN_TABLE=0 turns it off. Unmeasured on a GPU (next lease)."""
-        from kernels.fused_sampler import ADALN_TABLE_MAX_BYTES
-        on = self.adaln_table
-        if on is None:
-            on = os.environ.get("IMPACT_RT_ADALN_TABLE", "1") != "0"
+        from kernels.fused_sampler import adaln_table_wanted
         nbytes = steps * rows * self.weights.ada_n * torch.finfo(self.dtype).bits // 8
-        return bool(on) and nbytes <= ADALN_TABLE_MAX_BYTES
+        return adaln_table_wanted(nbytes, self.adaln_table)
 
     def _make_gemm_step(self):
         """One reverse step of the GEMM path: head on [x; x] (CFG), guidance, posterior update."""

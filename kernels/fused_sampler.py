@@ -460,8 +460,7 @@ def launch(weights: HeadWeights | tuple, c_cond: torch.Tensor, c_uncond: torch.T
     bar = torch.zeros((rb,), device=dev, dtype=torch.int32)
     table_bytes = steps * rb * halves * br * ada_n * 4
     if adaln_table is None:   # on by default since measured on the H100; IMPACT_RT_ADALN_TABLE=0 turns it off
-        adaln_table = (os.environ.get("IMPACT_RT_ADALN_TABLE", "1") != "0" and cfg.split > 1
-                       and table_bytes <= ADALN_TABLE_MAX_BYTES)
+        adaln_table = cfg.split > 1 and adaln_table_wanted(table_bytes)
     ada_pre = (adaln_modulation_table(ada_w, ada_b, c_cond.float(), None if c_uncond is None else c_uncond.float(),
                                       t_emb.float(), rb, br) if adaln_table else ada)
     x = torch.empty((r, c_dim), **f32)
@@ -484,6 +483,14 @@ def launch(weights: HeadWeights | tuple, c_cond: torch.Tensor, c_uncond: torch.T
 
 
 ADALN_TABLE_MAX_BYTES = 256 << 20
+
+
+def adaln_table_wanted(nbytes: int, on: bool | None = None) -> bool:
+    """Whether to precompute an adaLN table of ``nbytes``: ``on`` (None: the IMPACT_RT_ADALN_TABLE
+    switch, on unless "0") and within ``ADALN_TABLE_MAX_BYTES``. The kernel and the GEMM path ask."""
+    if on is None:
+        on = os.environ.get("IMPACT_RT_ADALN_TABLE", "1") != "0"
+    return bool(on) and nbytes <= ADALN_TABLE_MAX_BYTES
 
 
 def adaln_modulation_table(ada_w: torch.Tensor, ada_b: torch.Tensor, c_cond: torch.Tensor,

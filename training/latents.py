@@ -93,28 +93,28 @@ def main(argv=None) -> int:
     reused = 0
     pending: list[tuple[torch.Tensor, int]] = []
 
+    def add(zi: torch.Tensor, ri: int):
+        r = rows[ri]
+        lat.append(zi.half())
+        clip.append(ri)
+        cap.append(cap_index.get(r.get("caption", "").strip(), -1))
+        split.append(SPLITS.get(r.get("split", "train") or "train", 0))
+
     def flush():
         if not pending:
             return
         mels = torch.stack([m for m, _ in pending])
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             z = vae.encode_latents(mels).float()
-        for (m, ri), zi in zip(pending, z):
-            r = rows[ri]
-            lat.append(zi.half())
-            clip.append(ri)
-            cap.append(cap_index.get(r.get("caption", "").strip(), -1))
-            split.append(SPLITS.get(r.get("split", "train") or "train", 0))
+        for (_, ri), zi in zip(pending, z):
+            add(zi, ri)
         pending.clear()
 
     for ri, r in enumerate(tqdm(rows, unit="clip", file=sys.stderr)):
         old = reuse.get(r.get("id", ""))
         if old is not None:
             for zi in old:
-                lat.append(zi)
-                clip.append(ri)
-                cap.append(cap_index.get(r.get("caption", "").strip(), -1))
-                split.append(SPLITS.get(r.get("split", "train") or "train", 0))
+                add(zi, ri)
             reused += 1
             continue
         f = Path(r["file"])

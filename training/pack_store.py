@@ -12,7 +12,7 @@ a byte budget, at one byte a latent value and one byte a text-state value:
   ~2.6x the rows of plain codes. ``--no-compress`` stores them plain.
 - text states: only the masked (real) positions, int8 with one scale per position (1.1 % rms).
 - categories and kinds of the packed clips ride in the header, so that ``--category-balance``
-  and ``--kind-weight`` work on the unpacked store without the corpus manifest.
+  and ``--kind-weights`` work on the unpacked store without the corpus manifest.
 
     python -m training.pack_store pack --latents L.safetensors --out A.pack --max-mb 38
     python -m training.pack_store pack --latents L.safetensors --out B.pack --max-mb 38 --exclude A.pack
@@ -138,7 +138,8 @@ def select_rows(store: LatentStore, max_bytes: int, balance: float = 0.5, exclud
     for i in order.tolist():
         r = int(rows[i])
         cap = int(store.caption_id[r])
-        cost = (row_codes.cost(r) if row_codes is not None else per_row) + (0 if cap in seen else int(lengths[cap]) * (dim + 2) + store.text_mask.shape[1])
+        text = 0 if cap in seen else int(lengths[cap]) * (dim + 2) + store.text_mask.shape[1]
+        cost = (row_codes.cost(r) if row_codes is not None else per_row) + text
         if used + cost > max_bytes:
             break
         used += cost
@@ -149,11 +150,13 @@ def select_rows(store: LatentStore, max_bytes: int, balance: float = 0.5, exclud
 
 def pack(store: LatentStore, rows: torch.Tensor, path: str | Path, compress: bool = True,
          row_codes: RowCodes | None = None) -> dict:
-    """Write rows of ``store`` to ``path``; returns what it holds and the round-trip error."""
+    """Write rows of ``store`` to ``path``; returns what it holds and the round-trip error.
+    ``row_codes`` (whose compressed streams ``select_rows`` may have made already) decides the
+    compression; without it, ``compress`` does."""
     rc = row_codes if row_codes is not None else RowCodes(store, compress)
-    book = rc.book
+    compress, book = rc.compress, rc.book
     lat = store.latents[rows].float()
-    codes = torch.stack([rc.codes(int(r)) for r in rows]) if len(rows) else encode_latents(lat, book)
+    codes = encode_latents(lat, book)
     caps = store.caption_id[rows]
     if (caps < 0).any():
         raise ValueError("pack holds captioned rows only")
@@ -202,7 +205,7 @@ def packed_clips(path: str | Path) -> set[int]:
 
 def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
     """One fp16 LatentStore (text states padded back to full length) from packs; writes ``out``
-    and, for the category balance, ``out``'s manifest (id, category) beside it."""
+    and, for the category balance and kind weights, ``out``'s manifest (id, category, kind) beside it."""
     lat, clip, cap, split, states, masks, cats, kinds, meta = [], [], [], [], [], [], {}, {}, {}
     ncap = 0
     for p in paths:
@@ -267,7 +270,7 @@ def main(argv=None) -> int:
             rows = select_rows(store, int(a.max_mb * 1e6), a.category_balance, exclude, a.seed, rc)
             if len(rows) == 0:
                 raise ValueError("no captioned training rows left to pack")
-            print(json.dumps(pack(store, rows, a.out, compress=not a.no_compress, row_codes=rc)))
+            print(json.dumps(pack(store, rows, a.out, row_codes=rc)))
         else:
             st = unpack(a.packs, a.out)
             print(json.dumps({"out": a.out, "rows": len(st.clip), "text_rows": len(st.rows("text"))}))
