@@ -122,7 +122,7 @@ class Pipeline:
             if cfg.vocoder.get("kind") == "hifigan":
                 vocoder = HifiGan.from_pretrained(str(path), "vocoder")
             else:
-                vocoder = GriffinLim(n_iter=cfg.vocoder.get("n_iter", 32))
+                vocoder = GriffinLim.from_spec(cfg.vocoder)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise B.BundleError(f"model bundle {path}: {str(e).splitlines()[0]}") from None
         return cls(model.eval().to(device), conditioner, vae.eval().to(device), vocoder, cfg.decode,
@@ -139,7 +139,7 @@ class Pipeline:
         model = randomize_(IMPACT(cfg), seed=seed, scale=0.5).eval()
         vae = AutoencoderKL("test").eval()
         conditioner = HashConditioner(cfg.text_len, cfg.text_dim, seed=seed)
-        return cls(model.to(device), conditioner, vae.to(device), GriffinLim(n_iter=8),
+        return cls(model.to(device), conditioner, vae.to(device), GriffinLim(),
                    DecodeConfig(iterations=16, diffusion_steps=100), backend, name=f"random:{name}", device=device,
                    precision=precision)
 

@@ -60,7 +60,7 @@ def test_bundle_round_trip(tmp_path):
     from impact_rt.vae import AutoencoderKL
     src = Pipeline.random("test")
     d = tmp_path / "bundle"
-    cfg = B.BundleConfig(src.model.cfg, src.conditioner.spec(), {"kind": "griffinlim", "n_iter": 8}, src.defaults)
+    cfg = B.BundleConfig(src.model.cfg, src.conditioner.spec(), src.vocoder.spec(), src.defaults)
     B.write_config(cfg, d)
     B.save_generator(src.model, d)
     src.vae.save_pretrained(str(d), "vae")

@@ -149,6 +149,24 @@ def test_vae_export_has_measured_scale_factor(tmp_path, corpus):
     assert not any(p.suffix in (".pt", ".pth", ".ckpt", ".pkl") for p in out.rglob("*"))
 
 
+def test_vae_decoder_fine_tune_keeps_the_latent_space(tmp_path, corpus):
+    """--init + --freeze-encoder: the decoder moves, the encoder, quant_conv and scale factor stay
+    bit for bit, so latents a generator was trained on still decode."""
+    base = tmp_path / "vae"
+    _run(train_vae, base, corpus, 2, ["--scale-batches", "2"])
+    tuned = tmp_path / "tuned"
+    result = _run(train_vae, tuned, corpus, 3, ["--init", str(base / "export"), "--freeze-encoder", "--lr", "1e-3"])
+    a = AutoencoderKL.from_pretrained(str(base / "export"))
+    b = AutoencoderKL.from_pretrained(str(tuned / "export"))
+    assert result["scale_factor"] == float(a.scale_factor) == float(b.scale_factor)
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        frozen = k.startswith(("encoder.", "quant_conv.")) or k == "scale_factor"
+        assert torch.equal(sa[k], sb[k]) == frozen or not sa[k].is_floating_point(), k
+    with pytest.raises(SystemExit):
+        _run(train_vae, tmp_path / "bad", corpus, 1, ["--freeze-encoder"])
+
+
 def test_vocoder_no_gan_mode_and_export(tmp_path, corpus):
     out = tmp_path / "voc"
     _run(train_vocoder, out, corpus, 2, ["--no-gan"])

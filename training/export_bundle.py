@@ -1,7 +1,7 @@
 """Write a model bundle (impact_rt/bundle.py) from training outputs.
 
     python -m training.export_bundle --ckpt runs/text/ckpt --vae runs/vae/export \
-        [--vocoder runs/vocoder/export | --griffin-lim 32] --out impact_rt/models/default [--fp16]
+        [--vocoder runs/vocoder/export | --griffin-lim 4] --out impact_rt/models/default [--fp16]
 
 The generator's EMA weights are used. The card (MODEL_CARD.md) is written by
 ``training.model_card`` from the evaluation results; this step only writes weights and config.
@@ -23,7 +23,7 @@ from impact_rt.vae import AutoencoderKL
 from .checkpoint import load_checkpoint, unprefixed
 
 
-def export(ckpt: Path, vae_dir: Path, out: Path, vocoder_dir: Path | None = None, griffin_lim_iters: int = 32,
+def export(ckpt: Path, vae_dir: Path, out: Path, vocoder_dir: Path | None = None, griffin_lim_iters: int | None = None,
            fp16: bool = True, decode: DecodeConfig | None = None, conditioner: dict | None = None) -> Path:
     got = load_checkpoint(ckpt)
     if got is None:
@@ -43,7 +43,9 @@ def export(ckpt: Path, vae_dir: Path, out: Path, vocoder_dir: Path | None = None
         HifiGan.from_pretrained(str(vocoder_dir), "vocoder").save_pretrained(str(tmp), "vocoder", dtype=dtype)
         vocoder = {"kind": "hifigan"}
     else:
-        vocoder = {"kind": "griffinlim", "n_iter": griffin_lim_iters}
+        from impact_rt.audio import GriffinLim
+        gl = GriffinLim() if griffin_lim_iters is None else GriffinLim(n_iter=griffin_lim_iters)
+        vocoder = gl.spec()
     cfg = B.BundleConfig(model.cfg, conditioner or {"kind": "minilm", "length": 78, "dim": 384}, vocoder,
                          decode or DecodeConfig(iterations=16, diffusion_steps=100, guidance=5.0))
     B.write_config(cfg, tmp)
@@ -61,7 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", required=True)
     ap.add_argument("--vae", required=True)
     ap.add_argument("--vocoder", default=None)
-    ap.add_argument("--griffin-lim", type=int, default=32)
+    ap.add_argument("--griffin-lim", type=int, default=None,
+                    help="Griffin-Lim iterations (default: GriffinLim's, 4 from noise phases)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--fp32", action="store_true")
     ap.add_argument("--iterations", type=int, default=16)

@@ -1,6 +1,7 @@
 """Train the mel KL-VAE (impact_rt.vae.AutoencoderKL).
 
     python -m training.train_vae --manifest M.csv --out runs/vae [--preset small] [--minutes N]
+    python -m training.train_vae --manifest M.csv --out runs/vae-dec --init runs/vae/export --freeze-encoder
 
 Loss: L1 on the log-mel + kl_weight * KL (both per mel bin, i.e. LDM's ratio; kl_weight 1e-6),
 optionally + adv_weight * a hinge PatchGAN term from step adv_start (off by default). AdamW, bf16
@@ -47,8 +48,15 @@ class PatchDiscriminator(nn.Module):
 class VAETrainer:
     def __init__(self, args, device: torch.device, world: int = 1):
         self.args, self.device = args, device
-        self.vae = AutoencoderKL(args.preset).to(device)
-        self.opt = torch.optim.AdamW(self.vae.parameters(), lr=args.lr, betas=(0.5, 0.9),
+        if args.init:
+            self.vae = AutoencoderKL.from_pretrained(args.init, "vae").float().to(device)
+        else:
+            self.vae = AutoencoderKL(args.preset).to(device)
+        if args.freeze_encoder:
+            for part in (self.vae.encoder, self.vae.quant_conv):
+                part.requires_grad_(False)
+        self.trainable = [p for p in self.vae.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.trainable, lr=args.lr, betas=(0.5, 0.9),
                                      weight_decay=args.weight_decay)
         self.modules = {"vae": self.vae}
         self.optimizers = {"vae": self.opt}
@@ -86,11 +94,13 @@ class VAETrainer:
         lr = set_lr(self.opt, args.lr, step, args.warmup)
         adversarial = self.disc is not None and step >= args.adv_start
         self.vae.train()
+        if args.freeze_encoder:
+            self.vae.encoder.eval()
         loss, out = self.losses(mel, adversarial)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.clip_grad > 0:
-            out["grad_norm"] = float(nn.utils.clip_grad_norm_(self.vae.parameters(), args.clip_grad))
+            out["grad_norm"] = float(nn.utils.clip_grad_norm_(self.trainable, args.clip_grad))
         self.opt.step()
         if adversarial:
             set_lr(self.opt_d, args.lr, step - args.adv_start, args.warmup)
@@ -122,8 +132,13 @@ def init_output_bias(trainer: VAETrainer, args, batches: int = 2) -> float:
 
 @torch.no_grad()
 def measure_and_export(trainer: VAETrainer, args) -> float:
-    """Scale factor on posterior samples of `scale_batches` fresh batches; export the bundle files."""
+    """Scale factor on posterior samples of `scale_batches` fresh batches; export the bundle files.
+    With --freeze-encoder the latent space is the init's, scale factor included: nothing is measured."""
     vae, device = trainer.vae.eval(), trainer.device
+    dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.export_dtype]
+    if args.freeze_encoder:
+        vae.save_pretrained(os.path.join(args.out, "export"), "vae", dtype=dtype)
+        return float(vae.scale_factor)
     files = list_audio_files(args.manifest, args.folder)
     batches = StepBatches(files, args.batch_size, args.crop_frames * HOP, seed=args.seed + 1)
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -134,7 +149,6 @@ def measure_and_export(trainer: VAETrainer, args) -> float:
         latents.append(posterior.sample(gen).float().cpu())
     scale = measure_scale_factor(latents)
     vae.set_scale_factor(scale)
-    dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.export_dtype]
     vae.save_pretrained(os.path.join(args.out, "export"), "vae", dtype=dtype)
     return scale
 
@@ -151,14 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--disc-channels", type=int, default=64)
     ap.add_argument("--scale-batches", type=int, default=8, help="batches for the scale factor")
     ap.add_argument("--export-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--init", default=None, help="start from an exported VAE folder (vae.safetensors; "
+                    "its scale factor too) when --out holds no checkpoint")
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="train the decoder only: the encoder, the latent space and the scale factor stay "
+                         "the init's, so a generator trained on its latents stays valid (needs --init)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.freeze_encoder and not args.init:
+        ap.error("--freeze-encoder needs --init (the VAE whose latent space to keep)")
     rank, world, device = start(args)
     trainer = VAETrainer(args, device, world)
-    init_output_bias(trainer, args)  # a resumed checkpoint overwrites it
+    if not args.init:
+        init_output_bias(trainer, args)  # a resumed checkpoint overwrites it
     if rank == 0 and not args.quiet:
         print(f"AutoencoderKL[{args.preset}]: {count_parameters(trainer.vae):,} parameters on {device}",
               file=sys.stderr)
