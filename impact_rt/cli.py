@@ -75,6 +75,8 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts-file", help="text file (one prompt a line) or AudioCaps-style CSV (caption column)")
     g.add_argument("-n", "--num", type=int, default=1, help="clips per prompt")
     g.add_argument("--seed", type=int, default=None, help="seed of the first clip (then +1 per clip); random if absent")
+    g.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                   help="steer guidance away from this text (replaces the null condition in CFG)")
     _add_decode_args(g)
     g.add_argument("--backend", default="auto", choices=BACKENDS)
     g.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
@@ -165,6 +167,8 @@ def cmd_generate(args) -> int:
     if not prompts:
         raise UsageError("no prompt given (pass PROMPT or --prompts-file)")
     prompts = check_prompts(prompts)
+    if args.negative_prompt is not None:
+        check_prompts([args.negative_prompt])
     if args.num < 1:
         raise UsageError(f"-n must be at least 1, got {args.num}")
     if args.batch_size < 1:
@@ -192,7 +196,7 @@ def cmd_generate(args) -> int:
         seeds = [base_seed + start + j for j in range(len(batch))]
         out = pipe.generate([p for p, _ in batch], seed=seeds, iterations=args.iterations,
                             diffusion_steps=args.diffusion_steps, guidance=args.guidance,
-                            temperature=args.temperature)
+                            temperature=args.temperature, negative_prompt=args.negative_prompt)
         for j, (prompt, _) in enumerate(batch):
             path = paths[start + j]
             with _interrupts_deferred():   # a clip on disk is always a clip reported (SIGINT waits)

@@ -50,6 +50,18 @@ def check_prompts(prompts) -> list[str]:
     return out
 
 
+def _negatives(negative, n: int) -> list[str] | None:
+    """None, one negative prompt for all n prompts, or a list of n."""
+    if negative is None:
+        return None
+    if isinstance(negative, str):
+        return check_prompts([negative] * n)
+    negative = list(negative)
+    if len(negative) != n:
+        raise ConfigError(f"{len(negative)} negative prompts for {n} prompts")
+    return check_prompts(negative)
+
+
 @dataclass
 class Generation:
     audio: np.ndarray                # float32 [B, samples]
@@ -160,21 +172,30 @@ class Pipeline:
 
     def generate(self, prompts, *, seed: int | list[int] | None = None, iterations: int | None = None,
                  diffusion_steps: int | None = None, guidance: float | None = None,
-                 temperature: float | None = None, progress=None, noise: NoiseSource | None = None) -> Generation:
+                 temperature: float | None = None, progress=None, noise: NoiseSource | None = None,
+                 negative_prompt: str | list[str] | None = None) -> Generation:
         """Generate one 10.24 s clip per prompt.
 
         ``seed``: an int (sample i gets seed + i), a list (one per prompt) or None (random).
+        ``negative_prompt``: text whose condition replaces the learned null condition in CFG's
+        unconditional branch (one for all prompts, or one per prompt), so guidance steers away from
+        it; None keeps the null condition. No effect at guidance 1 (no unconditional branch).
         ``progress``: optional callable(iteration, total). ``noise``: injected noise (parity tests).
         """
         prompts = check_prompts(prompts)
         dc = self.decode_config(iterations, diffusion_steps, guidance, temperature)
         seeds = _seeds(seed, len(prompts))
+        negatives = _negatives(negative_prompt, len(prompts))
         timings = {}
         t0 = time.perf_counter()
         with torch.inference_mode():
             states, mask = self.conditioner.encode(prompts)
             cond, cmask = self.backend.project(states.to(self.device), mask.to(self.device))
-            null_c, null_m = self.backend.null(len(prompts))
+            if negatives is None:
+                null_c, null_m = self.backend.null(len(prompts))
+            else:
+                n_states, n_mask = self.conditioner.encode(negatives)
+                null_c, null_m = self.backend.project(n_states.to(self.device), n_mask.to(self.device))
             timings["condition_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             if noise is None and hasattr(self.backend, "decode_all"):  # CUDA graphs: the whole loop replayed
@@ -191,7 +212,8 @@ class Pipeline:
         timings["total_s"] = time.perf_counter() - t0
         return Generation(wav.float().cpu().numpy(), SAMPLE_RATE, prompts, seeds, timings,
                           {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
-                           "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name})
+                           "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name,
+                           **({} if negatives is None else {"negative_prompts": negatives})})
 
     # -- resources ----------------------------------------------------------------------------
     def close(self) -> None:

@@ -56,6 +56,24 @@ def test_bad_seeds(pipe):
         pipe.generate(["a", "b"], seed=[1], iterations=1, diffusion_steps=1)
 
 
+def test_negative_prompt_replaces_the_null_condition():
+    pipe = Pipeline.random("test")
+    kw = dict(seed=[3, 4], iterations=2, diffusion_steps=3)
+    prompts = ["thunder", "a dog barking"]
+    plain = pipe.generate(prompts, guidance=3.0, **kw)
+    neg = pipe.generate(prompts, guidance=3.0, negative_prompt="rain", **kw)
+    assert neg.settings["negative_prompts"] == ["rain", "rain"] and "negative_prompts" not in plain.settings
+    assert np.abs(neg.audio - plain.audio).max() > 1e-3          # the unconditional branch changed
+    # a clip's own prompt as its negative cancels guidance: ε_u + β (ε_c − ε_u) = ε_c, i.e. β = 1
+    same = pipe.generate(prompts, guidance=3.0, negative_prompt=prompts, **kw)
+    unguided = pipe.generate(prompts, guidance=1.0, **kw)
+    np.testing.assert_allclose(same.audio, unguided.audio, rtol=0, atol=1e-4)
+    with pytest.raises(ConfigError, match="1 negative prompts for 2 prompts"):
+        pipe.generate(prompts, negative_prompt=["rain"], **kw)
+    with pytest.raises(ConfigError, match="empty"):
+        pipe.generate(prompts, negative_prompt="  ", **kw)
+
+
 def test_bundle_round_trip(tmp_path):
     from impact_rt.vae import AutoencoderKL
     src = Pipeline.random("test")

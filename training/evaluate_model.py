@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--diffusion-steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--temperature", type=float, default=None)
+    ap.add_argument("--negative-prompt", default=None, help="one negative prompt for every clip")
     ap.add_argument("--backend", default="torch")
     ap.add_argument("--reference", default=None, help="folder of real clips for FD")
     ap.add_argument("--prompts", default=None)
@@ -65,7 +66,8 @@ def main(argv=None) -> int:
     jobs = [(p, s) for p in prompts for s in range(a.first_seed, a.first_seed + a.seeds)]
     for i in tqdm(range(0, len(jobs), a.batch_size), unit="batch", file=sys.stderr):
         batch = jobs[i:i + a.batch_size]
-        g = pipe.generate([p for p, _ in batch], seed=[s for _, s in batch], **settings)
+        g = pipe.generate([p for p, _ in batch], seed=[s for _, s in batch], negative_prompt=a.negative_prompt,
+                          **settings)
         n_gen += len(batch)
         for j, (p, s) in enumerate(batch):
             name = f"{i + j:04d}.wav"
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
         "settings": {**dc.__dict__,   # + the step the DDPM loop started from (T̂ = 1 starts at t = 0)
                      "sampling_start": int(ddpm.sampling_schedule(pipe.model.cfg.train_steps,
                                                                   dc.diffusion_steps).timestep_map[-1])},
-        "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
+        "negative_prompt": a.negative_prompt, "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
         "adherence": report["adherence"]["rate"], "adherence_shuffled_prompts": shuffled["adherence"]["rate"],
         "thunder": per.get("thunder"), "per_prompt": per, "silent_share_per_prompt": silent,
         "metrics": report["metrics"],

@@ -108,7 +108,9 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
               f"- IMPACT generator, preset `{preset}`: D={m.get('dim')}, "
               f"{m.get('enc_depth')}+{m.get('dec_depth')} blocks, head w={m.get('head_width')} d={m.get('head_depth')}; "
               f"text conditioner `{cfg.get('conditioner', {}).get('kind', cfg.get('conditioner'))}`; "
-              f"vocoder `{cfg.get('vocoder', {}).get('kind', '?')}`.",
+              f"vocoder `{cfg.get('vocoder', {}).get('kind', '?')}`"
+              + (f" ({', '.join(f'{k} {v}' for k, v in cfg['vocoder'].items() if k != 'kind')})"
+                 if len(cfg.get("vocoder", {})) > 1 else "") + ".",
               f"- Bundle: {size / 1e6:.1f} MB on disk (weights fp16 safetensors), default decoding "
               f"{json.dumps(cfg.get('decode', {}))}.", ""]
     if corpus:
