@@ -226,6 +226,14 @@ def test_pipeline_generates_the_reference_audio(tmp_path, monkeypatch):
     assert b.settings["backend"] == "onnxruntime" and b.audio.shape == (1, 163840)
     assert np.isfinite(b.audio).all()
     np.testing.assert_allclose(b.audio, a.audio, atol=1e-3 * max(1.0, np.abs(a.audio).max()))
+    # a negative prompt goes through the exported projection into the unconditional branch
+    rec = RecordedNoise.wrap(TorchNoise([0]))
+    a2 = ref.generate("rain on a roof", seed=0, iterations=2, diffusion_steps=4, guidance=3.0,
+                      negative_prompt="wind", noise=rec)
+    b2 = pipe.generate("rain on a roof", seed=0, iterations=2, diffusion_steps=4, guidance=3.0,
+                       negative_prompt="wind", noise=rec.replay())
+    np.testing.assert_allclose(b2.audio, a2.audio, atol=1e-3 * max(1.0, np.abs(a2.audio).max()))
+    assert np.abs(a2.audio - a.audio).max() > 1e-2
     pipe.close()
 
 
