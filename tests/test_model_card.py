@@ -27,6 +27,12 @@ def test_checks_pass_and_fail_with_the_numbers():
     assert not any(ok for _, ok, _ in checks(bad))
 
 
+def test_a_missing_shuffled_control_fails_its_check_without_crashing():
+    one = {"main": _summary(0.5, None, "8/10", 10.0)}     # a one-prompt evaluation has no control
+    row = [c for c in checks(one) if "shuffled" in c[0]][0]
+    assert row[1] is False and row[2].endswith("vs —")
+
+
 def test_card_renders_from_files(tmp_path):
     from impact_rt.config import preset
     bundle = tmp_path / "bundle"

@@ -24,6 +24,9 @@ from impact_rt.evaluation.adherence import default_prompts_path, load_prompts_ts
 
 
 def derangement(items: list[str], seed: int = 0) -> list[str]:
+    """A shuffle of ``items`` that moves every item (needs at least two)."""
+    if len(items) < 2:
+        raise ValueError(f"a derangement needs at least 2 items, got {len(items)}")
     rng = random.Random(seed)
     while True:
         out = items[:]
@@ -76,10 +79,13 @@ def main(argv=None) -> int:
     gen_seconds = time.perf_counter() - t0
     (clips / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     report = evaluate(clips, a.reference, prompts_path, clips / "clips.jsonl")
-    shuffled_map = dict(zip(prompts, derangement(prompts)))
-    shuf = clips.parent / "shuffled.jsonl"
-    shuf.write_text("".join(json.dumps({"file": r["file"], "prompt": shuffled_map[r["prompt"]]}) + "\n" for r in records))
-    shuffled = evaluate(clips, None, prompts_path, shuf)
+    shuffled_rate = None            # the shuffled control needs two prompts or more
+    if len(prompts) >= 2:
+        shuffled_map = dict(zip(prompts, derangement(prompts)))
+        shuf = clips.parent / "shuffled.jsonl"
+        shuf.write_text("".join(json.dumps({"file": r["file"], "prompt": shuffled_map[r["prompt"]]}) + "\n"
+                                for r in records))
+        shuffled_rate = evaluate(clips, None, prompts_path, shuf)["adherence"]["rate"]
     per = {r["prompt"]: f"{r['hits']}/{r['clips']}" for r in report["adherence"]["per_prompt"]}
     by_file = {c["file"]: c["silent_share"] for c in report["clips"]}
     silent = {p: round(sum(by_file[r["file"]] for r in records if r["prompt"] == p)
@@ -91,7 +97,7 @@ def main(argv=None) -> int:
                      "sampling_start": int(ddpm.sampling_schedule(pipe.model.cfg.train_steps,
                                                                   dc.diffusion_steps).timestep_map[-1])},
         "negative_prompt": a.negative_prompt, "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
-        "adherence": report["adherence"]["rate"], "adherence_shuffled_prompts": shuffled["adherence"]["rate"],
+        "adherence": report["adherence"]["rate"], "adherence_shuffled_prompts": shuffled_rate,
         "thunder": per.get("thunder"), "per_prompt": per, "silent_share_per_prompt": silent,
         "metrics": report["metrics"],
         "generation_seconds_per_clip": gen_seconds / max(1, n_gen), "reference": a.reference,

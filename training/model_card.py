@@ -57,6 +57,11 @@ def _fmt(v, nd=2):
     return "—" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+def _pct(v) -> str:
+    """A rate as a percentage ('—' where it was not measured, e.g. no shuffled control)."""
+    return "—" if v is None else f"{100 * v:.1f} %"
+
+
 def _silent(mt: dict) -> str:
     """Generated silent-frame share, with the reference's in brackets ('—' for older evaluations)."""
     if mt.get("silent_share") is None:
@@ -74,9 +79,10 @@ def checks(evals: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
         need = 0.7 * n
         out.append(("“thunder” hits an expected class in ≥ 7 of 10", h >= need, hits))
         out.append(("overall adherence ≥ 40 %", main["adherence"] >= 0.40, f"{100 * main['adherence']:.1f} %"))
+        shuf = main.get("adherence_shuffled_prompts")
         out.append(("adherence with the right prompts clearly above shuffled prompts",
-                    main["adherence"] >= main["adherence_shuffled_prompts"] + 0.05,
-                    f"{100 * main['adherence']:.1f} % vs {100 * main['adherence_shuffled_prompts']:.1f} %"))
+                    shuf is not None and main["adherence"] >= shuf + 0.05,
+                    f"{100 * main['adherence']:.1f} % vs {_pct(shuf)}"))
     t1 = evals.get("T=1")
     if main and t1:
         fd_m, fd_1 = main["metrics"].get("fd"), t1["metrics"].get("fd")
@@ -156,7 +162,7 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
             # evaluations written before the sampling start was recorded all started at t = 999
             lines.append(f"| {name} | {e['backend']} | {s['iterations']} | {s['diffusion_steps']} | "
                          f"{s.get('sampling_start', 999)} | {s['guidance']} | "
-                         f"{e['clips']} | {100 * e['adherence']:.1f} % | {100 * e['adherence_shuffled_prompts']:.1f} % | "
+                         f"{e['clips']} | {100 * e['adherence']:.1f} % | {_pct(e.get('adherence_shuffled_prompts'))} | "
                          f"{e.get('thunder')} | {_fmt(mt.get('fd'))} | {_fmt(mt.get('kl_softmax'))} | "
                          f"{_fmt(mt.get('is_mean'))} | {_silent(mt)} | {e['generation_seconds_per_clip']:.2f} |")
         main = evals.get("main")

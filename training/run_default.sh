@@ -23,7 +23,7 @@ say() { echo "[run_default $(date +%H:%M:%S)] $*" >&2; }
 if [ ! -f "$RUNS/latents.safetensors" ]; then
   say "latents"
   python -m training.latents --manifest "$CORPUS/manifest.csv" --vae "$RUNS/vae/export" \
-    --out "$RUNS/latents.safetensors" --splits train --variants "${VARIANTS:-1}" --bf16 \
+    --out "$RUNS/latents.safetensors" --splits train --variants "${VARIANTS:-1}" \
     --threads "${LATENT_THREADS:-2}"
 fi
 export OMP_NUM_THREADS=$THREADS   # trainers and evaluations: no more threads than asked (oversubscription)

@@ -34,6 +34,7 @@ from impact_rt.model import IMPACT
 from impact_rt.patchify import patchify
 
 from .checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint, unprefixed
+from . import precision
 from .latent_store import LatentStore
 
 
@@ -275,7 +276,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint period")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--precision", default="auto", choices=precision.PRECISIONS,
+                    help="autocast dtype; auto: bf16 on a GPU or a CPU with AVX-512 BF16 / AMX, else fp32")
+    ap.add_argument("--no-bf16", action="store_true", help="the same as --precision fp32")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
               "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "seed"):
         default = getattr(TrainConfig, f)
@@ -298,8 +301,9 @@ def main(argv=None) -> int:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     if world > 1:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    prec = precision.resolve("fp32" if args.no_bf16 else args.precision, device, who="train_impact")
     cfg = TrainConfig(**{f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)},
-                      bf16=not args.no_bf16)
+                      bf16=prec == "bf16")
     store = LatentStore.load(args.latents)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
