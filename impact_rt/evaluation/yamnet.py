@@ -16,6 +16,15 @@ frame alignment and in the mel triangles): 16 kHz mono; centred STFT with reflec
 periodic Hann window of 400 samples, hop 160; magnitude; 64 HTK mel bands over 125-7500 Hz (triangles
 in Hz, no normalisation); log(mel + 0.001); patches of 96 frames with a hop of 48 (0.96 s / 0.48 s).
 Scores are sigmoid(logits), as in YAMNet.
+
+The graph runs with ONNX Runtime's QDQ fusion off (``session.disable_quant_qdq``): every
+DequantizeLinear → Conv → QuantizeLinear is computed as written, the convolutions in fp32 over the
+dequantised int8 values. With the fusion on, ORT runs them as int8 kernels chosen by the CPU, and
+on a CPU without VNNI its AVX2 u8·s8 kernel (``vpmaddubsw``) saturates 16-bit partial sums: on a
+2-core AVX2 EPYC (session 8) clip scores moved by up to 0.14 and "thunder" lost every hit (0/10
+against 5/10 on an AVX-512 VNNI CPU, for the very same wav files; real thunder recordings 2/5
+against 4/5). Computed as written, the scores no longer depend on the CPU (tested against the graph
+run with every optimisation off).
 """
 
 from __future__ import annotations
@@ -223,6 +232,7 @@ class YamNet:
             opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")   # see the module doc
         model = _edit_graph(_read_model())
         self.session = ort.InferenceSession(
             model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
