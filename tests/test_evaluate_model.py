@@ -15,3 +15,33 @@ def test_derangement_moves_every_prompt():
 def test_derangement_of_one_prompt_is_an_error_not_a_hang():
     with pytest.raises(ValueError, match="at least 2"):
         derangement(["thunder"])
+
+
+def test_rescore_keeps_the_runs_settings_and_replaces_its_scores(tmp_path, monkeypatch):
+    import json
+
+    import training.evaluate_model as E
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    records = [{"file": "0000.wav", "prompt": "thunder", "seed": 0}, {"file": "0001.wav", "prompt": "footsteps", "seed": 0}]
+    (clips / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "summary.json").write_text(json.dumps({"settings": {"iterations": 16}, "backend": "cpu",
+                                                       "adherence": 0.0, "generation_seconds_per_clip": 2.5,
+                                                       "reference": "/ref"}))
+    seen = {}
+
+    def fake_score(c, recs, prompts, prompts_path, reference):
+        seen.update(prompts=prompts, reference=reference, n=len(recs))
+        return {"clips": []}, {"adherence": 0.5, "thunder": "1/1"}
+    monkeypatch.setattr(E, "score", fake_score)
+    out = E.rescore(tmp_path, tmp_path / "p.tsv", None)
+    assert seen == {"prompts": ["thunder", "footsteps"], "reference": "/ref", "n": 2}
+    assert out["adherence"] == 0.5 and out["thunder"] == "1/1" and out["rescored"] is True
+    assert out["settings"] == {"iterations": 16} and out["generation_seconds_per_clip"] == 2.5
+    assert json.loads((tmp_path / "summary.json").read_text()) == out
+
+
+def test_rescore_without_an_earlier_run_is_a_one_line_error(tmp_path):
+    import training.evaluate_model as E
+    with pytest.raises(SystemExit, match="--rescore"):
+        E.rescore(tmp_path, tmp_path / "p.tsv", None)

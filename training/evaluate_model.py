@@ -35,6 +35,44 @@ def derangement(items: list[str], seed: int = 0) -> list[str]:
             return out
 
 
+def score(clips: Path, records: list[dict], prompts: list[str], prompts_path: Path, reference) -> tuple[dict, dict]:
+    """YAMNet report of the clips, and the summary's scoring fields: adherence, the shuffled
+    control (each clip judged by another prompt's classes), hits and silent frames per prompt."""
+    from impact_rt.evaluation import evaluate
+    report = evaluate(clips, reference, prompts_path, clips / "clips.jsonl")
+    shuffled_rate = None            # the shuffled control needs two prompts or more
+    if len(prompts) >= 2:
+        shuffled_map = dict(zip(prompts, derangement(prompts)))
+        shuf = clips.parent / "shuffled.jsonl"
+        shuf.write_text("".join(json.dumps({"file": r["file"], "prompt": shuffled_map[r["prompt"]]}) + "\n"
+                                for r in records))
+        shuffled_rate = evaluate(clips, None, prompts_path, shuf)["adherence"]["rate"]
+    per = {r["prompt"]: f"{r['hits']}/{r['clips']}" for r in report["adherence"]["per_prompt"]}
+    by_file = {c["file"]: c["silent_share"] for c in report["clips"]}
+    silent = {p: round(sum(by_file[r["file"]] for r in records if r["prompt"] == p)
+                       / sum(r["prompt"] == p for r in records), 3) for p in prompts}
+    return report, {"adherence": report["adherence"]["rate"], "adherence_shuffled_prompts": shuffled_rate,
+                    "thunder": per.get("thunder"), "per_prompt": per, "silent_share_per_prompt": silent,
+                    "metrics": report["metrics"]}
+
+
+def rescore(out: Path, prompts_path: Path, reference) -> dict:
+    """Score the clips of an earlier run (OUT/clips, clips.jsonl) again, e.g. after a fix of the
+    evaluator; its settings and generation time are kept from OUT/summary.json."""
+    clips = out / "clips"
+    try:
+        records = [json.loads(line) for line in (clips / "clips.jsonl").read_text().splitlines() if line.strip()]
+        old = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"evaluate_model: error: --rescore {out}: {e}")
+    prompts = list(dict.fromkeys(r["prompt"] for r in records))
+    report, scores = score(clips, records, prompts, prompts_path, reference or old.get("reference"))
+    summary = {**old, **scores, "reference": reference or old.get("reference"), "rescored": True}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="bundle folder (default: the shipped one)")
@@ -50,10 +88,15 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", default=None, help="folder of real clips for FD")
     ap.add_argument("--prompts", default=None)
     ap.add_argument("--batch-size", type=int, default=10)
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the clips already in OUT again (no generation; settings kept from OUT/summary.json)")
     a = ap.parse_args(argv)
+    if a.rescore:
+        summary = rescore(Path(a.out), Path(a.prompts) if a.prompts else default_prompts_path(), a.reference)
+        print(json.dumps(summary, indent=1))
+        return 0
 
     from impact_rt import ddpm
-    from impact_rt.evaluation import evaluate
     from impact_rt.pipeline import Pipeline
 
     prompts_path = Path(a.prompts) if a.prompts else default_prompts_path()
@@ -78,18 +121,7 @@ def main(argv=None) -> int:
             records.append({"file": name, "prompt": p, "seed": s})
     gen_seconds = time.perf_counter() - t0
     (clips / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    report = evaluate(clips, a.reference, prompts_path, clips / "clips.jsonl")
-    shuffled_rate = None            # the shuffled control needs two prompts or more
-    if len(prompts) >= 2:
-        shuffled_map = dict(zip(prompts, derangement(prompts)))
-        shuf = clips.parent / "shuffled.jsonl"
-        shuf.write_text("".join(json.dumps({"file": r["file"], "prompt": shuffled_map[r["prompt"]]}) + "\n"
-                                for r in records))
-        shuffled_rate = evaluate(clips, None, prompts_path, shuf)["adherence"]["rate"]
-    per = {r["prompt"]: f"{r['hits']}/{r['clips']}" for r in report["adherence"]["per_prompt"]}
-    by_file = {c["file"]: c["silent_share"] for c in report["clips"]}
-    silent = {p: round(sum(by_file[r["file"]] for r in records if r["prompt"] == p)
-                       / sum(r["prompt"] == p for r in records), 3) for p in prompts}
+    report, scores = score(clips, records, prompts, prompts_path, a.reference)
     dc = pipe.decode_config(**settings)
     summary = {
         "model": a.model or "default",
@@ -97,10 +129,7 @@ def main(argv=None) -> int:
                      "sampling_start": int(ddpm.sampling_schedule(pipe.model.cfg.train_steps,
                                                                   dc.diffusion_steps).timestep_map[-1])},
         "negative_prompt": a.negative_prompt, "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
-        "adherence": report["adherence"]["rate"], "adherence_shuffled_prompts": shuffled_rate,
-        "thunder": per.get("thunder"), "per_prompt": per, "silent_share_per_prompt": silent,
-        "metrics": report["metrics"],
-        "generation_seconds_per_clip": gen_seconds / max(1, n_gen), "reference": a.reference,
+        **scores, "generation_seconds_per_clip": gen_seconds / max(1, n_gen), "reference": a.reference,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
