@@ -45,9 +45,8 @@ def test_card_renders_from_files(tmp_path):
     summ["metrics"].update(silent_share=0.62, silent_share_reference=0.14)
     summ["silent_share_per_prompt"] = {"thunder": 0.7}
     (ev / "summary.json").write_text(json.dumps(summ))
-    old = tmp_path / "old"                            # an evaluation from before the silent share
-    old.mkdir()
-    (old / "summary.json").write_text(json.dumps(_summary(0.3, 0.1, "2/10", 20.0)))
+    old = tmp_path / "old-summary.json"               # from before the silent share, kept as a bare file
+    old.write_text(json.dumps(_summary(0.3, 0.1, "2/10", 20.0)))
     log = tmp_path / "log.csv"
     log.write_text("step,seconds,loss\n1,1,2.0\n2,2,1.0\n")
     assert main(["--bundle", str(bundle), "--train-log", f"text={log}", "--eval", f"main={ev}",

@@ -57,6 +57,12 @@ def _fmt(v, nd=2):
     return "—" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+def _summary_file(path: Path) -> Path:
+    """An evaluation folder's summary.json, or a summary kept on its own (e.g. docs/runs/*.json)."""
+    path = Path(path)
+    return path if path.is_file() else path / "summary.json"
+
+
 def _pct(v) -> str:
     """A rate as a percentage ('—' where it was not measured, e.g. no shuffled control)."""
     return "—" if v is None else f"{100 * v:.1f} %"
@@ -220,10 +226,10 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", default=None, help="corpus folder (report.json, manifest.csv)")
     ap.add_argument("--vae-log", default=None)
     ap.add_argument("--train-log", action="append", default=[], help="PHASE=log.csv (in order)")
-    ap.add_argument("--eval", action="append", default=[], help="NAME=evaluation folder (summary.json); "
+    ap.add_argument("--eval", action="append", default=[], help="NAME=evaluation folder (summary.json) or a summary .json file; "
                     "names main, T=1, β_max=1, no-pre-training drive the checks")
     ap.add_argument("--probe", action="append", default=[], help="NAME=text_probe JSON (training.text_probe --out)")
-    ap.add_argument("--ceiling", default=None, help="folder written by training.ceiling (summary.json)")
+    ap.add_argument("--ceiling", default=None, help="folder written by training.ceiling (summary.json), or that summary file")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", default=None, help="default: BUNDLE/MODEL_CARD.md")
     a = ap.parse_args(argv)
@@ -231,9 +237,9 @@ def main(argv=None) -> int:
     corpus = corpus_summary(Path(a.corpus)) if a.corpus else None
     vae = training_summary(Path(a.vae_log), "l1") if a.vae_log else None
     phases = {k: training_summary(p) for k, p in _named(a.train_log).items()}
-    evals = {k: json.loads((p / "summary.json").read_text()) for k, p in _named(a.eval).items()}
+    evals = {k: json.loads(_summary_file(p).read_text()) for k, p in _named(a.eval).items()}
     probes = {k: json.loads(p.read_text()) for k, p in _named(a.probe).items()}
-    ceiling = json.loads((Path(a.ceiling) / "summary.json").read_text()) if a.ceiling else None
+    ceiling = json.loads(_summary_file(Path(a.ceiling)).read_text()) if a.ceiling else None
     text = render(bundle, corpus, vae, phases, evals, a.note, probes, ceiling)
     atomic_write_text(Path(a.out) if a.out else bundle / "MODEL_CARD.md", text)
     for what, ok, val in checks(evals):
