@@ -278,7 +278,7 @@ def start(args) -> tuple[int, int, torch.device]:
     if args.threads:
         torch.set_num_threads(args.threads)
     rank, world, device = setup_distributed(resolve_device(args.device))
-    args.precision = precision.resolve(args.precision, device, who=getattr(args, "who", "training"))
+    args.precision = precision.resolve(args.precision, device)
     torch.manual_seed(args.seed)
     return rank, world, device
 
@@ -296,8 +296,7 @@ def add_common_args(ap) -> None:
     ap.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
     ap.add_argument("--ckpt-minutes", type=float, default=15.0, help="checkpoint every N minutes")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    ap.add_argument("--precision", default="auto", choices=precision.PRECISIONS,
-                    help="autocast dtype; auto: bf16 on a GPU or a CPU with AVX-512 BF16 / AMX, else fp32")
+    precision.add_argument(ap)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--workers", type=int, default=0, help="data loader processes")
     ap.add_argument("--seed", type=int, default=0)

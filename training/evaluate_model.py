@@ -91,15 +91,15 @@ def main(argv=None) -> int:
     ap.add_argument("--rescore", action="store_true",
                     help="score the clips already in OUT again (no generation; settings kept from OUT/summary.json)")
     a = ap.parse_args(argv)
+    prompts_path = Path(a.prompts) if a.prompts else default_prompts_path()
     if a.rescore:
-        summary = rescore(Path(a.out), Path(a.prompts) if a.prompts else default_prompts_path(), a.reference)
+        summary = rescore(Path(a.out), prompts_path, a.reference)
         print(json.dumps(summary, indent=1))
         return 0
 
     from impact_rt import ddpm
     from impact_rt.pipeline import Pipeline
 
-    prompts_path = Path(a.prompts) if a.prompts else default_prompts_path()
     prompts = [s.prompt for s in load_prompts_tsv(prompts_path).values()]
     out = Path(a.out)
     clips = out / "clips"

@@ -58,9 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--splits", default="train,val,test", help="which manifest splits to encode")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--precision", default="auto", choices=precision.PRECISIONS,
-                    help="autocast dtype; auto: bf16 on a CPU with AVX-512 BF16 / AMX (about 1.5x faster "
-                         "than fp32 there), else fp32")
+    precision.add_argument(ap, " (about 1.5x faster than fp32 there)")
     ap.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
     ap.add_argument("--reuse", default=None,
                     help="an earlier store of the same VAE and variant count: clips it holds (by manifest id) are "

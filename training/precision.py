@@ -40,6 +40,12 @@ def native_bf16(device: torch.device | str, flags: frozenset[str] | None = None)
     return flags is None or any(f in flags for f in NATIVE_BF16_FLAGS)
 
 
+def add_argument(ap, note: str = "") -> None:
+    """The ``--precision`` option every trainer (and training.latents) takes."""
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="autocast dtype; auto: bf16 on a GPU or a CPU with AVX-512 BF16 / AMX" + note + ", else fp32")
+
+
 def resolve(requested: str, device: torch.device | str, flags: frozenset[str] | None = None,
             who: str = "training") -> str:
     """'auto' | 'bf16' | 'fp32' → 'bf16' | 'fp32' for ``device``."""

@@ -276,8 +276,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint period")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--precision", default="auto", choices=precision.PRECISIONS,
-                    help="autocast dtype; auto: bf16 on a GPU or a CPU with AVX-512 BF16 / AMX, else fp32")
+    precision.add_argument(ap)
     ap.add_argument("--no-bf16", action="store_true", help="the same as --precision fp32")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
               "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "seed"):
