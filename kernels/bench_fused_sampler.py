@@ -223,8 +223,11 @@ def sweep(rows_list, steps=100, dtype=torch.float16, workers=12) -> list[dict]:
     return results
 
 
+DECODE_PATHS = ("default", "tuned", "no_table", "fused", "gemm", "gemm_compiled", "gemm_no_table")
+
+
 def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8), (64, 4)),
-                 few_rows_config: FusedConfig | None = None) -> dict:
+                 few_rows_config: FusedConfig | None = None, paths=DECODE_PATHS) -> dict:
     from impact_rt.config import DecodeConfig, preset
     from impact_rt.cuda_backend import CudaBackend
     from impact_rt.decoding import DecodeTables, TorchNoise, decode
@@ -245,6 +248,11 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
     # made the precomputed table the default below its byte cap)
     backends["gemm_no_table"] = CudaBackend(model, device="cuda", precision=precision, gemm_rows=1,
                                             adaln_table=False)
+    unknown = set(paths) - set(DECODE_PATHS)
+    if unknown:
+        raise ValueError(f"unknown decode paths {sorted(unknown)}; known: {', '.join(DECODE_PATHS)}")
+    for name in [n for n in backends if n not in paths and n != "default"]:
+        backends.pop(name).close()   # "default" always runs: the targets are read from it
     cond_enc = HashConditioner(cfg.text_len, cfg.text_dim)
     res = {"precision": precision, "schedule": "mild (values only; timings as cosine)", "targets": {},
            "few_rows_config": few_rows_config.__dict__ if few_rows_config else None}
@@ -321,6 +329,7 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
     if "b64_T4" in res:
         tg["b64_T4_ge_100_clips_per_s"] = res["b64_T4"]["clips_per_s"] >= 100
     res["graph_cache"] = {k: be.stats for k, be in backends.items()}
+    res["paths"] = sorted(backends)
     for be in backends.values():
         be.close()
     return res
@@ -335,6 +344,8 @@ def main(argv=None):
     ap.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
     ap.add_argument("--no-eager", action="store_true", help="skip the slow eager decode reference")
     ap.add_argument("--cells", nargs="*", default=["1x64", "1x8", "64x4"], help="decode cells BATCHxT")
+    ap.add_argument("--paths", nargs="*", default=list(DECODE_PATHS), choices=DECODE_PATHS,
+                    help="head paths the decode cells run ('default' always runs)")
     ap.add_argument("--tuned-from", help="a --sweep JSON: its best config for the fewest rows runs the batch-1 cells")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
@@ -356,7 +367,7 @@ def main(argv=None):
                 few = FusedConfig(**sw["best"]) if sw.get("best") else None
             cells = [tuple(int(v) for v in c.split("x")) for c in a.cells]
             report["decode"] = bench_decode(a.dtype, eager_reference=not a.no_eager, cells=cells,
-                                            few_rows_config=few)
+                                            few_rows_config=few, paths=a.paths)
     text = json.dumps(report, indent=1)
     if a.out:
         with open(a.out, "w") as f:

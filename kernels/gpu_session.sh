@@ -7,6 +7,7 @@
 #   TEST_LIMIT=200 BENCH_LIMIT=240 bash kernels/gpu_session.sh
 #   STAGES="sweep bench" SWEEP_ROWS=4 BENCH_ARGS='--only decode --tuned-from $OUT/sweep.json' ...
 #   STAGES=train TRAIN_PACKS=".gpudata/*.pack" TRAIN_MIN=6 bash kernels/gpu_session.sh
+#   STAGES="env unpack bench train_bg tests train_wait" ...   # bench alone, then tests beside training
 #
 # train: text-phase training of the shipped model on packs of the latent store
 # (training.pack_store; carry .gpudata). The run folder stays in /tmp while the machine is warm,
@@ -27,6 +28,23 @@ fi
 export IMPACT_RT_CACHE=/tmp/impact_rt_cache
 t0=$(date +%s)
 stamp() { echo "== $1 at +$(( $(date +%s) - t0 )) s"; }
+
+TR=/tmp/impact_rt_train
+unpack_packs() {
+  mkdir -p $TR/packs
+  cp ${TRAIN_PACKS:-.gpudata/*.pack} $TR/packs/ 2>/dev/null   # kept while the machine stays warm
+  [ -f $TR/store.safetensors ] && [ -z "$(find $TR/packs -newer $TR/store.safetensors)" ] && return 0
+  python3 -m training.pack_store unpack --out $TR/store.safetensors $TR/packs/*.pack 2>&1 | tee -a $OUT/train.log
+}
+train_run() {
+  [ -f $TR/store.safetensors ] || unpack_packs
+  timeout $(( ${TRAIN_MIN%.*} * 60 + 180 )) python3 -m training.train_impact --latents $TR/store.safetensors \
+    --out $TR/run --phase text --preset small --init ${TRAIN_INIT:-impact_rt/models/default} \
+    --minutes ${TRAIN_MIN:-5} --ckpt-minutes 1 --batch-size 128 --lr 0.0005 --warmup-steps 200 \
+    --category-balance 0.5 ${TRAIN_ARGS:-} 2>&1 | tail -c 3000 >> $OUT/train.log
+  python3 -m training.export_bundle --ckpt $TR/run/ckpt --vae impact_rt/models/default --out $OUT/bundle 2>&1 | tee -a $OUT/train.log
+  cp $TR/run/log.csv $OUT/train_log.csv
+}
 
 for stage in $STAGES; do
   case $stage in
@@ -51,16 +69,21 @@ torch.version.cuda, p.name, p.multi_processor_count, 'SMs')" | tee -a "$OUT/env.
       ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -40
     echo "bench exit: ${PIPESTATUS[0]}"
     ;;
+  unpack)   # the latent store from the packs sent (and any kept from an earlier call while warm)
+    stamp unpack
+    unpack_packs
+    ;;
   train)
     stamp train
-    TR=/tmp/impact_rt_train; mkdir -p $TR
-    python3 -m training.pack_store unpack --out $TR/store.safetensors ${TRAIN_PACKS:-.gpudata/*.pack} 2>&1 | tee $OUT/train.log
-    timeout $(( ${TRAIN_MIN%.*} * 60 + 180 )) python3 -m training.train_impact --latents $TR/store.safetensors \
-      --out $TR/run --phase text --preset small --init ${TRAIN_INIT:-impact_rt/models/default} \
-      --minutes ${TRAIN_MIN:-5} --ckpt-minutes 1 --batch-size 128 --lr 0.0005 --warmup-steps 200 \
-      --category-balance 0.5 ${TRAIN_ARGS:-} 2>&1 | tail -c 3000 >> $OUT/train.log
-    python3 -m training.export_bundle --ckpt $TR/run/ckpt --vae impact_rt/models/default --out $OUT/bundle 2>&1 | tee -a $OUT/train.log
-    cp $TR/run/log.csv $OUT/train_log.csv
+    train_run
+    ;;
+  train_bg)  # training on the GPU while the next stages (e.g. tests) run beside it; train_wait joins it
+    stamp train_bg
+    train_run & TRAIN_PID=$!
+    ;;
+  train_wait)
+    stamp train_wait
+    wait "${TRAIN_PID:-}" 2>/dev/null
     ;;
   sweep)
     stamp sweep

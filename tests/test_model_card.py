@@ -86,3 +86,27 @@ def test_card_shows_the_text_probe_and_the_ceiling(tmp_path):
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "| shipped | 64 | 0.1000 | 0.1100 | 0.1200 | +0.0100 (+10.0 %) | +0.0200 |" in card
     assert "| thunder | 4/5 | 1/5 | 3/5 |" in card and "**45.0 %**" in card
+
+
+def test_a_new_card_keeps_the_previous_cards_rows_marked(tmp_path):
+    from impact_rt.config import preset
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"model": preset("small").__dict__, "vocoder": {"kind": "griffinlim"}}))
+    ev = tmp_path / "summary.json"
+    ev.write_text(json.dumps(_summary(0.45, 0.1, "7/10", 9.5)))
+    log = tmp_path / "log.csv"
+    log.write_text("step,seconds,loss\n1,1,2.0\n2,2,1.0\n")
+    prev = tmp_path / "OLD.md"
+    prev.write_text("# old\n\n## Training\n\n| stage | steps | hours | loss |\n|---|---|---|---|\n"
+                    "| VAE (L1 on log-mel) | 10 | 1.00 | 2.0 → 1.0 |\n\n## Evaluation\n\n"
+                    "| run | backend | T |\n|---|---|---|\n| main | cpu | 16 |\n\nHits per prompt\n\n"
+                    "| prompt | hits |\n|---|---|\n| thunder | 5/10 |\n")
+    assert main(["--bundle", str(bundle), "--train-log", f"text={log}", "--eval", f"main={ev}",
+                 "--previous", str(prev)]) == 0
+    lines = (bundle / "MODEL_CARD.md").read_text().splitlines()
+    vae = lines.index("| VAE (L1 on log-mel) (previous card) | 10 | 1.00 | 2.0 → 1.0 |")
+    assert lines[vae + 1].startswith("| generator, text | 2 |")          # history first, then this stage
+    new_main = next(i for i, ln in enumerate(lines) if ln.startswith("| main | cpu | 16 | 100 |"))
+    assert lines[new_main + 1] == "| main (previous card) | cpu | 16 |"   # the old main row, marked
+    assert "| thunder | 5/10 |" not in lines                              # only the three tables travel

