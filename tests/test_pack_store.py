@@ -124,3 +124,19 @@ def test_compressed_budget_counts_compressed_bytes(tmp_path):
     assert t["codes_lzma"].numel() + 8 * len(packed) <= budget and "codes" not in t
     back = unpack([tmp_path / "c.pack"], tmp_path / "c.safetensors")
     assert len(back.clip) == len(packed)
+
+
+def test_first_categories_are_packed_before_the_drawn_rest(tmp_path):
+    st = _store(tmp_path)
+    per_row = st.latents[0].numel()
+    cats = st.clip_categories()
+    rare = next(c for c in (cats[int(st.clip[r])] for r in st.rows("text")) if c != "music")
+    def has(r):                 # a scene ("dog;rain") counts for each of its categories
+        return rare in cats[int(st.clip[r])].split(";")
+    n_rare = sum(has(r) for r in st.rows("text"))
+    assert n_rare >= 2
+    for seed in range(5):       # a budget of n_rare rows: with first= they are exactly the rare ones
+        rows = select_rows(st, n_rare * (per_row + 200), balance=0.0, seed=seed, first=frozenset({rare}))
+        assert len(rows) == n_rare and all(has(r) for r in rows)
+    with pytest.raises(ValueError, match="no captioned row of category nope"):
+        select_rows(st, 10 ** 9, first=frozenset({"nope"}))

@@ -119,10 +119,11 @@ def store_book(store: LatentStore) -> torch.Tensor:
 
 
 def select_rows(store: LatentStore, max_bytes: int, balance: float = 0.5, exclude: set[int] = frozenset(),
-                seed: int = 0, row_codes: RowCodes | None = None) -> torch.Tensor:
+                seed: int = 0, row_codes: RowCodes | None = None, first: frozenset[str] = frozenset()) -> torch.Tensor:
     """Captioned training rows, drawn without replacement by weight count(category)^-balance, until
     the latents (plain codes, or their compressed size with ``row_codes``) and the text states of
-    their captions would pass ``max_bytes``."""
+    their captions would pass ``max_bytes``. Rows of a category in ``first`` (a scene's categories
+    joined by ';' count each) come before all others, in their drawn order."""
     from .train_impact import category_weights
     rows = store.rows("text")
     clips = store.clip[rows]
@@ -132,6 +133,13 @@ def select_rows(store: LatentStore, max_bytes: int, balance: float = 0.5, exclud
         return rows
     w = category_weights(store, rows, balance) if balance else torch.ones(len(rows), dtype=torch.double)
     order = torch.multinomial(w, len(rows), replacement=False, generator=torch.Generator().manual_seed(seed))
+    if first:
+        cats = store.clip_categories()
+        unknown = set(first) - {c for r in rows for c in cats[int(store.clip[r])].split(";")}
+        if unknown:
+            raise ValueError(f"--first: no captioned row of category {', '.join(sorted(unknown))}")
+        ahead = [any(c in first for c in cats[int(store.clip[rows[i]])].split(";")) for i in order.tolist()]
+        order = torch.cat([order[torch.tensor(ahead)], order[~torch.tensor(ahead)]])
     lengths = store.text_mask.sum(1)
     per_row, dim = row_bytes(store), store.text_dim
     used, seen, picked = 0, set(), []
@@ -257,6 +265,7 @@ def main(argv=None) -> int:
     p.add_argument("--category-balance", type=float, default=0.5)
     p.add_argument("--exclude", nargs="*", default=[], help="packs whose clips to leave out")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--first", nargs="*", default=[], help="categories whose rows are packed before the drawn rest")
     p.add_argument("--no-compress", action="store_true", help="store the latent codes plain (no LZMA)")
     u = sub.add_parser("unpack")
     u.add_argument("--out", required=True)
@@ -267,7 +276,7 @@ def main(argv=None) -> int:
             store = LatentStore.load(a.latents)
             exclude = set().union(*(packed_clips(x) for x in a.exclude)) if a.exclude else set()
             rc = RowCodes(store, compress=not a.no_compress)
-            rows = select_rows(store, int(a.max_mb * 1e6), a.category_balance, exclude, a.seed, rc)
+            rows = select_rows(store, int(a.max_mb * 1e6), a.category_balance, exclude, a.seed, rc, frozenset(a.first))
             if len(rows) == 0:
                 raise ValueError("no captioned training rows left to pack")
             print(json.dumps(pack(store, rows, a.out, row_codes=rc)))
