@@ -127,6 +127,11 @@ def previous_rows(card: str) -> dict[str, list[str]]:
                 break
             rows.append(ln)
         out[key] = rows
+    for key, head in (("data", "## Data"), ("notes", "## Notes")):   # whole sections, kept verbatim
+        start = next((i for i, ln in enumerate(lines) if ln == head), None)
+        if start is not None:
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+            out[key] = lines[start + 2:end]
     return out
 
 
@@ -143,7 +148,8 @@ def _marked(rows: list[str], mark: str) -> list[str]:
 def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str, dict], evals: dict[str, dict],
            notes: list[str], probes: dict[str, dict] | None = None, ceiling: dict | None = None,
            previous: dict[str, list[str]] | None = None) -> str:
-    previous = {k: _marked(v, "(previous card)") for k, v in (previous or {}).items()}
+    previous = previous or {}
+    previous = {k: v if k in ("data", "notes") else _marked(v, "(previous card)") for k, v in previous.items()}
     cfg = json.loads((bundle / "config.json").read_text())
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file() and f.name != "MODEL_CARD.md")
     lines = ["# Model card: impact-rt default model", ""]
@@ -174,6 +180,8 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
         lines += ["", "Licences (clips per licence of their source files, from the packages' DEP-5 copyright files):", ""]
         lines += [f"- {lic}: {n:,}" for lic, n in corpus["licences"].most_common()]
         lines.append("")
+    elif previous.get("data"):          # no corpus given: the data section of the card before
+        lines += ["## Data", ""] + previous["data"]
     lines += ["## Training", "", "bf16 autocast; on the 2-core CPU of the development machine unless a stage names another device.", "",
               "| stage | steps | hours | loss (first → last 100 logged steps, or quarter of the log) |", "|---|---|---|---|"]
     def row(name, p, nd):
@@ -242,8 +250,9 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
             lines.append(f"| {p} | " + " | ".join(ceiling[w]["per_prompt"].get(p, "—") for w in ways) + " |")
         lines.append("| **all** | " + " | ".join(f"**{100 * ceiling[w]['adherence']:.1f} %**" for w in ways) + " |")
         lines.append("")
-    if notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    if notes or previous.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes]
+        lines += [ln for ln in previous.get("notes", []) if ln.strip()] + [""]
     return "\n".join(lines)
 
 
@@ -268,7 +277,8 @@ def main(argv=None) -> int:
     ap.add_argument("--probe", action="append", default=[], help="NAME=text_probe JSON (training.text_probe --out)")
     ap.add_argument("--ceiling", default=None, help="folder written by training.ceiling (summary.json), or that summary file")
     ap.add_argument("--previous", default=None, help="an earlier MODEL_CARD.md whose training, evaluation and "
-                    "text-probe rows are kept below this card's own, marked '(previous card)'")
+                    "text-probe rows are kept below this card's own, marked '(previous card)', its notes after "
+                    "this card's, and its data section when --corpus is not given")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", default=None, help="default: BUNDLE/MODEL_CARD.md")
     a = ap.parse_args(argv)
