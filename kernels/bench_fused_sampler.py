@@ -317,7 +317,12 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
 
     def best_of(key):
         keys = [key] + [f"{key}_{name}" for name in backends if name != "default"]
-        return min((res[k]["median_s"] for k in keys if k in res), default=None)
+        got = [k for k in keys if k in res]
+        if not got:
+            return None
+        best = min(got, key=lambda k: res[k]["median_s"])
+        res.setdefault("best_path", {})[key] = best    # the targets are read from the fastest path
+        return res[best]["median_s"]
 
     if best_of("b1_T64") is not None:
         tg["b1_T64_le_0.25s"] = best_of("b1_T64") <= 0.25
@@ -326,8 +331,8 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
             tg["b1_T64_ge_10x_eager"] = res["speedup_b1_T64_vs_eager"] >= 10
     if best_of("b1_T8") is not None:
         tg["b1_T8_le_60ms"] = best_of("b1_T8") <= 0.060
-    if "b64_T4" in res:
-        tg["b64_T4_ge_100_clips_per_s"] = res["b64_T4"]["clips_per_s"] >= 100
+    if best_of("b64_T4") is not None:
+        tg["b64_T4_ge_100_clips_per_s"] = 64 / best_of("b64_T4") >= 100
     res["graph_cache"] = {k: be.stats for k, be in backends.items()}
     res["paths"] = sorted(backends)
     for be in backends.values():
