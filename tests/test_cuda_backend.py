@@ -441,3 +441,35 @@ def test_gemm_rows_threshold_from_argument_or_environment(monkeypatch):
     monkeypatch.setenv("IMPACT_RT_GEMM_ROWS", "512")
     assert _backend(tiny_model(0)).gemm_rows == 512
     assert _backend(tiny_model(0), gemm_rows=64).gemm_rows == 64
+
+
+def test_decode_bench_builds_the_default_and_only_the_paths_asked_for(monkeypatch):
+    """bench_fused_sampler --paths: each head path is a backend built at the start (weights cast,
+    compile wrappers); paths not asked for are not built. Checked with a stand-in backend."""
+    import impact_rt.cuda_backend as cb
+    import impact_rt.text_conditioner as tc
+    import kernels.bench_fused_sampler as bench
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a):
+        raise Stop
+
+    monkeypatch.setattr(cb, "CudaBackend", lambda model, **kw: built.append(kw))
+    monkeypatch.setattr(bench, "_base_model", lambda: None)
+    monkeypatch.setattr(tc, "HashConditioner", stop)      # the first step after the backends
+    for paths, few, want in ((("gemm_compiled",), None, [{}, {"gemm_rows": 1, "compile_head": "inductor"}]),
+                             (("tuned",), None, [{}]),    # no sweep config: nothing to tune with
+                             (bench.DECODE_PATHS, "cfg", None)):
+        built.clear()
+        with pytest.raises(Stop):
+            bench.bench_decode(paths=paths, few_rows_config=few)
+        kws = [{k: v for k, v in kw.items() if k not in ("device", "precision")} for kw in built]
+        if want is not None:
+            assert kws == want
+        else:
+            assert len(kws) == len(bench.DECODE_PATHS) and kws.count({"config": "cfg"}) == 2
+    with pytest.raises(ValueError, match="unknown decode paths"):
+        bench.bench_decode(paths=("nope",))
