@@ -135,11 +135,12 @@ def select_rows(store: LatentStore, max_bytes: int, balance: float = 0.5, exclud
     order = torch.multinomial(w, len(rows), replacement=False, generator=torch.Generator().manual_seed(seed))
     if first:
         cats = store.clip_categories()
-        unknown = set(first) - {c for r in rows for c in cats[int(store.clip[r])].split(";")}
+        row_cats = [set(cats[int(c)].split(";")) for c in store.clip[rows]]
+        unknown = set(first) - set().union(*row_cats)
         if unknown:
             raise ValueError(f"--first: no captioned row of category {', '.join(sorted(unknown))}")
-        ahead = [any(c in first for c in cats[int(store.clip[rows[i]])].split(";")) for i in order.tolist()]
-        order = torch.cat([order[torch.tensor(ahead)], order[~torch.tensor(ahead)]])
+        ahead = torch.tensor([bool(row_cats[i] & first) for i in order.tolist()])
+        order = torch.cat([order[ahead], order[~ahead]])
     lengths = store.text_mask.sum(1)
     per_row, dim = row_bytes(store), store.text_dim
     used, seen, picked = 0, set(), []
