@@ -243,11 +243,13 @@ def test_extra_train_scenes_leave_every_other_clip_unchanged():
                                                        extra_train_scenes_per_event=4.0)).plan()}
     assert set(base) < set(more)                               # the same clips (ids hash content), and more
     extra = [more[k] for k in set(more) - set(base)]
-    assert extra and all(s.split == "train" and s.kind == "scene" for s in extra)
+    assert extra and all(s.split == "train" and s.kind in ("scene", "scene_fg") for s in extra)
     assert len([s for s in extra if len(s.layers) >= 2]) == len(extra)          # a bed under every one
     from training.data.captions import BY_NAME
     short = [s for s in extra if s.caption in set(BY_NAME["dog"].phrases) | set(BY_NAME["bird"].phrases)]
     assert short, "some single-event extra scenes carry the event's own caption"
+    assert all(s.kind == "scene_fg" for s in short)                         # marked: the bed goes unnamed
+    assert any(s.kind == "scene" for s in extra)                            # the bed named: kind scene
     assert any(s.caption not in set(BY_NAME["dog"].phrases) | set(BY_NAME["bird"].phrases) for s in extra)
 
 

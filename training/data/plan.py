@@ -70,7 +70,7 @@ class Layer:
 class ClipSpec:
     id: str
     split: str
-    kind: str                 # crop, loop, event, scene, speech, render, steps
+    kind: str                 # crop, loop, event, scene, scene_fg (bed not captioned), speech, render, steps
     caption: str
     categories: list[str]     # every caption category heard in the clip
     layers: list[Layer] = field(default_factory=list)
@@ -435,7 +435,15 @@ class Planner:
                 else:
                     layers.append(Layer(it.key, "event", at=at, gain_db=g, role="event"))
             caption = scene_caption(counts, bcat, rng)
-            if extra and len(counts) == 1 and cap_rng.random() < self.cfg.extra_scene_event_only_captions:
+            foreground_only = (extra and len(counts) == 1
+                               and cap_rng.random() < self.cfg.extra_scene_event_only_captions)
+            if foreground_only:
                 caption = event_caption(counts[0][0], counts[0][1], cap_rng)
-            out.append(_clip(split, "scene", caption, [bcat.name] + chosen, layers))
+            clip = _clip(split, "scene", caption, [bcat.name] + chosen, layers)
+            if foreground_only:
+                # kind "scene_fg": a bed is heard that the caption does not name. The trainer can
+                # weight these apart (--kind-weights scene_fg=…): they taught "thunder" a water bed
+                # (session 9). Set after _clip so that the clip id (and its audio file) is unchanged.
+                clip.kind = "scene_fg"
+            out.append(clip)
         return out
