@@ -35,7 +35,31 @@ from .patchify import unpatchify
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_PRECISION = "fp16"
-DEFAULT_GEMM_ROWS = 256    # see CudaBackend.gemm_rows
+DEFAULT_GEMM_ROWS = 256    # see CudaBackend.gemm_rows (the fused kernel below it, when the head is not compiled)
+DEFAULT_COMPILE_HEAD = "inductor"   # on CUDA; see head_path
+
+
+def head_path(device_type: str, compile_head: str | None = None, gemm_rows: int | None = None,
+              env=os.environ) -> tuple[str, int]:
+    """(torch.compile backend of the GEMM path's step, "" for none; gemm_rows) for a backend on
+    ``device_type``. Arguments win, then IMPACT_RT_COMPILE_HEAD / IMPACT_RT_GEMM_ROWS, then the
+    defaults: on CUDA the step compiled by inductor and GEMMs for every row count (the fastest
+    path in every decode cell on an H100, session 9, and its GPU parity test passed on an H200,
+    session 10: docs/benchmarks.md); elsewhere (the interpreter tests) no compile and the fused
+    kernel below DEFAULT_GEMM_ROWS rows. IMPACT_RT_COMPILE_HEAD=none turns the compile off, which
+    brings the fused kernel back for few rows."""
+    if compile_head is None:
+        compile_head = env.get("IMPACT_RT_COMPILE_HEAD")
+    if compile_head is None:
+        compile_head = DEFAULT_COMPILE_HEAD if device_type == "cuda" else ""
+    if compile_head.strip().lower() in ("", "none", "off", "0"):
+        compile_head = ""
+    if gemm_rows is None:
+        rows = env.get("IMPACT_RT_GEMM_ROWS")
+        gemm_rows = int(rows) if rows else (1 if compile_head else DEFAULT_GEMM_ROWS)
+    if gemm_rows < 1:
+        raise ConfigError(f"gemm_rows must be at least 1, got {gemm_rows}")
+    return compile_head, int(gemm_rows)
 
 
 def _interpreting() -> bool:
@@ -93,18 +117,12 @@ class CudaBackend:
             raise ConfigError("CUDA graphs need a CUDA device")
         self.config = config
         # Rows (cond rows of one iteration) from which the head runs as GEMMs instead of the fused
-        # kernel. H100, session 5 (docs/benchmarks.md): captured GEMMs beat the kernel 3.0x at batch
-        # 16 × T=4 (~320–1,700 rows an iteration) and 1.6x at batch 64 × T=4; the kernel is the one
-        # measured at batch 1 (4–64 rows). Between 64 and 320 rows the crossover is not measured.
-        env = os.environ.get("IMPACT_RT_GEMM_ROWS")
-        self.gemm_rows = int(gemm_rows if gemm_rows is not None else (env or DEFAULT_GEMM_ROWS))
-        # The GEMM path's sampling step through torch.compile (that backend name, e.g. "inductor":
-        # LayerNorm, modulation, SiLU, gating and the DDPM update fused around the GEMMs, ~50
-        # launches a step down to ~20). H100, session 9: the fastest path in every decode cell
-        # (batch 1 T=64 0.41 s vs 0.63 s for the fused kernel; T=8 59 vs 133 ms; batch 64 T=4 149
-        # vs 111 clips/s; docs/benchmarks.md). Off by default until its GPU parity test
-        # (test_gpu_inductor_compiled_gemm_path_matches_the_plain_gemm_path) has run on a GPU.
-        self.compile_head = compile_head if compile_head is not None else os.environ.get("IMPACT_RT_COMPILE_HEAD")
+        # kernel, and the torch.compile backend of the GEMM path's step (LayerNorm, modulation,
+        # SiLU, gating and the DDPM update fused around the GEMMs: ~50 launches a step down to ~20).
+        # head_path gives the defaults: on CUDA inductor and GEMMs at every row count (H100,
+        # session 9: batch 1 T=64 0.41 s vs 0.63 s for the fused kernel; T=8 59 vs 133 ms; batch 64
+        # T=4 149 vs 111 clips/s); the fused kernel stays for IMPACT_RT_COMPILE_HEAD=none.
+        self.compile_head, self.gemm_rows = head_path(self.device.type, compile_head, gemm_rows)
         self.adaln_table = adaln_table      # the GEMM path's adaLN table (gemm_adaln_table); None: default
         self._gemm_step = self._make_gemm_step()
         self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count

@@ -437,10 +437,29 @@ def test_gemm_rows_threshold_from_argument_or_environment(monkeypatch):
     from impact_rt import cuda_backend
     if not cuda_backend._interpreting() and not CUDA:
         pytest.skip("the backend needs a GPU or the Triton interpreter")
-    assert _backend(tiny_model(0)).gemm_rows == cuda_backend.DEFAULT_GEMM_ROWS
+    monkeypatch.delenv("IMPACT_RT_COMPILE_HEAD", raising=False)
+    monkeypatch.delenv("IMPACT_RT_GEMM_ROWS", raising=False)
+    want = 1 if CUDA else cuda_backend.DEFAULT_GEMM_ROWS      # on CUDA the compiled GEMM path for every row count
+    assert _backend(tiny_model(0)).gemm_rows == want
     monkeypatch.setenv("IMPACT_RT_GEMM_ROWS", "512")
     assert _backend(tiny_model(0)).gemm_rows == 512
     assert _backend(tiny_model(0), gemm_rows=64).gemm_rows == 64
+
+
+def test_head_path_defaults_compiled_gemms_on_cuda_and_the_fused_kernel_elsewhere():
+    """Pure: on CUDA inductor and GEMMs for every row count; elsewhere no compile and the fused
+    kernel below DEFAULT_GEMM_ROWS; arguments win over the environment, which wins over defaults."""
+    from impact_rt.config import ConfigError
+    from impact_rt.cuda_backend import DEFAULT_GEMM_ROWS, head_path
+    assert head_path("cuda", env={}) == ("inductor", 1)
+    assert head_path("cpu", env={}) == ("", DEFAULT_GEMM_ROWS)
+    assert head_path("cuda", env={"IMPACT_RT_COMPILE_HEAD": "none"}) == ("", DEFAULT_GEMM_ROWS)
+    assert head_path("cuda", "", env={}) == ("", DEFAULT_GEMM_ROWS)
+    assert head_path("cuda", env={"IMPACT_RT_GEMM_ROWS": "300"}) == ("inductor", 300)
+    assert head_path("cuda", env={"IMPACT_RT_COMPILE_HEAD": "eager"}) == ("eager", 1)
+    assert head_path("cpu", "inductor", 64, env={"IMPACT_RT_COMPILE_HEAD": "none"}) == ("inductor", 64)
+    with pytest.raises(ConfigError, match="gemm_rows"):
+        head_path("cuda", gemm_rows=0, env={})
 
 
 def test_decode_bench_builds_the_default_and_only_the_paths_asked_for(monkeypatch):
