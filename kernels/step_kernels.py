@@ -1,0 +1,631 @@
+"""The diffusion head's DDPM sampling as 2 + 2d Triton launches per step (8 for the base head, d = 3).
+
+For few rows (batch 1: 4–64 cond rows an iteration) a sampling step is latency bound: the head's
+weights (≈ 6w² MACs a row once the adaLN modulations are a table) are read from L2 by a handful of
+SMs, and what costs is the number of dependent steps. The GEMM path (``CudaBackend.sample_gemm``,
+inductor + CUDA graph) runs ~15–20 kernels a step; the single-launch fused kernel
+(kernels/fused_sampler.py) has 8 grid barriers a step and is slower. Here the kernel boundaries
+are the barriers: one launch per layer, each spread over the layer's output columns, no atomics
+and no spinning, to be captured in a CUDA graph by the caller.
+
+Per sampling step j (sampling index i = T̂-1-j), with CFG the 2R rows are the R cond rows then
+the R uncond rows (both with the cond row's x):
+
+    launch 1        h = [x; x] @ W_in + b_in                            grid (w / block_n, row blocks)
+    per block k:
+      launch 2k+2   u = SiLU(modulate(LN(h), shift_k, scale_k) @ W1_k + b1_k)
+      launch 2k+3   h += gate_k ⊙ (u @ W2_k + b2_k)                     (in place, own column tile)
+    launch 2d+2     ε, v = modulate(LN_noaffine(h), shift_f, scale_f) @ W_f + b_f,
+                    ε = ε_u + β·(ε_c − ε_u),
+                    x = coef_x·x − coef_ε·ε (+ exp(½(lv_mid + lv_half·v))·z·temperature if i > 0)
+
+* Every launch's grid is (column tiles, row blocks). A program of launches 1..2d+1 owns
+  ``block_n`` output columns of ``block_rows`` rows (cond and uncond rows alike); at batch 1 all
+  rows of an iteration (≤ 32 cond + uncond rows) are one row block, and w = 1024 in 16-column
+  tiles gives 64 programs a layer, each streaming its own slice of the weights from L2. A program
+  of the final launch owns ``block_c`` token channels (its ε and its v columns) of block_rows / 2
+  cond rows *and* their uncond rows, stacked in one A tile, so each weight tile feeds one dot for
+  both halves; the halves are split apart for the guidance at the end.
+* LayerNorm needs whole rows, which no program of the previous launch had: each program of a
+  launch that starts with LN recomputes its rows' statistics over the full width from h (one
+  pass, tile means and M2 combined with Chan's formula), then normalises, applies the affine
+  and the modulation tile by tile as the A operand of its GEMM; the loads of the next A tile are
+  issued before the current one is used (prefetch through registers). For ≤ 32 rows that is a
+  128 KB read from L2, cheaper than another launch.
+* The adaLN modulations do not depend on x, so all T̂ steps' are one table [T̂, rows, (3d+2)·w]
+  built before the loop (``modulation_table``; in the weight dtype, as the GEMM path's
+  ``head.modulations``); a launch reads its step's slice through a pointer offset (``mods[i]``).
+  The step index i is a Python int fixed per captured graph; β and the temperature are read from
+  device memory, so a graph replays with new values.
+* State: h [2R, w] fp32 (the residual stream, updated in place: each program of launch 2k+3 owns a
+  column tile of it), u [2R, w] in the weight dtype (it is cast to that for the GEMM anyway), x
+  [R, C] fp32 (updated in place by the final launch, which owns a tile of C columns for its rows).
+  ``step_scratch`` preallocates h and u, so a captured graph has static memory.
+* Weights fp16 / bf16, or fp32 for parity (``input_precision="ieee"``), packed K-major by
+  ``kernels.fused_sampler.pack_head``; accumulation, LayerNorm, the modulation and the update fp32.
+
+Noise is injected ([T̂, R, C], the layout of ``impact_rt.sampler.sample_head``: slot 0 is x_T̂,
+slot j+1 the noise added after position j); for the kernel's Philox stream use
+``kernels.fused_sampler.philox_noise`` (one launch per iteration, outside the step).
+
+Measured (H200, torch 2.11, Triton 3.6; w 1024, d 3, C 128, T̂ 100, R 4 + CFG, fp16, the whole
+loop in one CUDA graph): 53.0 µs per sampling step with the default ``StepConfig`` (block_n 16,
+block_k 256, block_c 32), next to 44.3 µs for the GEMM path's step compiled by inductor and
+101.7 µs for the eager loop in a graph, on the same machine. Per launch (each repeated in a graph,
+so the gap between dependent kernels is included): input projection 2.0 µs, block GEMM2 4.0 µs,
+block LN+GEMM1 9.3 µs, final 9.7 µs. The LayerNorm prologue costs ~5 µs a launch: the target of
+≤ 30 µs a step needs it cheaper (ideas: LN partials written by the producing launch as the fused
+sampler does; the affine and (1 + scale) folded into the table). block_k 64 → 256 took the step
+from 78 to 55 µs (fewer dependent K iterations); the register prefetch and the stacked
+cond/uncond tile took the final launch from 13.4 to 11.6 µs (block_c 16) but the LN+GEMM1 launch
+from 8.6 to 9.3 µs.
+
+``python -m kernels.step_kernels --bench`` times it on a GPU; ``--compile [arch]`` compiles every
+kernel for sm_<arch> without a GPU (``compile_step_kernels_for_arch``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from kernels.fused_sampler import _PTR, HeadWeights, head_tables, pack_head
+
+# ---------------------------------------------------------------------------------------------
+# Triton device code
+
+
+@triton.jit
+def _row_stats(h_ptr, rows, rmask, W: tl.constexpr, BR: tl.constexpr, BL: tl.constexpr):
+    """Mean and 1/sqrt(var + 1e-6) of full rows of h [*, W] (fp32), in one pass over W: tile mean
+    and M2 per ``BL`` columns, combined with Chan's formula."""
+    mean = tl.zeros([BR], dtype=tl.float32)
+    m2 = tl.zeros([BR], dtype=tl.float32)
+    for k0 in tl.static_range(0, W, BL):
+        k = k0 + tl.arange(0, BL)
+        t = tl.load(h_ptr + rows[:, None] * W + k[None, :], mask=rmask[:, None], other=0.0)
+        tm = tl.sum(t, axis=1) / BL
+        d = t - tm[:, None]
+        delta = tm - mean
+        mean = mean + delta * (BL / (k0 + BL))
+        m2 = m2 + tl.sum(d * d, axis=1) + delta * delta * (k0 * BL / (k0 + BL))
+    rstd = 1.0 / tl.sqrt(m2 / W + 1e-6)
+    return mean, rstd
+
+
+@triton.jit
+def _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, k,
+                  W: tl.constexpr, ADA_N: tl.constexpr, AFFINE: tl.constexpr):
+    """The loads behind one A tile of modulate(LN(h), shift, scale) for columns ``k``: h, shift,
+    scale and the LayerNorm affine. Separate from ``_ln_tile`` so that the K loops can issue the
+    next tile's loads before they work on the current one (prefetch through registers).
+
+    ``mod_ptr`` points at this layer's shift in the step's modulation table (scale follows at +W)."""
+    m = rmask[:, None]
+    h = tl.load(h_ptr + rows[:, None] * W + k[None, :], mask=m, other=0.0)
+    shift = tl.load(mod_ptr + rows[:, None] * ADA_N + k[None, :], mask=m, other=0.0)
+    scale = tl.load(mod_ptr + rows[:, None] * ADA_N + W + k[None, :], mask=m, other=0.0)
+    if AFFINE:
+        lw = tl.load(lnw_ptr + k)
+        lb = tl.load(lnb_ptr + k)
+    else:
+        lw = tl.full(k.shape, 1.0, tl.float32)
+        lb = tl.zeros(k.shape, tl.float32)
+    return h, shift, scale, lw, lb
+
+
+@triton.jit
+def _ln_tile(h, shift, scale, lw, lb, mean, rstd, AFFINE: tl.constexpr):
+    """modulate(LN(h), shift, scale) = shift + LN(h)·(1 + scale) for loaded tiles (fp32)."""
+    a = (h - mean[:, None]) * rstd[:, None]
+    if AFFINE:
+        a = a * lw[None, :] + lb[None, :]
+    return shift.to(tl.float32) + a * (1.0 + scale.to(tl.float32))
+
+
+@triton.jit
+def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmask,
+             W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+             BL: tl.constexpr, AFFINE: tl.constexpr, TWO: tl.constexpr, PREC: tl.constexpr):
+    """A = modulate(LN(h[rows]), shift, scale); returns A @ Wt[:, n] and, with TWO, A @ Wt[:, w2_off + n]
+    ([BR, BN] fp32 each), where Wt[k, j] = w_ptr[k·ldw + j].
+
+    The first A tile's loads are issued before the LayerNorm statistics pass and every later tile's
+    one iteration ahead, so the K loop does not wait a round trip to L2 for each A tile (the weight
+    tiles are pipelined by Triton's num_stages)."""
+    k = tl.arange(0, BK)
+    h, sh, sc, lw, lb = _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, k, W, ADA_N, AFFINE)
+    mean, rstd = _row_stats(h_ptr, rows, rmask, W, BR, BL)
+    acc = tl.zeros([BR, BN], dtype=tl.float32)
+    acc2 = tl.zeros([BR, BN], dtype=tl.float32)
+    for k0 in range(0, W, BK):
+        wp = w_ptr + (k0 + k)[:, None] * ldw + n[None, :]
+        wt = tl.load(wp)
+        if TWO:
+            wt2 = tl.load(wp + w2_off)
+        a = _ln_tile(h, sh, sc, lw, lb, mean, rstd, AFFINE).to(wt.dtype)
+        # the next tile (after the last one: tile 0 again, a harmless reload)
+        h, sh, sc, lw, lb = _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, (k0 + BK) % W + k,
+                                          W, ADA_N, AFFINE)
+        acc = tl.dot(a, wt, acc, input_precision=PREC)
+        if TWO:
+            acc2 = tl.dot(a, wt2, acc2, input_precision=PREC)
+    return acc, acc2
+
+
+@triton.jit
+def _input_proj_kernel(x_ptr, w_ptr, b_ptr, h_ptr, R, ROWS,
+                       C: tl.constexpr, W: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
+                       BKC: tl.constexpr, PREC: tl.constexpr):
+    """h[rows, n] = x[rows mod R] @ W_in[:, n] + b_in[n] (with CFG row R + q reuses x row q)."""
+    n = tl.program_id(0) * BN + tl.arange(0, BN)
+    rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
+    rmask = rows < ROWS
+    xr = rows % R
+    acc = tl.zeros([BR, BN], dtype=tl.float32)
+    for k0 in range(0, C, BKC):
+        k = k0 + tl.arange(0, BKC)
+        wt = tl.load(w_ptr + k[:, None] * W + n[None, :])
+        a = tl.load(x_ptr + xr[:, None] * C + k[None, :], mask=rmask[:, None], other=0.0)
+        acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=PREC)
+    h = acc + tl.load(b_ptr + n)[None, :]
+    tl.store(h_ptr + rows[:, None] * W + n[None, :], h, mask=rmask[:, None])
+
+
+@triton.jit
+def _block_in_kernel(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, u_ptr, ROWS,
+                     W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
+                     BK: tl.constexpr, BL: tl.constexpr, PREC: tl.constexpr):
+    """u[rows, n] = SiLU(modulate(LN(h), shift, scale) @ W1[:, n] + b1[n]) of one ResBlock."""
+    n = tl.program_id(0) * BN + tl.arange(0, BN)
+    rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
+    rmask = rows < ROWS
+    acc, _ = _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, 0, W, n, rows, rmask,
+                      W, ADA_N, BR, BN, BK, BL, True, False, PREC)
+    v = acc + tl.load(b1_ptr + n)[None, :]
+    v = v * tl.sigmoid(v)
+    tl.store(u_ptr + rows[:, None] * W + n[None, :], v.to(u_ptr.dtype.element_ty), mask=rmask[:, None])
+
+
+@triton.jit
+def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, ROWS,
+                      W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
+                      BK: tl.constexpr, PREC: tl.constexpr):
+    """h[rows, n] += gate[rows, n] · (u @ W2[:, n] + b2[n]) of one ResBlock (in place)."""
+    n = tl.program_id(0) * BN + tl.arange(0, BN)
+    rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
+    rmask = rows < ROWS
+    m = rmask[:, None]
+    acc = tl.zeros([BR, BN], dtype=tl.float32)
+    for k0 in range(0, W, BK):
+        k = k0 + tl.arange(0, BK)
+        wt = tl.load(w2_ptr + k[:, None] * W + n[None, :])
+        a = tl.load(u_ptr + rows[:, None] * W + k[None, :], mask=m, other=0.0)
+        acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=PREC)
+    gate = tl.load(gate_ptr + rows[:, None] * ADA_N + n[None, :], mask=m, other=0.0).to(tl.float32)
+    offs = rows[:, None] * W + n[None, :]
+    h = tl.load(h_ptr + offs, mask=m, other=0.0) + gate * (acc + tl.load(b2_ptr + n)[None, :])
+    tl.store(h_ptr + offs, h, mask=m)
+
+
+@triton.jit
+def _final_kernel(h_ptr, mod_ptr, wf_ptr, bf_ptr, x_ptr, coef_ptr, noise_ptr, guid_ptr, temp_ptr, R,
+                  C: tl.constexpr, W: tl.constexpr, ADA_N: tl.constexpr, HAS_UNCOND: tl.constexpr,
+                  HAS_NOISE: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+                  BL: tl.constexpr, PREC: tl.constexpr):
+    """Final layer for token channels ``ce`` (its ε and v columns), CFG on ε, DDPM update of x.
+
+    A program owns ``BQ`` cond rows q; with CFG its A tile holds them and then their uncond rows
+    (h rows R + q), so one dot per weight tile serves both halves, which are split apart for the
+    guidance at the end. ``coef_ptr`` points at coefs[i], ``noise_ptr`` at the noise slot of this
+    step (unused without HAS_NOISE, i.e. at i = 0)."""
+    BQ: tl.constexpr = BR // 2 if HAS_UNCOND else BR
+    ce = tl.program_id(0) * BC + tl.arange(0, BC)
+    q = tl.program_id(1).to(tl.int64) * BQ + tl.arange(0, BQ)
+    qmask = q < R
+    if HAS_UNCOND:
+        t = tl.arange(0, BR)
+        rows = tl.where(t < BQ, 0, R - BQ) + tl.program_id(1).to(tl.int64) * BQ + t
+        rmask = (tl.program_id(1).to(tl.int64) * BQ + t % BQ) < R
+    else:
+        rows = q
+        rmask = qmask
+    eps, var = _ln_gemm(h_ptr, mod_ptr, mod_ptr, mod_ptr, wf_ptr, C, 2 * C, ce, rows, rmask,
+                        W, ADA_N, BR, BC, BK, BL, False, True, PREC)
+    eps = eps + tl.load(bf_ptr + ce)[None, :]
+    var = var + tl.load(bf_ptr + C + ce)[None, :]
+    if HAS_UNCOND:   # [cond rows; uncond rows] → two [BQ, BC] halves
+        eps_c, eps_u = tl.split(tl.permute(tl.reshape(eps, (2, BQ, BC)), (1, 2, 0)))
+        var, _ = tl.split(tl.permute(tl.reshape(var, (2, BQ, BC)), (1, 2, 0)))
+        eps = eps_u + tl.load(guid_ptr) * (eps_c - eps_u)
+    m = qmask[:, None]
+    xoff = q[:, None] * C + ce[None, :]
+    x = tl.load(coef_ptr) * tl.load(x_ptr + xoff, mask=m, other=0.0) - tl.load(coef_ptr + 1) * eps
+    if HAS_NOISE:
+        z = tl.load(noise_ptr + xoff, mask=m, other=0.0)
+        x = x + tl.exp(0.5 * (tl.load(coef_ptr + 2) + tl.load(coef_ptr + 3) * var)) * (z * tl.load(temp_ptr))
+    tl.store(x_ptr + xoff, x, mask=m)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side: configuration, scratch, launcher
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """Tile sizes (powers of two; ``tl.dot`` wants ≥ 16 on a GPU).
+
+    block_rows: rows per program (None: all rows of an iteration in one block up to 32, else 32;
+    the final launch takes half of them as cond rows and their uncond rows with CFG);
+    block_n: width columns per program (w = 1024 / 16 → 64 programs a layer on a 132-SM GPU);
+    block_k: K tile of the GEMMs; block_c: token channels per program of the final launch
+    (C = 128 / 32 → 4 programs); block_ln: columns per tile of the LayerNorm statistics pass.
+    The defaults were the fastest of the configurations timed at batch 1 on an H200 (module
+    docstring; ``python -m kernels.step_kernels --bench --sweep``)."""
+
+    block_rows: int | None = None
+    block_n: int = 16
+    block_k: int = 256
+    block_c: int = 32
+    block_ln: int = 256
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def resolve(self, rows2: int, width: int, token_dim: int) -> StepConfig:
+        """The config for ``rows2`` (cond + uncond) rows: block_rows filled in, block_k/block_ln
+        clipped to the width; raises ValueError where a tile does not divide its dimension."""
+        br = self.block_rows or min(32, max(16, triton.next_power_of_2(rows2)))
+        cfg = replace(self, block_rows=br, block_k=min(self.block_k, width), block_ln=min(self.block_ln, width))
+        for name, size, dim in (("block_rows", cfg.block_rows, None), ("block_n", cfg.block_n, width),
+                                ("block_k", cfg.block_k, width), ("block_ln", cfg.block_ln, width),
+                                ("block_c", cfg.block_c, token_dim)):
+            if size < 1 or size & (size - 1):
+                raise ValueError(f"StepConfig.{name} must be a power of two, got {size}")
+            if dim is not None and dim % size:
+                raise ValueError(f"StepConfig.{name}={size} does not divide {dim}")
+        return cfg
+
+
+@dataclass
+class StepScratch:
+    """The state buffers of the step launches: h [2R, w] fp32 and u [2R, w] (weight dtype)."""
+
+    h: torch.Tensor
+    u: torch.Tensor
+
+
+def step_scratch(rows2: int, width: int, dtype: torch.dtype, device) -> StepScratch:
+    """Preallocate h and u for ``rows2`` rows (cond + uncond), so a captured graph has static memory."""
+    return StepScratch(h=torch.empty((rows2, width), device=device, dtype=torch.float32),
+                       u=torch.empty((rows2, width), device=device, dtype=dtype))
+
+
+def _launch(kernel, grid, *args, **meta):
+    """Every Triton launch of a sampling step goes through here (the tests count them)."""
+    kernel[grid](*args, **meta)
+
+
+def _device_scalar(v, device) -> torch.Tensor:
+    """A 1-element fp32 device tensor (a view when ``v`` already is one: graph-safe)."""
+    if isinstance(v, torch.Tensor):
+        return v.reshape(-1)[:1].to(device=device, dtype=torch.float32)
+    return torch.full((1,), float(v), dtype=torch.float32, device=device)
+
+
+def sampling_step(weights: HeadWeights, x: torch.Tensor, mods_i: torch.Tensor, coefs_i: torch.Tensor,
+                  noise_i: torch.Tensor | None, guidance: torch.Tensor, temperature: torch.Tensor, *,
+                  cfg: bool, config: StepConfig, scratch: StepScratch) -> None:
+    """One reverse step x_i → x_{i−1} in place on x [R, C] fp32: exactly 2 + 2d launches.
+
+    mods_i [2R (R without CFG), ada_n] (contiguous rows), coefs_i [4] fp32, noise_i [R, C] fp32
+    or None (i = 0); guidance / temperature 1-element fp32 device tensors; ``config`` resolved."""
+    w, c, depth, ada_n = weights.width, weights.token_dim, weights.depth, weights.ada_n
+    r = x.shape[0]
+    rows2 = 2 * r if cfg else r
+    h, u = scratch.h, scratch.u
+    br, bn, bk, bl = config.block_rows, config.block_n, config.block_k, config.block_ln
+    prec = "ieee" if weights.dtype == torch.float32 else "tf32"
+    meta = dict(num_warps=config.num_warps, num_stages=config.num_stages)
+    grid_w = (w // bn, triton.cdiv(rows2, br))
+    _launch(_input_proj_kernel, grid_w, x, weights.w_in, weights.b_in, h, r, rows2,
+            C=c, W=w, BR=br, BN=bn, BKC=min(bk, c), PREC=prec, **meta)
+    for blk in range(depth):
+        sh = 3 * w * blk
+        _launch(_block_in_kernel, grid_w, h, mods_i[:, sh:], weights.ln_w[blk], weights.ln_b[blk],
+                weights.w1[blk], weights.b1[blk], u, rows2,
+                W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, BL=bl, PREC=prec, **meta)
+        _launch(_block_out_kernel, grid_w, u, weights.w2[blk], weights.b2[blk], mods_i[:, sh + 2 * w:], h, rows2,
+                W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, PREC=prec, **meta)
+    _launch(_final_kernel, (c // config.block_c, triton.cdiv(r, br // 2 if cfg else br)),
+            h, mods_i[:, 3 * w * depth:], weights.wf, weights.bf, x, coefs_i, x if noise_i is None else noise_i,
+            guidance, temperature, r,
+            C=c, W=w, ADA_N=ada_n, HAS_UNCOND=cfg, HAS_NOISE=noise_i is not None,
+            BR=br, BC=config.block_c, BK=bk, BL=bl, PREC=prec, **meta)
+
+
+def sample_steps(weights: HeadWeights, mods: torch.Tensor, coefs: torch.Tensor, noise: torch.Tensor,
+                 guidance, temperature, *, cfg: bool, config: StepConfig | None = None,
+                 scratch: StepScratch | None = None) -> torch.Tensor:
+    """The whole T̂-step sampler of one iteration's rows → x_0 [R, C] fp32 (T̂ × (2 + 2d) launches).
+
+    weights: ``pack_head(head, dtype)``; mods [T̂, 2R (R without CFG), (3d+2)·w]: every step's adaLN
+    modulations (``modulation_table``), usually in the weight dtype; coefs [T̂, 4] fp32
+    (coef_x, coef_eps, logvar_mid, logvar_half; ``head_tables``); noise [T̂, R, C] fp32 (slot 0 =
+    x_T̂, slot j+1 = the noise after position j; more slots are ignored). guidance / temperature:
+    1-element device tensors (floats are turned into fresh tensors: not for a captured graph whose
+    values change). No host sync: capture the call in a ``torch.cuda.CUDAGraph`` (with ``scratch``
+    from ``step_scratch`` for static state) and replay it; the same math as the GEMM path's loop
+    (``CudaBackend.sample_gemm`` with the adaLN table)."""
+    steps, rows2, ada_n = mods.shape
+    r, c, w = noise.shape[1], weights.token_dim, weights.width
+    if rows2 != (2 * r if cfg else r) or ada_n != weights.ada_n:
+        raise ValueError(f"sample_steps: mods must be [T̂, {2 * r if cfg else r}, {weights.ada_n}] "
+                         f"for {r} rows (cfg={cfg}), got {tuple(mods.shape)}")
+    if noise.shape[0] < steps or noise.shape[2] != c:
+        raise ValueError(f"sample_steps: noise must be [≥{steps}, R, {c}], got {tuple(noise.shape)}")
+    if coefs.shape != (steps, 4):
+        raise ValueError(f"sample_steps: coefs must be [{steps}, 4], got {tuple(coefs.shape)}")
+    dev = noise.device
+    config = (config or StepConfig()).resolve(rows2, w, c)
+    if scratch is None:
+        scratch = step_scratch(rows2, w, weights.dtype, dev)
+    if tuple(scratch.h.shape) != (rows2, w) or tuple(scratch.u.shape) != (rows2, w):
+        raise ValueError(f"sample_steps: scratch must hold [{rows2}, {w}] buffers")
+    mods = mods.contiguous()
+    coefs = coefs.to(dev, torch.float32).contiguous()
+    noise = noise.to(torch.float32).contiguous()
+    g, t = _device_scalar(guidance if cfg else 1.0, dev), _device_scalar(temperature, dev)
+    x = torch.empty((r, c), device=dev, dtype=torch.float32)
+    x.copy_(noise[0])
+    for j in range(steps):
+        i = steps - 1 - j
+        sampling_step(weights, x, mods[i], coefs[i], noise[j + 1] if i > 0 else None, g, t,
+                      cfg=cfg, config=config, scratch=scratch)
+    return x
+
+
+@torch.no_grad()
+def modulation_table(head, c_emb: torch.Tensor, t_emb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Every step's adaLN modulations [T̂, rows, (3d+2)·w] in ``dtype``: what the GEMM path builds
+    as ``head.modulations((c_emb[None] + t_emb[:, None]).to(dtype))`` with the head in ``dtype``,
+    computed from the head's own adaLN linears cast to ``dtype`` (the head is not converted).
+
+    c_emb [rows, w]: cond_embed of the cond rows then the uncond rows (CFG); t_emb [T̂, w]."""
+    y = F.silu((c_emb[None] + t_emb[:, None]).to(dtype))
+    linears = [b.adaLN_modulation[1] for b in head.res_blocks] + [head.final_layer.adaLN_modulation[1]]
+    return torch.cat([F.linear(y, m.weight.to(dtype), m.bias.to(dtype)) for m in linears], dim=-1).contiguous()
+
+
+@torch.no_grad()
+def eager_steps(head, mods: torch.Tensor, coefs: torch.Tensor, noise: torch.Tensor, guidance, temperature, *,
+                cfg: bool) -> torch.Tensor:
+    """The same loop in eager PyTorch with the head's own modules (the head in the weight dtype):
+    ``CudaBackend._make_gemm_step`` with the adaLN table, state and update fp32. For the benchmark."""
+    steps, c = mods.shape[0], head.token_dim
+    dt = next(head.parameters()).dtype
+    r = noise.shape[1]
+    x = noise[0].float()
+    for j in range(steps):
+        i = steps - 1 - j
+        coef = coefs[i]
+        out = head.step_modulated((torch.cat([x, x]) if cfg else x).to(dt), mods[i]).float()
+        eps, v = out[:r, :c], out[:r, c:]
+        if cfg:
+            eps = out[r:, :c] + guidance * (eps - out[r:, :c])
+        x = coef[0] * x - coef[1] * eps
+        if i > 0:
+            x = x + torch.exp(0.5 * (coef[2] + coef[3] * v)) * (noise[j + 1] * temperature)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Ahead-of-time compilation (no GPU needed)
+
+
+def compile_step_kernels_for_arch(arch: int = 90, dtype: torch.dtype = torch.float16, *, width: int = 1024,
+                                  depth: int = 3, token_dim: int = 128, rows2: int = 8, cfg: bool = True,
+                                  config: StepConfig | None = None) -> dict:
+    """Compile every step kernel for sm_<arch> with Triton's real compiler (and its ptxas), no GPU.
+
+    Returns {name: compiled kernel} (``.asm['ptx']``, ``.asm['cubin']``, ``.metadata``); the final
+    kernel twice, with and without the noise term. Must run where TRITON_INTERPRET is not set."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    if type(_block_in_kernel).__name__ != "JITFunction":
+        raise RuntimeError("compile_step_kernels_for_arch needs compiled Triton (unset TRITON_INTERPRET)")
+    c = (config or StepConfig()).resolve(rows2, width, token_dim)
+    wt = _PTR[dtype]
+    prec = "ieee" if dtype == torch.float32 else "tf32"
+    types = dict(w_ptr=wt, w1_ptr=wt, w2_ptr=wt, wf_ptr=wt, mod_ptr=wt, gate_ptr=wt, u_ptr=wt,
+                 R="i32", ROWS="i32")
+    common = dict(W=width, BR=c.block_rows, PREC=prec)
+    jobs = {
+        "input_proj": (_input_proj_kernel, dict(C=token_dim, BN=c.block_n, BKC=min(c.block_k, token_dim))),
+        "block_in": (_block_in_kernel, dict(ADA_N=(3 * depth + 2) * width, BN=c.block_n, BK=c.block_k,
+                                            BL=c.block_ln)),
+        "block_out": (_block_out_kernel, dict(ADA_N=(3 * depth + 2) * width, BN=c.block_n, BK=c.block_k)),
+    }
+    for noise in (True, False):
+        jobs[f"final{'' if noise else '_last'}"] = (_final_kernel, dict(
+            C=token_dim, ADA_N=(3 * depth + 2) * width, HAS_UNCOND=cfg, HAS_NOISE=noise, BC=c.block_c,
+            BK=c.block_k, BL=c.block_ln))
+    out = {}
+    for name, (kernel, consts) in jobs.items():
+        consts = {**common, **consts}
+        sig = {n: ("constexpr" if n in consts else types.get(n, "*fp32")) for n in kernel.arg_names}
+        out[name] = triton.compile(ASTSource(kernel, sig, consts), target=GPUTarget("cuda", arch, 32),
+                                   options=dict(num_warps=c.num_warps, num_stages=c.num_stages))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark (GPU): python -m kernels.step_kernels --bench
+
+
+def _time_ms(fn, reps: int) -> float:
+    """Median wall time of ``fn`` on the GPU in ms (CUDA events, after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def _graphed(fn):
+    """Capture ``fn()`` (after a warm-up on a side stream) → (replay, output of the capture)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn()
+    return g.replay, out
+
+
+def kernel_breakdown(weights: HeadWeights, mods: torch.Tensor, coefs: torch.Tensor, noise: torch.Tensor,
+                     guidance: torch.Tensor, temperature: torch.Tensor, config: StepConfig, reps: int = 50) -> list:
+    """µs per launch of each of one sampling step's launches: each launch repeated ``reps`` times
+    in a CUDA graph (so the time includes the gap between dependent kernels of a graph)."""
+    global _launch
+    r, c = noise.shape[1], weights.token_dim
+    config = config.resolve(mods.shape[1], weights.width, c)
+    scratch = step_scratch(mods.shape[1], weights.width, weights.dtype, noise.device)
+    x = noise[0].clone()
+    recorded, real = [], _launch
+    _launch = lambda kernel, grid, *args, **meta: recorded.append((kernel, grid, args, meta))  # noqa: E731
+    try:
+        i = mods.shape[0] // 2
+        sampling_step(weights, x, mods[i], coefs[i], noise[1], guidance, temperature, cfg=True, config=config,
+                      scratch=scratch)
+    finally:
+        _launch = real
+    out = []
+    for kernel, grid, args, meta in recorded:
+        def many(kernel=kernel, grid=grid, args=args, meta=meta):
+            for _ in range(reps):
+                kernel[grid](*args, **meta)
+        replay, _ = _graphed(many)
+        out.append((kernel.fn.__name__ if hasattr(kernel, "fn") else str(kernel), grid,
+                    1000 * _time_ms(replay, 10) / reps))
+    return out
+
+
+def bench(steps: int = 100, rows: int = 4, width: int = 1024, depth: int = 3, token_dim: int = 128,
+          configs: list[StepConfig] | None = None, inductor: bool = False, profile: bool = False,
+          eager: bool = True, reps: int = 20) -> list[dict]:
+    """µs per sampling step: this path in a CUDA graph (each config), the eager torch loop of the
+    same math (plain and in a CUDA graph), optionally the GEMM path's step compiled by inductor and
+    a per-launch breakdown (``kernel_breakdown``) of the first and the fastest config."""
+    from impact_rt import ddpm
+    from impact_rt.diffusion_head import DiffusionHead
+    from impact_rt.model import randomize_
+    dev, dt = torch.device("cuda"), torch.float16
+    torch.manual_seed(0)
+    head32 = randomize_(DiffusionHead(token_dim, 768, width, depth), seed=0, scale=0.5).eval().to(dev)
+    head = copy.deepcopy(head32).to(dt)
+    t_emb, coefs = head_tables(head32, ddpm.sampling_schedule(1000, steps).tensors(device=dev))
+    c_emb = torch.randn(2 * rows, width, device=dev)
+    mods = modulation_table(head32, c_emb, t_emb, dt)
+    noise = torch.randn(steps, rows, token_dim, device=dev)
+    g, t = torch.full((1,), 3.0, device=dev), torch.ones(1, device=dev)
+    weights = pack_head(head32, dt, dev)
+    results = []
+
+    def row(name, ms, **extra):
+        results.append(dict(name=name, us_per_step=1000 * ms / steps, **extra))
+        diff = f", max|x − eager| {extra['max_abs_diff_vs_eager']:.2e}" if "max_abs_diff_vs_eager" in extra else ""
+        print(f"{name:<44s} {1000 * ms / steps:8.1f} µs/step  ({ms:.2f} ms for {steps} steps{diff})", flush=True)
+
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; "
+          f"w {width}, d {depth}, C {token_dim}, T̂ {steps}, R {rows} + CFG, fp16", flush=True)
+    with torch.inference_mode():
+        ref = eager_steps(head, mods, coefs, noise, g, t, cfg=True)
+        for cfg in configs or [StepConfig()]:
+            scratch = step_scratch(2 * rows, width, dt, dev)
+            try:
+                replay, out = _graphed(lambda: sample_steps(weights, mods, coefs, noise, g, t, cfg=True, config=cfg,
+                                                            scratch=scratch))
+            except triton.runtime.errors.OutOfResources as e:
+                print(f"step kernels {cfg}: skipped ({e})", flush=True)
+                continue
+            replay()
+            err = (out - ref).abs().max().item()
+            row(f"step kernels (graph) {cfg}", _time_ms(replay, reps), max_abs_diff_vs_eager=err, config=cfg)
+        if eager:
+            row("eager torch loop", _time_ms(lambda: eager_steps(head, mods, coefs, noise, g, t, cfg=True), 5))
+            replay, _ = _graphed(lambda: eager_steps(head, mods, coefs, noise, g, t, cfg=True))
+            row("eager torch loop (graph)", _time_ms(replay, reps))
+        if inductor:
+            from types import SimpleNamespace
+
+            from impact_rt.cuda_backend import CudaBackend
+            fake = SimpleNamespace(model=SimpleNamespace(head=head), dtype=dt,
+                                   weights=SimpleNamespace(token_dim=token_dim), compile_head="inductor")
+            step = CudaBackend._make_gemm_step(fake)
+
+            def gemm_loop():
+                x = noise[0]
+                for j in range(steps):
+                    i = steps - 1 - j
+                    x = step(x, c_emb, t_emb[i], coefs[i], noise[j + 1] if i > 0 else None, g, t, mods[i])
+                return x
+            replay, _ = _graphed(gemm_loop)
+            row("GEMM path step, inductor (graph)", _time_ms(replay, reps))
+        if profile:   # per-launch breakdown of the default and of the fastest config
+            ours = [x for x in results if "config" in x]
+            best = min(ours, key=lambda x: x["us_per_step"])["config"]
+            for cfg in dict.fromkeys([configs[0] if configs else StepConfig(), best]):
+                parts = kernel_breakdown(weights, mods, coefs, noise, g, t, cfg)
+                print(f"per launch, {cfg}: " + ", ".join(f"{n} {grid} {us:.1f} µs" for n, grid, us in parts)
+                      + f"; sum {sum(us for *_, us in parts):.1f} µs", flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kernels.step_kernels", description=__doc__.split("\n")[0])
+    ap.add_argument("--bench", action="store_true", help="time sample_steps on the GPU")
+    ap.add_argument("--sweep", action="store_true", help="with --bench: a few tile configurations")
+    ap.add_argument("--inductor", action="store_true", help="with --bench: also the inductor-compiled GEMM step")
+    ap.add_argument("--profile", action="store_true", help="with --bench: µs per launch of one step")
+    ap.add_argument("--no-eager", action="store_true", help="with --bench: skip the eager torch loop")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--rows", type=int, default=4, help="cond rows (CFG doubles them)")
+    ap.add_argument("--compile", type=int, nargs="?", const=90, metavar="ARCH",
+                    help="AOT-compile every kernel for sm_ARCH (default 90), no GPU needed")
+    a = ap.parse_args(argv)
+    if a.compile:
+        for dt in (torch.float16, torch.bfloat16, torch.float32):
+            for name, k in compile_step_kernels_for_arch(a.compile, dt).items():
+                print(f"sm_{a.compile} {str(dt).split('.')[-1]:8s} {name:<11s}: {len(k.asm['cubin'])} B cubin, "
+                      f"shared {k.metadata.shared} B", flush=True)
+    if not a.bench:
+        return 0
+    if not torch.cuda.is_available():
+        print("kernels.step_kernels --bench: no CUDA GPU here (torch.cuda.is_available() is False); nothing timed")
+        return 0
+    configs = None
+    if a.sweep:
+        configs = [StepConfig(block_n=bn, block_k=bk, block_c=bc, num_warps=nw, num_stages=ns)
+                   for bn, bk, bc, nw, ns in ((16, 256, 32, 4, 3), (16, 256, 16, 4, 3), (32, 256, 32, 4, 3),
+                                              (16, 256, 32, 8, 3), (16, 256, 32, 4, 2), (16, 128, 32, 4, 3),
+                                              (32, 128, 16, 4, 3), (32, 64, 16, 4, 3), (16, 512, 32, 8, 2))]
+    bench(a.steps, a.rows, configs=configs, inductor=a.inductor, profile=a.profile, eager=not a.no_eager)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""The per-step Triton launches of the head sampler (kernels/step_kernels.py).
+
+Where they run:
+* no GPU: under the Triton interpreter (TRITON_INTERPRET=1, set below before Triton is first
+  imported) on tiny shapes (w 32/64, d 1/2, C 16/32, R 1–17, T̂ ≤ 5) with tiles small enough that
+  there are 2+ column tiles, 2+ K tiles and 2+ LayerNorm tiles (and, in two cases, 2 row blocks).
+  If Triton was already imported by an earlier test module, these cases are skipped here and
+  ``test_interpreter_cases_in_subprocess`` runs this file in a fresh interpreter-mode process.
+  Plus an AOT compile of every kernel for sm_90 (Triton's real compiler, no GPU).
+* GPU: the same tiny cases compiled, full-size parity (w 1024, d 3, C 128, T̂ 100, R 4 + CFG) and
+  CUDA-graph capture + replay.
+
+References: the GEMM path's own step (``CudaBackend._make_gemm_step`` with the adaLN table, the
+semantics to match) looped as ``CudaBackend.sample_gemm`` does, and ``impact_rt.sampler.sample_head``.
+Tolerances as tests/test_fused_sampler.py: fp32 under a mild schedule (linear β, ᾱ_T ≈ 0.27, where
+every input moves the output) |fast − ref| ≤ 2e-5 + 2e-5·|ref|; fp16 weights (DESIGN §4, max norm)
+max|fast − ref32| ≤ 2·max|ref16 − ref32| + atol (atol 1e-3 tiny, 1e-2 full size).
+"""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA and "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+try:
+    import triton  # noqa: F401
+    HAVE_TRITON = True
+except ImportError:
+    HAVE_TRITON = False
+
+
+def _interpreting() -> bool:
+    from triton.language.random import philox
+    from triton.runtime.interpreter import InterpretedFunction
+    return isinstance(philox, InterpretedFunction)
+
+
+if not HAVE_TRITON:
+    MODE, WHY = None, "triton is not installed (pip install 'impact-rt[test]')"
+elif CUDA:
+    MODE, WHY = "cuda", ""
+elif _interpreting():
+    MODE, WHY = "interpret", ""
+else:
+    MODE, WHY = "subprocess", ("triton was imported before TRITON_INTERPRET=1 could be set; "
+                               "these cases run in test_interpreter_cases_in_subprocess")
+DEVICE = "cuda" if MODE == "cuda" else "cpu"
+needs_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
+needs_kernel = pytest.mark.skipif(MODE not in ("cuda", "interpret"), reason=WHY)
+needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (full-size shapes, CUDA graphs)")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(MODE != "subprocess", reason="interpreter cases run in this process")
+def test_interpreter_cases_in_subprocess():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_step_kernels.py"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+
+
+AOT_SCRIPT = """
+import torch
+from kernels.step_kernels import compile_step_kernels_for_arch
+ks = compile_step_kernels_for_arch(90, torch.float16)
+assert sorted(ks) == ["block_in", "block_out", "final", "final_last", "input_proj"], sorted(ks)
+for name, k in ks.items():
+    assert len(k.asm["cubin"]) > 0, name
+    assert "atom." not in k.asm["ptx"], name       # no grid barriers: kernel boundaries are the barriers
+print("ok")
+"""
+
+
+@needs_triton
+def test_step_kernels_compile_for_h100_without_a_gpu():
+    """Triton's real compiler (TTIR → PTX → cubin with the bundled ptxas) for sm_90, default config,
+    fp16, in a subprocess without TRITON_INTERPRET: the interpreter accepts things the compiler does not."""
+    import importlib.util
+    if importlib.util.find_spec("triton.backends.nvidia") is None:
+        pytest.skip("this triton build has no NVIDIA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    p = subprocess.run([sys.executable, "-c", AOT_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    if p.returncode != 0 and "ptxas" in p.stderr and ("not found" in p.stderr or "No such file" in p.stderr):
+        pytest.skip("ptxas is not available to Triton here")
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stdout[-2000:] + p.stderr[-4000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+def mild_schedule(steps: int, train_steps: int = 50):
+    """Linear β 1e-3 .. 2.5/train_steps (ᾱ_T ≈ 0.27), respaced to ``steps``."""
+    from impact_rt import ddpm
+    return ddpm.Schedule(np.linspace(1e-3, 2.5 / train_steps, train_steps),
+                         np.arange(train_steps) * (1000 // train_steps)).respace(steps)
+
+
+def make_head(c=16, w=32, depth=1, cond_dim=24, seed=1, scale=0.5):
+    """A tiny head with every parameter random (the default init zeroes adaLN and the output)."""
+    from impact_rt.diffusion_head import DiffusionHead
+    from impact_rt.model import randomize_
+    torch.manual_seed(seed)
+    return randomize_(DiffusionHead(c, cond_dim, w, depth), seed=seed, scale=scale).eval().to(DEVICE)
+
+
+class Case:
+    """Inputs of one sampling call: condition rows, their embedding, the tables and the noise."""
+
+    def __init__(self, head, rows, steps, cfg=True, seed=3, schedule=None):
+        g = torch.Generator().manual_seed(seed)
+        d = head.cond_embed.in_features
+        self.head, self.rows, self.cfg = head, rows, cfg
+        self.hc = torch.randn(rows, d, generator=g).to(DEVICE)
+        self.hu = torch.randn(rows, d, generator=g).to(DEVICE) if cfg else None
+        self.noise = torch.randn(steps, rows, head.token_dim, generator=g).to(DEVICE)
+        self.tab = (schedule or mild_schedule(steps)).tensors(device=DEVICE)
+        from kernels.fused_sampler import head_tables
+        with torch.inference_mode():
+            self.t_emb, self.coefs = head_tables(head, self.tab)
+            self.c_emb = head.cond_embed(torch.cat([self.hc, self.hu]) if cfg else self.hc)
+
+    def mods(self, dtype):
+        from kernels.step_kernels import modulation_table
+        return modulation_table(self.head, self.c_emb, self.t_emb, dtype)
+
+    def fast(self, dtype=torch.float32, guidance=3.0, temperature=0.9, noise=None, **kw):
+        from kernels.fused_sampler import pack_head
+        from kernels.step_kernels import sample_steps
+        with torch.inference_mode():
+            return sample_steps(pack_head(self.head, dtype), self.mods(dtype), self.coefs,
+                                self.noise if noise is None else noise, guidance, temperature, cfg=self.cfg, **kw)
+
+    def gemm_path(self, dtype=torch.float32, guidance=3.0, temperature=0.9, noise=None):
+        """``CudaBackend.sample_gemm``'s loop over the backend's own step function (adaLN table in
+        ``dtype``, the head converted to ``dtype``, state fp32)."""
+        from impact_rt.cuda_backend import CudaBackend
+        head = copy.deepcopy(self.head).to(dtype)
+        fake = SimpleNamespace(model=SimpleNamespace(head=head), dtype=dtype,
+                               weights=SimpleNamespace(token_dim=head.token_dim), compile_head=None)
+        step = CudaBackend._make_gemm_step(fake)
+        noise = self.noise if noise is None else noise
+        g = torch.full((1,), guidance, device=DEVICE)
+        t = torch.full((1,), temperature, device=DEVICE)
+        steps = noise.shape[0]
+        with torch.inference_mode():
+            mods = self.mods(dtype)
+            x = noise[0]
+            for j in range(steps):
+                i = steps - 1 - j
+                x = step(x, self.c_emb, self.t_emb[i], self.coefs[i], noise[j + 1] if i > 0 else None, g, t, mods[i])
+        return x
+
+    def sample_head(self, guidance=3.0, temperature=0.9):
+        from impact_rt.sampler import sample_head
+        with torch.inference_mode():
+            return sample_head(self.head, self.tab, self.hc, self.hu, self.noise, guidance, temperature)
+
+
+def cfg_(bn=16, bk=16, bc=16, bl=16, br=None):
+    from kernels.step_kernels import StepConfig
+    return StepConfig(block_rows=br, block_n=bn, block_k=bk, block_c=bc, block_ln=bl)
+
+
+def close32(out, ref):
+    torch.testing.assert_close(out, ref, rtol=2e-5, atol=2e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity (tiny shapes: interpreter on CPU, compiled on GPU)
+
+@needs_kernel
+def test_parity_fp32_cfg_with_the_gemm_path_and_sample_head():
+    # w 64 in 32-column tiles, K tiles of 32, LayerNorm statistics over 2 tiles of 32; depth 2.
+    head = make_head(w=64, depth=2, seed=2)
+    case = Case(head, rows=3, steps=4)
+    out = case.fast(config=cfg_(bn=32, bk=32, bl=32))
+    ref = case.gemm_path()
+    assert out.shape == (3, 16) and out.dtype == torch.float32
+    assert ref.abs().max() > 0.5          # a non-trivial sample
+    close32(out, ref)
+    close32(out, case.sample_head())
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows,cfg,c,depth,steps,br", [
+    (2, False, 16, 1, 5, None),    # no CFG
+    (1, True, 16, 2, 3, None),     # batch-1 shape: 1 cond + 1 uncond row
+    (2, True, 32, 1, 3, None),     # 2 tiles of token channels in the final launch
+    (9, True, 16, 1, 3, 16),       # 18 rows: 2 row blocks in every launch (final: 8 cond + 8 uncond rows)
+    (17, False, 16, 1, 2, 16),     # 2 row blocks in every launch
+])
+def test_parity_fp32_shapes(rows, cfg, c, depth, steps, br):
+    head = make_head(c=c, w=32, depth=depth, seed=rows)
+    case = Case(head, rows=rows, steps=steps, cfg=cfg)
+    out = case.fast(config=cfg_(br=br))          # w 32: 2 column tiles, 2 K tiles, 2 LN tiles
+    ref = case.gemm_path()
+    assert ref.abs().max() > 0.5
+    close32(out, ref)
+
+
+@needs_kernel
+def test_fp16_weights_tolerance_rule():
+    head = make_head(w=64, depth=2, seed=4)
+    case = Case(head, rows=3, steps=4)
+    out = case.fast(torch.float16, config=cfg_(bn=32, bk=32, bl=32))
+    ref32 = case.gemm_path(torch.float32)
+    ref16 = case.gemm_path(torch.float16)       # the GEMM path in fp16: what this path replaces
+    err, err16 = (out - ref32).abs().max().item(), (ref16 - ref32).abs().max().item()
+    assert err <= 2 * err16 + 1e-3, (err, err16)
+    assert err > 1e-5          # the fp16 weights are really used
+
+
+@needs_kernel
+def test_guidance_and_temperature_are_read_from_device_tensors():
+    # The same tensors (and scratch), new values written in place, as between graph replays.
+    from kernels.fused_sampler import pack_head
+    from kernels.step_kernels import sample_steps, step_scratch
+    head = make_head(seed=5)
+    case = Case(head, rows=2, steps=3)
+    w, mods = pack_head(head, torch.float32), case.mods(torch.float32)
+    g, t = torch.full((1,), 3.0, device=DEVICE), torch.full((1,), 0.9, device=DEVICE)
+    scratch = step_scratch(4, 32, torch.float32, DEVICE)
+
+    def run(noise=case.noise):
+        with torch.inference_mode():
+            return sample_steps(w, mods, case.coefs, noise, g, t, cfg=True, config=cfg_(), scratch=scratch)
+    a = run()
+    close32(a, case.gemm_path(guidance=3.0, temperature=0.9))
+    g.fill_(1.5)
+    t.fill_(0.0)
+    b = run()
+    close32(b, case.gemm_path(guidance=1.5, temperature=0.0))
+    assert (a - b).abs().max() > 0.05
+    other = case.noise.clone()
+    other[1:] = torch.randn_like(other[1:])      # temperature 0: only x_T̂ (slot 0) matters
+    assert torch.equal(run(other), b)
+
+
+@needs_kernel
+@pytest.mark.parametrize("depth", [1, 2])
+def test_launches_per_step_are_2_plus_2_depth(depth, monkeypatch):
+    from kernels import step_kernels as sk
+    calls = []
+    real = sk._launch
+
+    def counting(kernel, grid, *args, **meta):
+        calls.append((kernel, grid))
+        real(kernel, grid, *args, **meta)
+    monkeypatch.setattr(sk, "_launch", counting)
+    head = make_head(depth=depth, seed=6)
+    case = Case(head, rows=1, steps=2)
+    out = case.fast(config=cfg_())
+    close32(out, case.gemm_path())
+    per_step = 2 + 2 * depth
+    assert len(calls) == 2 * per_step
+    kinds = [k for k, _ in calls[:per_step]]
+    assert kinds == ([sk._input_proj_kernel] + [sk._block_in_kernel, sk._block_out_kernel] * depth
+                     + [sk._final_kernel])
+    assert calls[0][1] == (2, 1) and calls[-1][1] == (1, 1)      # w 32 / 16 columns; C 16 / 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side (no kernel launches)
+
+@needs_triton
+def test_modulation_table_is_the_heads_modulations_in_the_weight_dtype():
+    from kernels.step_kernels import modulation_table
+    head = make_head(w=32, depth=2, seed=7).cpu()
+    c_emb, t_emb = torch.randn(4, 32), torch.randn(3, 32)
+    with torch.no_grad():
+        for dt in (torch.float32, torch.float16):
+            tab = modulation_table(head, c_emb, t_emb, dt)
+            want = copy.deepcopy(head).to(dt).modulations((c_emb[None] + t_emb[:, None]).to(dt))
+            assert tab.shape == (3, 4, 8 * 32) and tab.dtype == dt and tab.is_contiguous()
+            torch.testing.assert_close(tab, want, rtol=0, atol=0)
+
+
+@needs_triton
+def test_config_and_input_checks():
+    from kernels.fused_sampler import pack_head
+    from kernels.step_kernels import StepConfig, sample_steps
+    assert StepConfig().resolve(8, 1024, 128).block_rows == 16
+    assert StepConfig().resolve(32, 1024, 128).block_rows == 32
+    assert StepConfig().resolve(200, 1024, 128).block_rows == 32          # more rows: row blocks
+    assert StepConfig(block_c=16).resolve(2, 32, 16).block_k == 32        # clipped to the width
+    with pytest.raises(ValueError, match="block_n"):
+        StepConfig(block_n=48).resolve(8, 1024, 128)
+    with pytest.raises(ValueError, match="block_c"):
+        StepConfig(block_c=256).resolve(8, 1024, 128)
+    head = make_head(seed=8).cpu()
+    w = pack_head(head, torch.float32, "cpu")
+    coefs, noise = torch.zeros(3, 4), torch.zeros(3, 2, 16)
+    with pytest.raises(ValueError, match="mods"):       # CFG needs 2R rows of modulations
+        sample_steps(w, torch.zeros(3, 2, w.ada_n), coefs, noise, 1.0, 1.0, cfg=True)
+    with pytest.raises(ValueError, match="coefs"):
+        sample_steps(w, torch.zeros(3, 4, w.ada_n), coefs[:2], noise, 1.0, 1.0, cfg=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU only
+
+def _base_case(steps=100, rows=4):
+    from impact_rt.diffusion_head import DiffusionHead
+    from impact_rt.model import randomize_
+    torch.manual_seed(0)
+    head = randomize_(DiffusionHead(128, 768, 1024, 3), seed=0, scale=0.5).eval().to(DEVICE)
+    return Case(head, rows=rows, steps=steps, schedule=mild_schedule(steps, train_steps=100))
+
+
+@needs_gpu
+def test_gpu_full_size_parity():
+    case = _base_case()
+    ref32 = case.gemm_path(torch.float32)
+    torch.testing.assert_close(case.fast(torch.float32), ref32, rtol=1e-4, atol=1e-4)
+    out = case.fast(torch.float16)                  # the default config
+    ref16 = case.gemm_path(torch.float16)
+    err, err16 = (out - ref32).abs().max().item(), (ref16 - ref32).abs().max().item()
+    assert err <= 2 * err16 + 1e-2, (err, err16)
+
+
+@needs_gpu
+def test_gpu_cuda_graph_replay_equals_eager():
+    from kernels.fused_sampler import pack_head
+    from kernels.step_kernels import sample_steps, step_scratch
+    case = _base_case(steps=20)
+    w, mods = pack_head(case.head, torch.float16), case.mods(torch.float16)
+    g, t = torch.full((1,), 3.0, device="cuda"), torch.full((1,), 0.9, device="cuda")
+    scratch = step_scratch(8, 1024, torch.float16, "cuda")
+
+    def run():
+        return sample_steps(w, mods, case.coefs, case.noise, g, t, cfg=True, scratch=scratch)
+    with torch.inference_mode():
+        eager = run()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = run()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, eager)
+        g.fill_(1.5)                     # new guidance: same graph
+        graph.replay()
+        torch.cuda.synchronize()
+        again = out.clone()
+        assert torch.equal(again, run())
+        assert not torch.allclose(again, eager)
