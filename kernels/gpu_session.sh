@@ -8,6 +8,7 @@
 #   STAGES="sweep bench" SWEEP_ROWS=4 BENCH_ARGS='--only decode --tuned-from $OUT/sweep.json' ...
 #   STAGES=train TRAIN_PACKS=".gpudata/*.pack" TRAIN_MIN=6 bash kernels/gpu_session.sh
 #   STAGES="env unpack bench train_bg tests train_wait" ...   # bench alone, then tests beside training
+#   STAGES="env steps" ...                                     # µs a sampling step: step kernels, inductor, eager
 #
 # train: text-phase training of the shipped model on packs of the latent store
 # (training.pack_store; carry .gpudata). The run folder stays in /tmp while the machine is warm,
@@ -59,7 +60,7 @@ torch.version.cuda, p.name, p.multi_processor_count, 'SMs')" | tee -a "$OUT/env.
     stamp tests
     timeout "${TEST_LIMIT:-200}" python3 -m pytest -q -rs -p no:cacheprovider -n "${TEST_WORKERS:-6}" \
       --timeout 150 --timeout-method thread ${TEST_SELECT:+-k "$TEST_SELECT"} \
-      tests/test_fused_sampler.py tests/test_cuda_backend.py \
+      tests/test_fused_sampler.py tests/test_cuda_backend.py tests/test_step_kernels.py \
       2>&1 | tee "$OUT/tests.log" | tail -40
     echo "tests exit: ${PIPESTATUS[0]}"
     ;;
@@ -68,6 +69,11 @@ torch.version.cuda, p.name, p.multi_processor_count, 'SMs')" | tee -a "$OUT/env.
     timeout "${BENCH_LIMIT:-240}" python3 -m kernels.bench_fused_sampler --out "$OUT/bench_fused_sampler.json" \
       ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -40
     echo "bench exit: ${PIPESTATUS[0]}"
+    ;;
+  steps)    # the 2 + 2d-launch step kernels (kernels/step_kernels.py) next to the eager loop and inductor
+    stamp steps
+    timeout "${STEPS_LIMIT:-150}" python3 -m kernels.step_kernels --bench --inductor 2>&1 | tee "$OUT/steps.log" | tail -30
+    echo "steps exit: ${PIPESTATUS[0]}"
     ;;
   unpack)   # the latent store from the packs sent (and any kept from an earlier call while warm)
     stamp unpack
