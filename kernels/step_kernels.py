@@ -501,7 +501,7 @@ def kernel_breakdown(weights: HeadWeights, mods: torch.Tensor, coefs: torch.Tens
     """µs per launch of each of one sampling step's launches: each launch repeated ``reps`` times
     in a CUDA graph (so the time includes the gap between dependent kernels of a graph)."""
     global _launch
-    r, c = noise.shape[1], weights.token_dim
+    c = weights.token_dim
     config = config.resolve(mods.shape[1], weights.width, c)
     scratch = step_scratch(mods.shape[1], weights.width, weights.dtype, noise.device)
     x = noise[0].clone()

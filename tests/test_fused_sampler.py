@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_interpreter_cases_in_subprocess():
     env = dict(os.environ, TRITON_INTERPRET="1")
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        "tests/test_fused_sampler.py", "tests/test_cuda_backend.py"],
+                        "tests/test_fused_sampler.py", "tests/test_cuda_backend.py", "tests/test_step_kernels.py"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
 

@@ -5,7 +5,8 @@ Where they run:
   imported) on tiny shapes (w 32/64, d 1/2, C 16/32, R 1–17, T̂ ≤ 5) with tiles small enough that
   there are 2+ column tiles, 2+ K tiles and 2+ LayerNorm tiles (and, in two cases, 2 row blocks).
   If Triton was already imported by an earlier test module, these cases are skipped here and
-  ``test_interpreter_cases_in_subprocess`` runs this file in a fresh interpreter-mode process.
+  tests/test_fused_sampler.py's ``test_interpreter_cases_in_subprocess`` runs this file in a
+  fresh interpreter-mode process.
   Plus an AOT compile of every kernel for sm_90 (Triton's real compiler, no GPU).
 * GPU: the same tiny cases compiled, full-size parity (w 1024, d 3, C 128, T̂ 100, R 4 + CFG) and
   CUDA-graph capture + replay.
@@ -20,53 +21,19 @@ import copy
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
-if not CUDA and "triton" not in sys.modules:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+# Sets TRITON_INTERPRET=1 before Triton's first import when there is no GPU; where Triton was
+# imported first, that module's test_interpreter_cases_in_subprocess runs this file too.
+from test_fused_sampler import CUDA, DEVICE, HAVE_TRITON, MODE, ROOT, WHY  # noqa: E402
 
-try:
-    import triton  # noqa: F401
-    HAVE_TRITON = True
-except ImportError:
-    HAVE_TRITON = False
-
-
-def _interpreting() -> bool:
-    from triton.language.random import philox
-    from triton.runtime.interpreter import InterpretedFunction
-    return isinstance(philox, InterpretedFunction)
-
-
-if not HAVE_TRITON:
-    MODE, WHY = None, "triton is not installed (pip install 'impact-rt[test]')"
-elif CUDA:
-    MODE, WHY = "cuda", ""
-elif _interpreting():
-    MODE, WHY = "interpret", ""
-else:
-    MODE, WHY = "subprocess", ("triton was imported before TRITON_INTERPRET=1 could be set; "
-                               "these cases run in test_interpreter_cases_in_subprocess")
-DEVICE = "cuda" if MODE == "cuda" else "cpu"
 needs_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
 needs_kernel = pytest.mark.skipif(MODE not in ("cuda", "interpret"), reason=WHY)
 needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (full-size shapes, CUDA graphs)")
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.mark.skipif(MODE != "subprocess", reason="interpreter cases run in this process")
-def test_interpreter_cases_in_subprocess():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_step_kernels.py"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
 
 
 AOT_SCRIPT = """
@@ -332,7 +299,7 @@ def test_gpu_full_size_parity():
 @needs_gpu
 def test_gpu_cuda_graph_replay_equals_eager():
     from kernels.fused_sampler import pack_head
-    from kernels.step_kernels import sample_steps, step_scratch
+    from kernels.step_kernels import _graphed, sample_steps, step_scratch
     case = _base_case(steps=20)
     w, mods = pack_head(case.head, torch.float16), case.mods(torch.float16)
     g, t = torch.full((1,), 3.0, device="cuda"), torch.full((1,), 0.9, device="cuda")
@@ -342,19 +309,12 @@ def test_gpu_cuda_graph_replay_equals_eager():
         return sample_steps(w, mods, case.coefs, case.noise, g, t, cfg=True, scratch=scratch)
     with torch.inference_mode():
         eager = run()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            run()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = run()
-        graph.replay()
+        replay, out = _graphed(run)       # warm-up on a side stream, then capture
+        replay()
         torch.cuda.synchronize()
         assert torch.equal(out, eager)
         g.fill_(1.5)                     # new guidance: same graph
-        graph.replay()
+        replay()
         torch.cuda.synchronize()
         again = out.clone()
         assert torch.equal(again, run())
