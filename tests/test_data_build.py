@@ -253,6 +253,25 @@ def test_extra_train_scenes_leave_every_other_clip_unchanged():
     assert any(s.caption not in set(BY_NAME["dog"].phrases) | set(BY_NAME["bird"].phrases) for s in extra)
 
 
+def test_natural_scenes_put_thunder_over_rain_or_wind_and_leave_every_other_clip_unchanged():
+    items = many_items() + [fake_item(f"p/storm/thunder{k}.ogg", "thunder", 2.5) for k in range(6)]
+    cfg = dict(seed=3, min_groups_heldout=4, val_frac=0.2, test_frac=0.2, extra_train_scenes_per_event=1.0)
+    base = {s.id: s for s in Planner(items, PlanConfig(**cfg)).plan()}
+    more = {s.id: s for s in Planner(items, PlanConfig(**cfg, natural_scenes_per_event=3.0)).plan()}
+    assert set(base) < set(more)                               # the same clips, and more
+    new = [more[k] for k in set(more) - set(base)]
+    train_thunder = [s for s in base.values() if s.split == "train" and s.kind == "event" and "thunder" in s.categories]
+    assert train_thunder and new
+    assert all(s.split == "train" and s.kind == "scene" and s.categories == ["rain", "thunder"] for s in new)
+    assert all("thunder" in s.caption and "rain" in s.caption for s in new)    # the bed named: no scene_fg
+    roles = [sorted({layer.role for layer in s.layers}) for s in new]
+    assert all(r == ["bed", "event"] for r in roles)
+    # 3 a thunder source of the train split (dogs and birds name no natural bed: none for them)
+    n_src = len({layer.key for s in base.values() if s.split == "train" and s.kind == "event"
+                 and "thunder" in s.categories for layer in s.layers})
+    assert len(new) == 3 * n_src
+
+
 # ---- the whole build on the tiny tree -----------------------------------------------------
 
 def test_manifest_fields_and_files(built):

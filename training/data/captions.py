@@ -35,6 +35,7 @@ class Category:
     steps: bool = False                 # event is one footstep: clips are walking sequences
     eval_prompt: str = ""               # evaluation prompt this category serves
     speaker: str = ""                   # speech: "female", "male", "pitch" (estimate), "voice"
+    natural_beds: tuple[str, ...] = ()  # event: beds it is naturally heard over (natural scenes)
     _compiled: tuple = field(default=(), compare=False, repr=False)
 
     def __post_init__(self):
@@ -46,12 +47,12 @@ class Category:
         return any(p.search(path) for p in self._compiled)
 
 
-def _ev(name, patterns, subject, verb, gerund, phrases=(), eval_prompt="", repeat=True):
+def _ev(name, patterns, subject, verb, gerund, phrases=(), eval_prompt="", repeat=True, natural_beds=()):
     """An event row; the stand-alone phrases always include '<subject> <gerund>'."""
     base = (f"{subject} {gerund}", f"{subject} {verb}")
     return Category(name, "event", tuple(patterns), tuple(dict.fromkeys(base + tuple(phrases))),
                     subject=subject, verb=verb, gerund=gerund, repeat=repeat,
-                    eval_prompt=eval_prompt)
+                    eval_prompt=eval_prompt, natural_beds=tuple(natural_beds))
 
 
 def _bed(name, patterns, subject, verb, gerund, phrases=(), eval_prompt=""):
@@ -80,7 +81,7 @@ TABLE: tuple[Category, ...] = (
                     RE + r"sounds/ambience/morph/stormbolts\."],
         "thunder", "rumbles", "rumbling",
         ["thunder", "a clap of thunder", "thunder rumbling in the distance",
-         "a thunderstorm with loud thunder"], eval_prompt="thunder"),
+         "a thunderstorm with loud thunder"], eval_prompt="thunder", natural_beds=("rain", "wind")),
     _bed("rain", [MG + r"tilesets/[^/]+/sounds/rain\.", RE + r"sounds/ambience/morph/(storm)?rain\.",
                   STK + r"sfx/rain\."],
          "rain", "falls", "falling",

@@ -52,6 +52,9 @@ class PlanConfig:
     # events are otherwise only heard over silence under such short captions (session 6).
     extra_train_scenes_per_event: float = 0.0
     extra_scene_event_only_captions: float = 0.5
+    # Train-split scenes of an event over a bed it is naturally heard with (Category.natural_beds,
+    # e.g. thunder over rain), per event source, captioned with both; their own random stream too.
+    natural_scenes_per_event: float = 0.0
     max_scene_event_seconds: float = 6.0
     min_source_seconds: float = 0.1
 
@@ -258,6 +261,8 @@ class Planner:
             clips += self._scenes(beds, events, split)
             if split == "train" and self.cfg.extra_train_scenes_per_event > 0:
                 clips += self._scenes(beds, events, split, extra=True)
+            if split == "train" and self.cfg.natural_scenes_per_event > 0:
+                clips += self._natural_scenes(beds, events, split)
         uniq = {c.id: c for c in clips}
         return [uniq[k] for k in sorted(uniq)]
 
@@ -373,6 +378,73 @@ class Planner:
                                  self._walk_layers(rng, steps, a, b)))
         return out
 
+    def _scene_layers(self, rng, bed, chosen, ev_by):
+        """The layers of a scene over ``bed`` with the event categories ``chosen`` (sources drawn
+        from ``ev_by``), and the (category, count) of each for its caption."""
+        layers = [Layer(bed.key, "crop" if bed.duration >= CLIP_SECONDS else "loop", role="bed",
+                        start=round(float(rng.uniform(0, max(0.0, bed.duration - CLIP_SECONDS)))
+                                    if bed.duration >= CLIP_SECONDS else float(rng.uniform(0, bed.duration)), 3),
+                        gain_db=round(float(rng.uniform(-16, -8)), 2))]
+        counts, placed = [], []
+        budget = 4
+        for i, c in enumerate(chosen):
+            cat = BY_NAME[c]
+            pick = ev_by[c][int(rng.integers(len(ev_by[c])))]
+            if cat.steps:
+                counts.append((cat, 1))
+                placed.append(("steps", cat, pick))
+                continue
+            n = 1
+            if cat.repeat:
+                n = int(rng.integers(1, max(1, min(3, budget - (len(chosen) - 1 - i))) + 1))
+                n = min(n, max(1, int(CLIP_SECONDS // (pick.duration + 0.5)) // len(chosen)))
+            budget -= n
+            counts.append((cat, n))
+            placed.append(("event", cat, pick, n))
+        # lay events out left to right: every occurrence gets its own slot
+        seq = []
+        for p in placed:
+            if p[0] == "steps":
+                seq.append(("steps", p[2], 4.0))
+            else:
+                seq += [("event", p[2], p[2].duration + 0.2)] * p[3]
+        order = rng.permutation(len(seq))
+        seq = [seq[i] for i in order]
+        durs = [d for _, _, d in seq]
+        if sum(durs) <= CLIP_SECONDS:
+            ats = _slots(rng, len(seq), durs)
+        else:                                   # too long to line up: let them overlap
+            ats = [round(float(rng.uniform(0, max(0.0, CLIP_SECONDS - 0.6 * d))), 3) for d in durs]
+        for (what, it, d), at in zip(seq, ats):
+            g = round(float(rng.uniform(-6, 0)), 2)
+            if what == "steps":
+                steps = [s for s in ev_by[it.category] if self.groups[s.key] == self.groups[it.key]]
+                layers += self._walk_layers(rng, steps, at, at + d)
+            else:
+                layers.append(Layer(it.key, "event", at=at, gain_db=g, role="event"))
+        return layers, counts
+
+    def _natural_scenes(self, beds, events, split):
+        """Scenes of an event over a bed it is naturally heard with (``Category.natural_beds``:
+        thunder over rain or wind), captioned with both ("thunder rumbles while rain falls").
+        ``natural_scenes_per_event`` of them for every event source whose category names such a
+        bed present in the split; from their own random stream, so the rest of the plan (and every
+        latent encoded from it) is unchanged."""
+        rng = rng_for(self.cfg.seed, "natural-scenes", split)
+        beds_by = defaultdict(list)
+        for b in beds:
+            beds_by[b.category].append(b)
+        out = []
+        for ev in events:
+            cat = BY_NAME[ev.category]
+            names = [n for n in cat.natural_beds if n in beds_by]
+            for _ in range(int(round(self.cfg.natural_scenes_per_event)) if names else 0):
+                bcat = BY_NAME[names[int(rng.integers(len(names)))]]
+                bed = beds_by[bcat.name][int(rng.integers(len(beds_by[bcat.name])))]
+                layers, counts = self._scene_layers(rng, bed, [cat.name], {cat.name: [ev]})
+                out.append(_clip(split, "scene", scene_caption(counts, bcat, rng), [bcat.name, cat.name], layers))
+        return out
+
     def _scenes(self, beds, events, split, extra: bool = False):
         if not beds or not events:
             return []
@@ -393,47 +465,7 @@ class Planner:
             bed = beds_by[bcat.name][int(rng.integers(len(beds_by[bcat.name])))]
             n_cats = 1 if (len(ev_cats) < 2 or rng.random() < 0.65) else 2
             chosen = self._pick_category(rng, ev_cats, n_cats)
-            layers = [Layer(bed.key, "crop" if bed.duration >= CLIP_SECONDS else "loop", role="bed",
-                            start=round(float(rng.uniform(0, max(0.0, bed.duration - CLIP_SECONDS)))
-                                        if bed.duration >= CLIP_SECONDS else float(rng.uniform(0, bed.duration)), 3),
-                            gain_db=round(float(rng.uniform(-16, -8)), 2))]
-            counts, placed = [], []
-            budget = 4
-            for i, c in enumerate(chosen):
-                cat = BY_NAME[c]
-                pick = ev_by[c][int(rng.integers(len(ev_by[c])))]
-                if cat.steps:
-                    counts.append((cat, 1))
-                    placed.append(("steps", cat, pick))
-                    continue
-                n = 1
-                if cat.repeat:
-                    n = int(rng.integers(1, max(1, min(3, budget - (len(chosen) - 1 - i))) + 1))
-                    n = min(n, max(1, int(CLIP_SECONDS // (pick.duration + 0.5)) // len(chosen)))
-                budget -= n
-                counts.append((cat, n))
-                placed.append(("event", cat, pick, n))
-            # lay events out left to right: every occurrence gets its own slot
-            seq = []
-            for p in placed:
-                if p[0] == "steps":
-                    seq.append(("steps", p[2], 4.0))
-                else:
-                    seq += [("event", p[2], p[2].duration + 0.2)] * p[3]
-            order = rng.permutation(len(seq))
-            seq = [seq[i] for i in order]
-            durs = [d for _, _, d in seq]
-            if sum(durs) <= CLIP_SECONDS:
-                ats = _slots(rng, len(seq), durs)
-            else:                                   # too long to line up: let them overlap
-                ats = [round(float(rng.uniform(0, max(0.0, CLIP_SECONDS - 0.6 * d))), 3) for d in durs]
-            for (what, it, d), at in zip(seq, ats):
-                g = round(float(rng.uniform(-6, 0)), 2)
-                if what == "steps":
-                    steps = [s for s in ev_by[it.category] if self.groups[s.key] == self.groups[it.key]]
-                    layers += self._walk_layers(rng, steps, at, at + d)
-                else:
-                    layers.append(Layer(it.key, "event", at=at, gain_db=g, role="event"))
+            layers, counts = self._scene_layers(rng, bed, chosen, ev_by)
             caption = scene_caption(counts, bcat, rng)
             foreground_only = (extra and len(counts) == 1
                                and cap_rng.random() < self.cfg.extra_scene_event_only_captions)
