@@ -374,3 +374,12 @@ def test_new_plan_replaces_stale_clips(tmp_path):
         files = {r["file"] for r in csv.DictReader(f)}
     on_disk = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "clips").glob("*/*")}
     assert files == on_disk
+
+
+def test_build_arguments_reach_the_plan_and_bad_counts_are_refused(tmp_path):
+    from training.data.build import BuildError, parse_args
+    cfg = parse_args(["--out", str(tmp_path), "--extra-train-scenes", "8", "--natural-scenes", "20"])
+    assert cfg.plan.extra_train_scenes_per_event == 8 and cfg.plan.natural_scenes_per_event == 20
+    for flag in ("--natural-scenes", "--extra-train-scenes"):
+        with pytest.raises(BuildError, match=flag):
+            parse_args(["--out", str(tmp_path), flag, "-1"])
