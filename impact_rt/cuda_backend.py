@@ -62,6 +62,48 @@ def head_path(device_type: str, compile_head: str | None = None, gemm_rows: int 
     return compile_head, int(gemm_rows)
 
 
+def make_gemm_step(head, dtype: torch.dtype, token_dim: int, compile_head: str = ""):
+    """One reverse step of the GEMM path: ``head`` (in ``dtype``) on [x; x] (CFG), guidance,
+    posterior update; state fp32. Through torch.compile with the backend named by
+    ``compile_head`` ("" for none; see head_path)."""
+    c = token_dim
+
+    def step(x, c_emb, t_emb_i, coef, noise, guidance, temperature, mods=None):
+        r = x.shape[0]
+        cfg = c_emb.shape[0] != r
+        xx = torch.cat([x, x]) if cfg else x
+        if mods is None:
+            out = head.step(xx.to(dtype), (c_emb + t_emb_i).to(dtype)).float()
+        else:
+            out = head.step_modulated(xx.to(dtype), mods).float()
+        eps, v = out[:r, :c], out[:r, c:]
+        if cfg:
+            eps = out[r:, :c] + guidance * (eps - out[r:, :c])
+        x = coef[0] * x - coef[1] * eps
+        if noise is not None:
+            x = x + torch.exp(0.5 * (coef[2] + coef[3] * v)) * (noise * temperature)
+        return x
+
+    if not compile_head:
+        return step
+    return torch.compile(step, backend=compile_head, dynamic=True, fullgraph=True)
+
+
+def gemm_sampling_loop(step, c_emb, t_emb, coefs, noise, guidance, temperature, mods=None) -> torch.Tensor:
+    """The T̂-step reverse process of the GEMM path with ``step`` (``make_gemm_step``) → x_0 fp32.
+
+    c_emb [R or 2R (CFG), w] fp32; t_emb [T̂, w]; coefs [T̂, 4]; noise [T̂, R, C] (slot 0 = x_T̂,
+    slot j+1 the noise after position j); mods [T̂, rows, ada_n]: every step's adaLN modulations
+    (None: computed inside each step from c_emb + t_emb)."""
+    steps = t_emb.shape[0]
+    x = noise[0]
+    for j in range(steps):
+        i = steps - 1 - j
+        x = step(x, c_emb, t_emb[i], coefs[i], noise[j + 1] if i > 0 else None, guidance, temperature,
+                 None if mods is None else mods[i])
+    return x
+
+
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
 
@@ -124,7 +166,7 @@ class CudaBackend:
         # T=4 149 vs 111 clips/s); the fused kernel stays for IMPACT_RT_COMPILE_HEAD=none.
         self.compile_head, self.gemm_rows = head_path(self.device.type, compile_head, gemm_rows)
         self.adaln_table = adaln_table      # the GEMM path's adaLN table (gemm_adaln_table); None: default
-        self._gemm_step = self._make_gemm_step()
+        self._gemm_step = make_gemm_step(self.model.head, self.dtype, self.weights.token_dim, self.compile_head)
         self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count
                          if self.device.type == "cuda" else 1)
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -161,12 +203,7 @@ class CudaBackend:
         mods = None
         if self.gemm_adaln_table(steps, c_emb.shape[0]):   # every step's adaLN modulation in 4 GEMMs
             mods = self.model.head.modulations((c_emb[None] + t_emb[:, None]).to(self.dtype))
-        x = noise[0]
-        for j in range(steps):
-            i = steps - 1 - j
-            x = self._gemm_step(x, c_emb, t_emb[i], coefs[i], noise[j + 1] if i > 0 else None, guidance, temperature,
-                                None if mods is None else mods[i])
-        return x
+        return gemm_sampling_loop(self._gemm_step, c_emb, t_emb, coefs, noise, guidance, temperature, mods)
 
     def gemm_adaln_table(self, steps: int, rows: int) -> bool:
         """Whether the GEMM path precomputes the adaLN modulations of all ``steps`` for ``rows``
@@ -177,30 +214,6 @@ class CudaBackend:
         from kernels.fused_sampler import adaln_table_wanted
         nbytes = steps * rows * self.weights.ada_n * torch.finfo(self.dtype).bits // 8
         return adaln_table_wanted(nbytes, self.adaln_table)
-
-    def _make_gemm_step(self):
-        """One reverse step of the GEMM path: head on [x; x] (CFG), guidance, posterior update."""
-        head, dt, c = self.model.head, self.dtype, self.weights.token_dim
-
-        def step(x, c_emb, t_emb_i, coef, noise, guidance, temperature, mods=None):
-            r = x.shape[0]
-            cfg = c_emb.shape[0] != r
-            xx = torch.cat([x, x]) if cfg else x
-            if mods is None:
-                out = head.step(xx.to(dt), (c_emb + t_emb_i).to(dt)).float()
-            else:
-                out = head.step_modulated(xx.to(dt), mods).float()
-            eps, v = out[:r, :c], out[:r, c:]
-            if cfg:
-                eps = out[r:, :c] + guidance * (eps - out[r:, :c])
-            x = coef[0] * x - coef[1] * eps
-            if noise is not None:
-                x = x + torch.exp(0.5 * (coef[2] + coef[3] * v)) * (noise * temperature)
-            return x
-
-        if not self.compile_head:
-            return step
-        return torch.compile(step, backend=self.compile_head, dynamic=True, fullgraph=True)
 
     def fused_config(self, rows: int) -> FusedConfig:
         """The launch configuration for ``rows`` (``config`` given to the backend wins).

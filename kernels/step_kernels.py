@@ -403,28 +403,6 @@ def modulation_table(head, c_emb: torch.Tensor, t_emb: torch.Tensor, dtype: torc
     return torch.cat([F.linear(y, m.weight.to(dtype), m.bias.to(dtype)) for m in linears], dim=-1).contiguous()
 
 
-@torch.no_grad()
-def eager_steps(head, mods: torch.Tensor, coefs: torch.Tensor, noise: torch.Tensor, guidance, temperature, *,
-                cfg: bool) -> torch.Tensor:
-    """The same loop in eager PyTorch with the head's own modules (the head in the weight dtype):
-    ``CudaBackend._make_gemm_step`` with the adaLN table, state and update fp32. For the benchmark."""
-    steps, c = mods.shape[0], head.token_dim
-    dt = next(head.parameters()).dtype
-    r = noise.shape[1]
-    x = noise[0].float()
-    for j in range(steps):
-        i = steps - 1 - j
-        coef = coefs[i]
-        out = head.step_modulated((torch.cat([x, x]) if cfg else x).to(dt), mods[i]).float()
-        eps, v = out[:r, :c], out[:r, c:]
-        if cfg:
-            eps = out[r:, :c] + guidance * (eps - out[r:, :c])
-        x = coef[0] * x - coef[1] * eps
-        if i > 0:
-            x = x + torch.exp(0.5 * (coef[2] + coef[3] * v)) * (noise[j + 1] * temperature)
-    return x
-
-
 # ---------------------------------------------------------------------------------------------
 # Ahead-of-time compilation (no GPU needed)
 
@@ -552,8 +530,15 @@ def bench(steps: int = 100, rows: int = 4, width: int = 1024, depth: int = 3, to
 
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; "
           f"w {width}, d {depth}, C {token_dim}, T̂ {steps}, R {rows} + CFG, fp16", flush=True)
+    from impact_rt.cuda_backend import gemm_sampling_loop, make_gemm_step
+
+    def gemm_path(compile_head=""):   # the GEMM path's own step and loop (the backend's sample_gemm)
+        step = make_gemm_step(head, dt, token_dim, compile_head)
+        return lambda: gemm_sampling_loop(step, c_emb, t_emb, coefs, noise, g, t, mods)
+
+    eager_loop = gemm_path()
     with torch.inference_mode():
-        ref = eager_steps(head, mods, coefs, noise, g, t, cfg=True)
+        ref = eager_loop()
         for cfg in configs or [StepConfig()]:
             scratch = step_scratch(2 * rows, width, dt, dev)
             try:
@@ -566,24 +551,11 @@ def bench(steps: int = 100, rows: int = 4, width: int = 1024, depth: int = 3, to
             err = (out - ref).abs().max().item()
             row(f"step kernels (graph) {cfg}", _time_ms(replay, reps), max_abs_diff_vs_eager=err, config=cfg)
         if eager:
-            row("eager torch loop", _time_ms(lambda: eager_steps(head, mods, coefs, noise, g, t, cfg=True), 5))
-            replay, _ = _graphed(lambda: eager_steps(head, mods, coefs, noise, g, t, cfg=True))
+            row("eager torch loop", _time_ms(eager_loop, 5))
+            replay, _ = _graphed(eager_loop)
             row("eager torch loop (graph)", _time_ms(replay, reps))
         if inductor:
-            from types import SimpleNamespace
-
-            from impact_rt.cuda_backend import CudaBackend
-            fake = SimpleNamespace(model=SimpleNamespace(head=head), dtype=dt,
-                                   weights=SimpleNamespace(token_dim=token_dim), compile_head="inductor")
-            step = CudaBackend._make_gemm_step(fake)
-
-            def gemm_loop():
-                x = noise[0]
-                for j in range(steps):
-                    i = steps - 1 - j
-                    x = step(x, c_emb, t_emb[i], coefs[i], noise[j + 1] if i > 0 else None, g, t, mods[i])
-                return x
-            replay, _ = _graphed(gemm_loop)
+            replay, _ = _graphed(gemm_path("inductor"))
             row("GEMM path step, inductor (graph)", _time_ms(replay, reps))
         if profile:   # per-launch breakdown of the default and of the fastest config
             ours = [x for x in results if "config" in x]

@@ -98,9 +98,11 @@ def test_kernel_compiles_for_h100_without_a_gpu():
 # ---------------------------------------------------------------------------------------------
 # Fixtures
 
-def mild_schedule(steps: int):
+def mild_schedule(steps: int, train_steps: int = 50):
+    """Linear β 1e-3 .. 2.5/train_steps (ᾱ_T ≈ 0.27), respaced to ``steps``."""
     from impact_rt import ddpm
-    return ddpm.Schedule(np.linspace(1e-3, 0.05, 50), np.arange(50) * 20).respace(steps)
+    return ddpm.Schedule(np.linspace(1e-3, 2.5 / train_steps, train_steps),
+                         np.arange(train_steps) * (1000 // train_steps)).respace(steps)
 
 
 def cosine_schedule(steps: int):

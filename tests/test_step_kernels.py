@@ -11,8 +11,9 @@ Where they run:
 * GPU: the same tiny cases compiled, full-size parity (w 1024, d 3, C 128, T̂ 100, R 4 + CFG) and
   CUDA-graph capture + replay.
 
-References: the GEMM path's own step (``CudaBackend._make_gemm_step`` with the adaLN table, the
-semantics to match) looped as ``CudaBackend.sample_gemm`` does, and ``impact_rt.sampler.sample_head``.
+References: the GEMM path's own step and loop (``cuda_backend.make_gemm_step`` with the adaLN table,
+``gemm_sampling_loop``: the semantics to match, as ``CudaBackend.sample_gemm`` runs them), and
+``impact_rt.sampler.sample_head``.
 Tolerances as tests/test_fused_sampler.py: fp32 under a mild schedule (linear β, ᾱ_T ≈ 0.27, where
 every input moves the output) |fast − ref| ≤ 2e-5 + 2e-5·|ref|; fp16 weights (DESIGN §4, max norm)
 max|fast − ref32| ≤ 2·max|ref16 − ref32| + atol (atol 1e-3 tiny, 1e-2 full size).
@@ -21,15 +22,13 @@ import copy
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
 # Sets TRITON_INTERPRET=1 before Triton's first import when there is no GPU; where Triton was
 # imported first, that module's test_interpreter_cases_in_subprocess runs this file too.
-from test_fused_sampler import CUDA, DEVICE, HAVE_TRITON, MODE, ROOT, WHY  # noqa: E402
+from test_fused_sampler import CUDA, DEVICE, HAVE_TRITON, MODE, ROOT, WHY, mild_schedule  # noqa: E402
 
 needs_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
 needs_kernel = pytest.mark.skipif(MODE not in ("cuda", "interpret"), reason=WHY)
@@ -65,13 +64,6 @@ def test_step_kernels_compile_for_h100_without_a_gpu():
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures
-
-def mild_schedule(steps: int, train_steps: int = 50):
-    """Linear β 1e-3 .. 2.5/train_steps (ᾱ_T ≈ 0.27), respaced to ``steps``."""
-    from impact_rt import ddpm
-    return ddpm.Schedule(np.linspace(1e-3, 2.5 / train_steps, train_steps),
-                         np.arange(train_steps) * (1000 // train_steps)).respace(steps)
-
 
 def make_head(c=16, w=32, depth=1, cond_dim=24, seed=1, scale=0.5):
     """A tiny head with every parameter random (the default init zeroes adaLN and the output)."""
@@ -109,24 +101,17 @@ class Case:
                                 self.noise if noise is None else noise, guidance, temperature, cfg=self.cfg, **kw)
 
     def gemm_path(self, dtype=torch.float32, guidance=3.0, temperature=0.9, noise=None):
-        """``CudaBackend.sample_gemm``'s loop over the backend's own step function (adaLN table in
-        ``dtype``, the head converted to ``dtype``, state fp32)."""
-        from impact_rt.cuda_backend import CudaBackend
+        """The GEMM path's own step and loop (``make_gemm_step``, ``gemm_sampling_loop``, as
+        ``CudaBackend.sample_gemm`` runs them): adaLN table in ``dtype``, the head converted to
+        ``dtype``, state fp32."""
+        from impact_rt.cuda_backend import gemm_sampling_loop, make_gemm_step
         head = copy.deepcopy(self.head).to(dtype)
-        fake = SimpleNamespace(model=SimpleNamespace(head=head), dtype=dtype,
-                               weights=SimpleNamespace(token_dim=head.token_dim), compile_head=None)
-        step = CudaBackend._make_gemm_step(fake)
+        step = make_gemm_step(head, dtype, head.token_dim)
         noise = self.noise if noise is None else noise
         g = torch.full((1,), guidance, device=DEVICE)
         t = torch.full((1,), temperature, device=DEVICE)
-        steps = noise.shape[0]
         with torch.inference_mode():
-            mods = self.mods(dtype)
-            x = noise[0]
-            for j in range(steps):
-                i = steps - 1 - j
-                x = step(x, self.c_emb, self.t_emb[i], self.coefs[i], noise[j + 1] if i > 0 else None, g, t, mods[i])
-        return x
+            return gemm_sampling_loop(step, self.c_emb, self.t_emb, self.coefs, noise, g, t, self.mods(dtype))
 
     def sample_head(self, guidance=3.0, temperature=0.9):
         from impact_rt.sampler import sample_head
