@@ -197,6 +197,14 @@ def _speaker(it: Item, cat: Category) -> tuple[str, str]:
     return f"{it.package}:{folder}:{gender}", gender
 
 
+def _by_category(items) -> dict[str, list]:
+    """Items grouped by category, in their order."""
+    by = defaultdict(list)
+    for it in items:
+        by[it.category].append(it)
+    return by
+
+
 def _slots(rng, n_events: int, durs: list[float], total: float = CLIP_SECONDS) -> list[float]:
     """Start times for events laid out left to right without overlap, with random gaps."""
     need = sum(durs)
@@ -431,9 +439,7 @@ class Planner:
         bed present in the split; from their own random stream, so the rest of the plan (and every
         latent encoded from it) is unchanged."""
         rng = rng_for(self.cfg.seed, "natural-scenes", split)
-        beds_by = defaultdict(list)
-        for b in beds:
-            beds_by[b.category].append(b)
+        beds_by = _by_category(beds)
         out = []
         for ev in events:
             cat = BY_NAME[ev.category]
@@ -450,12 +456,7 @@ class Planner:
             return []
         rng = rng_for(self.cfg.seed, "extra-scenes" if extra else "scenes", split)
         cap_rng = rng_for(self.cfg.seed, "extra-scene-captions", split)    # only the extra ones draw here
-        beds_by = defaultdict(list)
-        for b in beds:
-            beds_by[b.category].append(b)
-        ev_by = defaultdict(list)
-        for e in events:
-            ev_by[e.category].append(e)
+        beds_by, ev_by = _by_category(beds), _by_category(events)
         bed_cats, ev_cats = sorted(beds_by), sorted(ev_by)
         per_event = self.cfg.extra_train_scenes_per_event if extra else self.cfg.scenes_per_event
         n_scenes = int(round(per_event * len(events)))
