@@ -17,7 +17,7 @@ from training.data.captions import categorize, gender_from_f0, scene_caption
 from training.data.manifest import FIELDS
 from training.data.plan import Planner, PlanConfig, dedupe, norm_stem, source_groups
 from training.data.render import Piece, batch_midi, midi_bytes, piece_specs
-from training.data.sources import Item, parse_copyright
+from training.data.sources import SUPPLEMENTARY, BuildError, Item, parse_copyright, unpack
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,8 +95,8 @@ def make_tree(root: Path, copies: bool = True) -> None:
 def tiny_config(out: Path, **plan) -> BuildConfig:
     pc = dict(seed=7, min_groups_heldout=2, val_frac=0.3, test_frac=0.3, scenes_per_event=2.0)
     pc.update(plan)
-    return BuildConfig(out=out, seed=pc["seed"], packages=tuple(TREE), fetch=False, render=False,
-                       plan=PlanConfig(**pc))
+    return BuildConfig(out=out, seed=pc["seed"], packages=tuple(TREE), supplementary=(), fetch=False,
+                       render=False, plan=PlanConfig(**pc))
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +270,63 @@ def test_natural_scenes_put_thunder_over_rain_or_wind_and_leave_every_other_clip
     n_src = len({layer.key for s in base.values() if s.split == "train" and s.kind == "event"
                  and "thunder" in s.categories for layer in s.layers})
     assert len(new) == 3 * n_src
+
+
+def test_supplementary_sources_are_split_and_scened_apart_leaving_every_other_clip_unchanged():
+    main = many_items()
+    supp = [fake_item(f"s/storm/{name}.ogg", "thunder", 2.5)         # 8 recordings (numbered takes would be one)
+            for name in ("crack", "rumble", "roll", "clap", "peal", "bolt", "strike", "boom")] 
+    supp += [fake_item("s/amb/drizzle.ogg", "rain", 4.0)]
+    cfg = PlanConfig(seed=3, min_groups_heldout=4, val_frac=0.2, test_frac=0.2, extra_train_scenes_per_event=1.0,
+                     natural_scenes_per_event=2.0)
+    base = {s.id: s for s in Planner(main, cfg).plan()}
+    pl = Planner(main + supp, cfg, supplementary={"s"})
+    more = {s.id: s for s in pl.plan()}
+    assert set(base) < set(more)                               # every clip as it was, and more
+    new = [more[k] for k in set(more) - set(base)]
+    supp_keys = {i.key for i in supp}
+    # every new clip holds a supplementary recording; the main ones only as the bed of a scene
+    assert all(any(layer.key in supp_keys for layer in s.layers) for s in new)
+    assert all(layer.role == "bed" for s in new for layer in s.layers if layer.key not in supp_keys)
+    assert any(layer.key not in supp_keys for s in new for layer in s.layers)     # main beds are used
+    # split among themselves: the main items keep their splits, the supplementary thunder reaches val and test
+    assert {k: v for k, v in pl.split.items() if k not in supp_keys} == Planner(main, cfg).split
+    assert {pl.split[i.key] for i in supp if i.category == "thunder"} == {"train", "val", "test"}
+    for s in new:                                              # one split per clip
+        assert all(pl.split[layer.key] == s.split for layer in s.layers)
+    kinds = {s.kind for s in new}
+    assert {"event", "scene", "loop"} <= kinds                 # singles, scenes, the rain bed's loops
+    natural = [s for s in new if s.kind == "scene" and s.categories == ["rain", "thunder"] and s.split == "train"]
+    assert natural
+
+
+@pytest.mark.parametrize("pkg,path", [(p, f) for p, fs in SUPPLEMENTARY.items() for f in fs])
+def test_every_supplementary_file_is_captioned(pkg, path):
+    cat = categorize(path)
+    assert cat is not None and cat.name in ("thunder", "rain"), path
+
+
+def test_unpack_takes_only_the_named_files(tmp_path):
+    import shutil
+    if not (shutil.which("dpkg-deb") and shutil.which("tar")):
+        pytest.skip("dpkg-deb is not installed here")
+    root = tmp_path / "pkg"
+    for rel in ("usr/share/games/x/sounds/thunder.wav", "usr/share/games/x/sounds/other.wav"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(root / rel), tone(0.3), 22050)
+    (root / "usr/share/doc/x-data").mkdir(parents=True)
+    (root / "usr/share/doc/x-data/copyright").write_text(COPYRIGHT)
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN/control").write_text("Package: x-data\nVersion: 1\nArchitecture: all\n"
+                                         "Maintainer: t <t@t>\nDescription: t\n")
+    deb = tmp_path / "x-data_1_all.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root), str(deb)], check=True,
+                   capture_output=True)
+    dest = unpack(deb, tmp_path / "src", ("usr/share/games/x/sounds/thunder.wav",))
+    got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != ".done")
+    assert got == ["usr/share/doc/x-data/copyright", "usr/share/games/x/sounds/thunder.wav"]
+    with pytest.raises(BuildError, match="has no usr/share/games/x/sounds/rain.wav"):
+        unpack(deb, tmp_path / "src2", ("usr/share/games/x/sounds/rain.wav",))
 
 
 # ---- the whole build on the tiny tree -----------------------------------------------------

@@ -178,3 +178,33 @@ def test_kind_weights_scale_the_row_weights(tmp_path, capsys):
     assert "no training row of kind 'evnt'" in err and err.count("\n") == 1
     with pytest.raises(SystemExit):
         main(["--latents", "x", "--out", "y", "--steps", "1", "--kind-weights", "event"])
+
+
+def test_category_weights_scale_every_clip_where_the_category_is_heard(tmp_path, capsys):
+    import pytest
+
+    from training.train_impact import category_factors, main
+    st = _store(tmp_path)
+    st.meta["manifest"] = str(_kind_manifest(tmp_path, ["event", "scene", "event", "scene", "crop", "speech"],
+                                             ["thunder", "rain;thunder", "dog", "dog;rain", "rain", "speech"]))
+    rows = st.rows("uncond")
+    # a scene's factor is the product over its categories; unnamed categories count 1
+    torch.testing.assert_close(category_factors(st, rows, "thunder=3,rain=0.5"),
+                               torch.tensor([3, 1.5, 1, 0.5, 0.5, 1], dtype=torch.double))
+    cfg = TrainConfig(phase="uncond", preset="test", batch_size=8, bf16=False, kind_weights="speech=0",
+                      category_weights="thunder=3")
+    tr = Trainer(cfg, st, tmp_path / "run")             # times the kind weights
+    torch.testing.assert_close(tr.row_weights, torch.tensor([3, 3, 1, 1, 1, 0], dtype=torch.double))
+    with pytest.raises(ValueError, match="no training row of category 'thundr'"):
+        category_factors(st, rows, "thundr=2")
+    with pytest.raises(ValueError, match="category=weight"):
+        category_factors(st, rows, "thunder=-1")
+    with pytest.raises(ValueError, match="weight 0"):      # kinds and categories together leave nothing
+        Trainer(TrainConfig(phase="uncond", preset="test", batch_size=8, bf16=False, kind_weights="speech=0",
+                            category_weights="thunder=0,dog=0,rain=0"), st, tmp_path / "run2")
+    st.save(tmp_path / "cats.safetensors")
+    capsys.readouterr()
+    assert main(["--latents", str(tmp_path / "cats.safetensors"), "--out", str(tmp_path / "cli"), "--steps", "1",
+                 "--preset", "test", "--category-weights", "thundr=2"]) == 2
+    err = capsys.readouterr().err
+    assert "no training row of category 'thundr'" in err and err.count("\n") == 1

@@ -53,6 +53,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     category_balance: float = 0.0    # sample rows with weight count(category)^-a (0: uniform over clips)
     kind_weights: str = ""           # e.g. "event=0.25": row weights times these, by manifest kind
+    category_weights: str = ""       # e.g. "thunder=3": row weights times these, by caption category
     grad_clip: float = 3.0
     bf16: bool = True
     seed: int = 0
@@ -90,7 +91,7 @@ def category_weights(store: LatentStore, rows: torch.Tensor, a: float) -> torch.
     return torch.tensor([sum(count[c] ** -a for c in cs) / len(cs) for cs in row_cats], dtype=torch.double)
 
 
-def parse_kind_weights(spec: str) -> dict[str, float]:
+def parse_kind_weights(spec: str, what: str = "kind") -> dict[str, float]:
     """'event=0.25,steps=0.5' → {'event': 0.25, 'steps': 0.5} (weights finite and >= 0)."""
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
@@ -100,7 +101,7 @@ def parse_kind_weights(spec: str) -> dict[str, float]:
         except ValueError:
             w = float("nan")
         if not eq or not kind.strip() or not math.isfinite(w) or w < 0:
-            raise ValueError(f"kind weights: expected kind=weight (weight >= 0), got {part!r}")
+            raise ValueError(f"{what} weights: expected {what}=weight (weight >= 0), got {part!r}")
         out[kind.strip()] = w
     return out
 
@@ -121,6 +122,23 @@ def kind_weights(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.Ten
     w = torch.tensor([want.get(k, 1.0) for k in row_kinds], dtype=torch.double)
     if not (w > 0).any():
         raise ValueError("kind weights: every training row has weight 0")
+    return w
+
+
+def category_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.Tensor:
+    """Each row's factor from ``spec`` by its clip's caption categories: the product of the named
+    categories' weights (a scene's categories are joined by ';'; 1 for categories not named, so
+    "thunder=3" triples every clip where thunder is heard). Every named category must occur among
+    ``rows``, so that a misspelt one cannot pass unnoticed."""
+    want = parse_kind_weights(spec, "category")
+    cats = store.clip_categories()
+    row_cats = [[c for c in cats[int(store.clip[r])].split(";") if c] for r in rows]
+    absent = sorted(set(want) - {c for cs in row_cats for c in cs})
+    if absent:
+        raise ValueError(f"category weights: no training row of category {', '.join(map(repr, absent))}")
+    w = torch.tensor([math.prod(want.get(c, 1.0) for c in cs) for cs in row_cats], dtype=torch.double)
+    if not (w > 0).any():
+        raise ValueError("category weights: every training row has weight 0")
     return w
 
 
@@ -159,6 +177,11 @@ class Trainer:
         if cfg.kind_weights:
             w = kind_weights(store, self.rows, cfg.kind_weights)
             self.row_weights = w if self.row_weights is None else self.row_weights * w
+        if cfg.category_weights:
+            w = category_factors(store, self.rows, cfg.category_weights)
+            self.row_weights = w if self.row_weights is None else self.row_weights * w
+        if self.row_weights is not None and not (self.row_weights > 0).any():
+            raise ValueError("row weights: every training row has weight 0")
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
@@ -279,7 +302,7 @@ def main(argv=None) -> int:
     precision.add_argument(ap)
     ap.add_argument("--no-bf16", action="store_true", help="the same as --precision fp32")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
-              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "seed"):
+              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
     args = ap.parse_args(argv)
@@ -289,6 +312,7 @@ def main(argv=None) -> int:
         ap.error("give --steps or --minutes")
     try:
         parse_kind_weights(args.kind_weights)
+        parse_kind_weights(args.category_weights, "category")
     except ValueError as e:
         ap.error(str(e))
     if args.threads:

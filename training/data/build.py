@@ -23,8 +23,8 @@ from .clips import remove_stale, render_all
 from .manifest import build_report, format_report, manifest_rows, write_manifest, write_report
 from .plan import Planner, PlanConfig, dedupe
 from .render import INSTRUMENT_BY_NAME, piece_specs, render_midi, render_speech, utterance_specs
-from .sources import PACKAGES, BuildError, Item, fetch_debs, load_cache, log, read_copyright, save_cache, \
-    scan_package, unpack
+from .sources import PACKAGES, SUPPLEMENTARY, BuildError, Item, fetch_debs, load_cache, log, read_copyright, \
+    save_cache, scan_package, unpack
 
 GM_LICENSE = "MIT (FluidR3_GM soundfont from fluid-soundfont-gm), rendered"
 TTS_LICENSE = "synthesised speech (espeak-ng GPL-3+, flite BSD-style)"
@@ -35,6 +35,7 @@ class BuildConfig:
     out: Path
     seed: int = 1234
     packages: tuple[str, ...] = PACKAGES
+    supplementary: tuple[str, ...] = tuple(SUPPLEMENTARY)   # a few named files each (sources.SUPPLEMENTARY)
     fmt: str = "flac"
     install_tools: bool = True
     fetch: bool = True               # False: use DIR/src/<package> as it is (tests, offline)
@@ -82,11 +83,11 @@ def build(cfg: BuildConfig) -> dict:
     # 1-2. packages
     roots: dict[str, Path] = {}
     if cfg.fetch:
-        debs = fetch_debs(out / "debs", cfg.packages, cfg.install_tools)
+        debs = fetch_debs(out / "debs", cfg.packages + cfg.supplementary, cfg.install_tools)
         for pkg, deb in debs.items():
-            roots[pkg] = unpack(deb, out / "src" / pkg)
+            roots[pkg] = unpack(deb, out / "src" / pkg, SUPPLEMENTARY.get(pkg) if pkg in cfg.supplementary else None)
     else:
-        for pkg in cfg.packages:
+        for pkg in cfg.packages + cfg.supplementary:
             root = out / "src" / pkg
             if not root.is_dir():
                 raise BuildError(f"no source folder {root} (and fetching is off)")
@@ -115,7 +116,7 @@ def build(cfg: BuildConfig) -> dict:
         f"copies dropped) + {len(r_items)} rendered ({time.time() - t0:.0f}s)")
 
     # 5. plan
-    planner = Planner(items, cfg.plan, r_meta)
+    planner = Planner(items, cfg.plan, r_meta, supplementary=set(cfg.supplementary))
     specs = planner.plan()
     (out / "state" / "plan.jsonl").write_text("".join(s.to_json() + "\n" for s in specs))
     log(f"[stage] planned {len(specs)} clips ({time.time() - t0:.0f}s)")
@@ -144,6 +145,10 @@ def parse_args(argv: list[str]) -> BuildConfig:
     ap.add_argument("--out", type=Path, help="output folder (debs, sources, clips, manifest.csv)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--packages", default=",".join(PACKAGES), help="comma-separated Debian packages")
+    ap.add_argument("--supplementary", default=",".join(SUPPLEMENTARY),
+                    help="comma-separated supplementary packages (only the files sources.SUPPLEMENTARY names; "
+                         "split and scened apart, so the rest of the corpus is the same without them); "
+                         "'none' for none")
     ap.add_argument("--format", choices=("flac", "wav"), default="flac")
     ap.add_argument("--no-install-tools", action="store_true",
                     help="fail with a one-line error instead of apt-get installing missing tools")
@@ -162,13 +167,21 @@ def parse_args(argv: list[str]) -> BuildConfig:
     pkgs = tuple(p.strip() for p in args.packages.split(",") if p.strip())
     if not pkgs:
         raise BuildError("--packages is empty")
+    supp = () if args.supplementary.strip() == "none" else \
+        tuple(p.strip() for p in args.supplementary.split(",") if p.strip())
+    unknown = [p for p in supp if p not in SUPPLEMENTARY]
+    if unknown:
+        raise BuildError(f"--supplementary: {unknown[0]} is not a supplementary package "
+                         f"(known: {', '.join(SUPPLEMENTARY)})")
+    if set(supp) & set(pkgs):
+        raise BuildError(f"--supplementary: {sorted(set(supp) & set(pkgs))[0]} is also in --packages")
     if args.midi_scale < 0:
         raise BuildError("--midi-scale must be >= 0")
     if not 0 <= args.extra_train_scenes <= 100:
         raise BuildError("--extra-train-scenes must be in 0..100")
     if not 0 <= args.natural_scenes <= 100:
         raise BuildError("--natural-scenes must be in 0..100")
-    return BuildConfig(out=args.out.resolve(), seed=args.seed, packages=pkgs, fmt=args.format,
+    return BuildConfig(out=args.out.resolve(), seed=args.seed, packages=pkgs, supplementary=supp, fmt=args.format,
                        install_tools=not args.no_install_tools, fetch=not args.no_fetch,
                        render=not args.no_render, midi_scale=args.midi_scale,
                        plan=PlanConfig(seed=args.seed, extra_train_scenes_per_event=args.extra_train_scenes,

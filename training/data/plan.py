@@ -10,6 +10,10 @@ and test, smaller categories stay in train. Uncaptioned groups are split by hash
 
 Clips that mix several recordings (scenes, packed speech, footstep walks) are built only from
 recordings of one split, so no recording is ever heard in two splits.
+
+Supplementary packages (``sources.SUPPLEMENTARY``, a few named files each) are grouped and split
+among themselves, and their events get scenes of their own (over the beds of every package) from
+their own random streams: with or without them, every other clip of the plan is the same.
 """
 from __future__ import annotations
 
@@ -218,11 +222,17 @@ def _slots(rng, n_events: int, durs: list[float], total: float = CLIP_SECONDS) -
 
 
 class Planner:
-    def __init__(self, items: list[Item], cfg: PlanConfig, render_meta: dict[str, dict] | None = None):
+    def __init__(self, items: list[Item], cfg: PlanConfig, render_meta: dict[str, dict] | None = None,
+                 supplementary: frozenset[str] | set[str] = frozenset()):
         self.cfg = cfg
         self.items = {i.key: i for i in items}
-        self.groups = source_groups(items)
-        self.split = assign_splits(items, self.groups, cfg)
+        self.supplementary = frozenset(supplementary)
+        self.groups, self.split = {}, {}
+        for part in (False, True):          # main packages, then supplementary ones: split apart
+            its = [i for i in items if (i.package in self.supplementary) == part]
+            groups = source_groups(its)
+            self.groups.update(groups)
+            self.split.update(assign_splits(its, groups, cfg))
         self.render_meta = render_meta or {}
 
     def cat(self, it: Item) -> Category | None:
@@ -243,6 +253,7 @@ class Planner:
             if it.duration < self.cfg.min_source_seconds:
                 continue
             split = self.split[key]
+            pool = ("supp:" if it.package in self.supplementary else "") + split   # see _supplementary
             if it.package.startswith("render-"):
                 clips.append(self._render_clip(it, split))
                 continue
@@ -250,18 +261,18 @@ class Planner:
             if cat is None:
                 clips += self._uncaptioned(it, split)
             elif cat.kind == "speech":
-                by_split_kind[(split, "speech")].append(it)
+                by_split_kind[(pool, "speech")].append(it)
             elif cat.kind == "music":
                 clips += self._music(it, cat, split)
             elif cat.kind == "bed":
                 clips += self._bed(it, cat, split)
-                by_split_kind[(split, "bed")].append(it)
+                by_split_kind[(pool, "bed")].append(it)
             elif cat.steps:
-                by_split_kind[(split, "steps")].append(it)
+                by_split_kind[(pool, "steps")].append(it)
             else:
                 clips += self._event(it, cat, split)
                 if it.duration <= self.cfg.max_scene_event_seconds and cat.name not in NOT_IN_SCENES:
-                    by_split_kind[(split, "event")].append(it)
+                    by_split_kind[(pool, "event")].append(it)
         for split in SPLITS:
             clips += self._speech(by_split_kind[(split, "speech")], split)
             clips += self._walks(by_split_kind[(split, "steps")], split)
@@ -271,6 +282,7 @@ class Planner:
                 clips += self._scenes(beds, events, split, extra=True)
             if split == "train" and self.cfg.natural_scenes_per_event > 0:
                 clips += self._natural_scenes(beds, events, split)
+            clips += self._supplementary(by_split_kind, split)
         uniq = {c.id: c for c in clips}
         return [uniq[k] for k in sorted(uniq)]
 
@@ -432,13 +444,27 @@ class Planner:
                 layers.append(Layer(it.key, "event", at=at, gain_db=g, role="event"))
         return layers, counts
 
-    def _natural_scenes(self, beds, events, split):
+    def _supplementary(self, by_split_kind, split):
+        """The pooled clips of the supplementary packages' sources of ``split``: speech, walks and
+        scenes of their events over the beds of every package, from random streams of their own."""
+        pool = lambda kind: by_split_kind[("supp:" + split, kind)]
+        clips = self._speech(pool("speech"), split) + self._walks(pool("steps"), split)
+        beds = by_split_kind[(split, "bed")] + pool("bed")
+        events = pool("event") + pool("steps")
+        clips += self._scenes(beds, events, split, stream="supplementary-")
+        if split == "train" and self.cfg.extra_train_scenes_per_event > 0:
+            clips += self._scenes(beds, events, split, extra=True, stream="supplementary-")
+        if split == "train" and self.cfg.natural_scenes_per_event > 0:
+            clips += self._natural_scenes(beds, events, split, stream="supplementary-")
+        return clips
+
+    def _natural_scenes(self, beds, events, split, stream: str = ""):
         """Scenes of an event over a bed it is naturally heard with (``Category.natural_beds``:
         thunder over rain or wind), captioned with both ("thunder rumbles while rain falls").
         ``natural_scenes_per_event`` of them for every event source whose category names such a
         bed present in the split; from their own random stream, so the rest of the plan (and every
         latent encoded from it) is unchanged."""
-        rng = rng_for(self.cfg.seed, "natural-scenes", split)
+        rng = rng_for(self.cfg.seed, stream + "natural-scenes", split)
         beds_by = _by_category(beds)
         out = []
         for ev in events:
@@ -451,11 +477,11 @@ class Planner:
                 out.append(_clip(split, "scene", scene_caption(counts, bcat, rng), [bcat.name, cat.name], layers))
         return out
 
-    def _scenes(self, beds, events, split, extra: bool = False):
+    def _scenes(self, beds, events, split, extra: bool = False, stream: str = ""):
         if not beds or not events:
             return []
-        rng = rng_for(self.cfg.seed, "extra-scenes" if extra else "scenes", split)
-        cap_rng = rng_for(self.cfg.seed, "extra-scene-captions", split)    # only the extra ones draw here
+        rng = rng_for(self.cfg.seed, stream + ("extra-scenes" if extra else "scenes"), split)
+        cap_rng = rng_for(self.cfg.seed, stream + "extra-scene-captions", split)    # only the extra ones draw here
         beds_by, ev_by = _by_category(beds), _by_category(events)
         bed_cats, ev_cats = sorted(beds_by), sorted(ev_by)
         per_event = self.cfg.extra_train_scenes_per_event if extra else self.cfg.scenes_per_event
