@@ -55,7 +55,9 @@ block_k 256, block_c 32), next to 44.3 µs for the GEMM path's step compiled by 
 so the gap between dependent kernels is included): input projection 2.0 µs, block GEMM2 4.0 µs,
 block LN+GEMM1 9.3 µs, final 9.7 µs. The LayerNorm prologue costs ~5 µs a launch: the target of
 ≤ 30 µs a step needs it cheaper (ideas: LN partials written by the producing launch as the fused
-sampler does; the affine and (1 + scale) folded into the table). block_k 64 → 256 took the step
+sampler does — ``StepConfig(ln_partials=True)``, written in session 11 without a GPU, parity-tested
+in the interpreter and compiled for sm_90, not yet timed; the affine and (1 + scale) folded into
+the table). block_k 64 → 256 took the step
 from 78 to 55 µs (fewer dependent K iterations); the register prefetch and the stacked
 cond/uncond tile took the final launch from 13.4 to 11.6 µs (block_c 16) but the LN+GEMM1 launch
 from 8.6 to 9.3 µs.
@@ -101,6 +103,32 @@ def _row_stats(h_ptr, rows, rmask, W: tl.constexpr, BR: tl.constexpr, BL: tl.con
 
 
 @triton.jit
+def _store_partials(stats_ptr, h, rows, rmask, tile, NT: tl.constexpr, BN: tl.constexpr):
+    """LayerNorm partials of one column tile of h (the ``BN`` columns of tile ``tile``): its mean
+    and M2 per row, into stats [rows, 2·NT] (means in [0, NT), M2s in [NT, 2·NT)), written by the
+    launch that produces h, so the next LayerNorm needs no pass over the full rows."""
+    tm = tl.sum(h, axis=1) / BN
+    d = h - tm[:, None]
+    off = rows * (2 * NT) + tile
+    tl.store(stats_ptr + off, tm, mask=rmask)
+    tl.store(stats_ptr + off + NT, tl.sum(d * d, axis=1), mask=rmask)
+
+
+@triton.jit
+def _row_stats_partials(stats_ptr, rows, rmask, W: tl.constexpr, NT: tl.constexpr):
+    """Mean and 1/sqrt(var + 1e-6) of full rows from their NT tiles' partials (Chan's formula for
+    equal-size tiles: M2 = Σ M2_t + (W/NT)·Σ (mean_t − mean)²): one load of 2·NT values a row."""
+    t = tl.arange(0, NT)
+    off = rows[:, None] * (2 * NT) + t[None, :]
+    tm = tl.load(stats_ptr + off, mask=rmask[:, None], other=0.0)
+    m2 = tl.load(stats_ptr + off + NT, mask=rmask[:, None], other=0.0)
+    mean = tl.sum(tm, axis=1) / NT
+    d = tm - mean[:, None]
+    var = (tl.sum(m2, axis=1) + (W // NT) * tl.sum(d * d, axis=1)) / W
+    return mean, 1.0 / tl.sqrt(var + 1e-6)
+
+
+@triton.jit
 def _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, k,
                   W: tl.constexpr, ADA_N: tl.constexpr, AFFINE: tl.constexpr):
     """The loads behind one A tile of modulate(LN(h), shift, scale) for columns ``k``: h, shift,
@@ -131,18 +159,23 @@ def _ln_tile(h, shift, scale, lw, lb, mean, rstd, AFFINE: tl.constexpr):
 
 
 @triton.jit
-def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmask,
+def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmask, stats_ptr,
              W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-             BL: tl.constexpr, AFFINE: tl.constexpr, TWO: tl.constexpr, PREC: tl.constexpr):
+             BL: tl.constexpr, AFFINE: tl.constexpr, TWO: tl.constexpr, PREC: tl.constexpr,
+             NT: tl.constexpr, PARTIALS: tl.constexpr):
     """A = modulate(LN(h[rows]), shift, scale); returns A @ Wt[:, n] and, with TWO, A @ Wt[:, w2_off + n]
     ([BR, BN] fp32 each), where Wt[k, j] = w_ptr[k·ldw + j].
 
     The first A tile's loads are issued before the LayerNorm statistics pass and every later tile's
     one iteration ahead, so the K loop does not wait a round trip to L2 for each A tile (the weight
-    tiles are pipelined by Triton's num_stages)."""
+    tiles are pipelined by Triton's num_stages). With PARTIALS the statistics come from the
+    producing launch's per-tile partials (``_row_stats_partials``) instead of a pass over h."""
     k = tl.arange(0, BK)
     h, sh, sc, lw, lb = _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, k, W, ADA_N, AFFINE)
-    mean, rstd = _row_stats(h_ptr, rows, rmask, W, BR, BL)
+    if PARTIALS:
+        mean, rstd = _row_stats_partials(stats_ptr, rows, rmask, W, NT)
+    else:
+        mean, rstd = _row_stats(h_ptr, rows, rmask, W, BR, BL)
     acc = tl.zeros([BR, BN], dtype=tl.float32)
     acc2 = tl.zeros([BR, BN], dtype=tl.float32)
     for k0 in range(0, W, BK):
@@ -161,9 +194,9 @@ def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmas
 
 
 @triton.jit
-def _input_proj_kernel(x_ptr, w_ptr, b_ptr, h_ptr, R, ROWS,
+def _input_proj_kernel(x_ptr, w_ptr, b_ptr, h_ptr, stats_ptr, R, ROWS,
                        C: tl.constexpr, W: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
-                       BKC: tl.constexpr, PREC: tl.constexpr):
+                       BKC: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr):
     """h[rows, n] = x[rows mod R] @ W_in[:, n] + b_in[n] (with CFG row R + q reuses x row q)."""
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
@@ -177,27 +210,30 @@ def _input_proj_kernel(x_ptr, w_ptr, b_ptr, h_ptr, R, ROWS,
         acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=PREC)
     h = acc + tl.load(b_ptr + n)[None, :]
     tl.store(h_ptr + rows[:, None] * W + n[None, :], h, mask=rmask[:, None])
+    if PARTIALS:
+        _store_partials(stats_ptr, h, rows, rmask, tl.program_id(0), NT, BN)
 
 
 @triton.jit
-def _block_in_kernel(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, u_ptr, ROWS,
+def _block_in_kernel(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, u_ptr, stats_ptr, ROWS,
                      W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
-                     BK: tl.constexpr, BL: tl.constexpr, PREC: tl.constexpr):
+                     BK: tl.constexpr, BL: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr,
+                     PARTIALS: tl.constexpr):
     """u[rows, n] = SiLU(modulate(LN(h), shift, scale) @ W1[:, n] + b1[n]) of one ResBlock."""
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
     rmask = rows < ROWS
-    acc, _ = _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, 0, W, n, rows, rmask,
-                      W, ADA_N, BR, BN, BK, BL, True, False, PREC)
+    acc, _ = _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, 0, W, n, rows, rmask, stats_ptr,
+                      W, ADA_N, BR, BN, BK, BL, True, False, PREC, NT, PARTIALS)
     v = acc + tl.load(b1_ptr + n)[None, :]
     v = v * tl.sigmoid(v)
     tl.store(u_ptr + rows[:, None] * W + n[None, :], v.to(u_ptr.dtype.element_ty), mask=rmask[:, None])
 
 
 @triton.jit
-def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, ROWS,
+def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, stats_ptr, ROWS,
                       W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
-                      BK: tl.constexpr, PREC: tl.constexpr):
+                      BK: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr):
     """h[rows, n] += gate[rows, n] · (u @ W2[:, n] + b2[n]) of one ResBlock (in place)."""
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
@@ -213,13 +249,15 @@ def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, ROWS,
     offs = rows[:, None] * W + n[None, :]
     h = tl.load(h_ptr + offs, mask=m, other=0.0) + gate * (acc + tl.load(b2_ptr + n)[None, :])
     tl.store(h_ptr + offs, h, mask=m)
+    if PARTIALS:
+        _store_partials(stats_ptr, h, rows, rmask, tl.program_id(0), NT, BN)
 
 
 @triton.jit
-def _final_kernel(h_ptr, mod_ptr, wf_ptr, bf_ptr, x_ptr, coef_ptr, noise_ptr, guid_ptr, temp_ptr, R,
+def _final_kernel(h_ptr, mod_ptr, wf_ptr, bf_ptr, x_ptr, coef_ptr, noise_ptr, guid_ptr, temp_ptr, stats_ptr, R,
                   C: tl.constexpr, W: tl.constexpr, ADA_N: tl.constexpr, HAS_UNCOND: tl.constexpr,
                   HAS_NOISE: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-                  BL: tl.constexpr, PREC: tl.constexpr):
+                  BL: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr):
     """Final layer for token channels ``ce`` (its ε and v columns), CFG on ε, DDPM update of x.
 
     A program owns ``BQ`` cond rows q; with CFG its A tile holds them and then their uncond rows
@@ -237,8 +275,8 @@ def _final_kernel(h_ptr, mod_ptr, wf_ptr, bf_ptr, x_ptr, coef_ptr, noise_ptr, gu
     else:
         rows = q
         rmask = qmask
-    eps, var = _ln_gemm(h_ptr, mod_ptr, mod_ptr, mod_ptr, wf_ptr, C, 2 * C, ce, rows, rmask,
-                        W, ADA_N, BR, BC, BK, BL, False, True, PREC)
+    eps, var = _ln_gemm(h_ptr, mod_ptr, mod_ptr, mod_ptr, wf_ptr, C, 2 * C, ce, rows, rmask, stats_ptr,
+                        W, ADA_N, BR, BC, BK, BL, False, True, PREC, NT, PARTIALS)
     eps = eps + tl.load(bf_ptr + ce)[None, :]
     var = var + tl.load(bf_ptr + C + ce)[None, :]
     if HAS_UNCOND:   # [cond rows; uncond rows] → two [BQ, BC] halves
@@ -267,6 +305,11 @@ class StepConfig:
     block_n: width columns per program (w = 1024 / 16 → 64 programs a layer on a 132-SM GPU);
     block_k: K tile of the GEMMs; block_c: token channels per program of the final launch
     (C = 128 / 32 → 4 programs); block_ln: columns per tile of the LayerNorm statistics pass.
+    ln_partials: the launches that produce h (input projection, each block's GEMM2) also write
+    each row's mean and M2 over their ``block_n`` columns, and the LayerNorm launches combine these
+    w / block_n partials instead of reading the full rows of h (``_row_stats_partials``). Off by
+    default until it is timed on a GPU (written in session 11 without one; parity-tested in the
+    interpreter).
     The defaults were the fastest of the configurations timed at batch 1 on an H200 (module
     docstring; ``python -m kernels.step_kernels --bench --sweep``)."""
 
@@ -277,6 +320,7 @@ class StepConfig:
     block_ln: int = 256
     num_warps: int = 4
     num_stages: int = 3
+    ln_partials: bool = False
 
     def resolve(self, rows2: int, width: int, token_dim: int) -> StepConfig:
         """The config for ``rows2`` (cond + uncond) rows: block_rows filled in, block_k/block_ln
@@ -295,16 +339,22 @@ class StepConfig:
 
 @dataclass
 class StepScratch:
-    """The state buffers of the step launches: h [2R, w] fp32 and u [2R, w] (weight dtype)."""
+    """The state buffers of the step launches: h [2R, w] fp32, u [2R, w] (weight dtype) and, with
+    ``StepConfig.ln_partials``, the LayerNorm partials stats [2R, 2·w/block_n] fp32."""
 
     h: torch.Tensor
     u: torch.Tensor
+    stats: torch.Tensor | None = None
 
 
-def step_scratch(rows2: int, width: int, dtype: torch.dtype, device) -> StepScratch:
-    """Preallocate h and u for ``rows2`` rows (cond + uncond), so a captured graph has static memory."""
+def step_scratch(rows2: int, width: int, dtype: torch.dtype, device, config: StepConfig | None = None) -> StepScratch:
+    """Preallocate h and u (and the LayerNorm partials when ``config.ln_partials``) for ``rows2``
+    rows (cond + uncond), so a captured graph has static memory."""
+    stats = None
+    if config is not None and config.ln_partials:
+        stats = torch.empty((rows2, 2 * (width // config.block_n)), device=device, dtype=torch.float32)
     return StepScratch(h=torch.empty((rows2, width), device=device, dtype=torch.float32),
-                       u=torch.empty((rows2, width), device=device, dtype=dtype))
+                       u=torch.empty((rows2, width), device=device, dtype=dtype), stats=stats)
 
 
 def _launch(kernel, grid, *args, **meta):
@@ -332,20 +382,22 @@ def sampling_step(weights: HeadWeights, x: torch.Tensor, mods_i: torch.Tensor, c
     h, u = scratch.h, scratch.u
     br, bn, bk, bl = config.block_rows, config.block_n, config.block_k, config.block_ln
     prec = "ieee" if weights.dtype == torch.float32 else "tf32"
-    meta = dict(num_warps=config.num_warps, num_stages=config.num_stages)
+    part = dict(NT=w // bn, PARTIALS=config.ln_partials)
+    stats = scratch.stats if config.ln_partials else h          # unused without partials
+    meta = dict(num_warps=config.num_warps, num_stages=config.num_stages, **part)
     grid_w = (w // bn, triton.cdiv(rows2, br))
-    _launch(_input_proj_kernel, grid_w, x, weights.w_in, weights.b_in, h, r, rows2,
+    _launch(_input_proj_kernel, grid_w, x, weights.w_in, weights.b_in, h, stats, r, rows2,
             C=c, W=w, BR=br, BN=bn, BKC=min(bk, c), PREC=prec, **meta)
     for blk in range(depth):
         sh = 3 * w * blk
         _launch(_block_in_kernel, grid_w, h, mods_i[:, sh:], weights.ln_w[blk], weights.ln_b[blk],
-                weights.w1[blk], weights.b1[blk], u, rows2,
+                weights.w1[blk], weights.b1[blk], u, stats, rows2,
                 W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, BL=bl, PREC=prec, **meta)
-        _launch(_block_out_kernel, grid_w, u, weights.w2[blk], weights.b2[blk], mods_i[:, sh + 2 * w:], h, rows2,
+        _launch(_block_out_kernel, grid_w, u, weights.w2[blk], weights.b2[blk], mods_i[:, sh + 2 * w:], h, stats, rows2,
                 W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, PREC=prec, **meta)
     _launch(_final_kernel, (c // config.block_c, triton.cdiv(r, br // 2 if cfg else br)),
             h, mods_i[:, 3 * w * depth:], weights.wf, weights.bf, x, coefs_i, x if noise_i is None else noise_i,
-            guidance, temperature, r,
+            guidance, temperature, stats, r,
             C=c, W=w, ADA_N=ada_n, HAS_UNCOND=cfg, HAS_NOISE=noise_i is not None,
             BR=br, BC=config.block_c, BK=bk, BL=bl, PREC=prec, **meta)
 
@@ -375,9 +427,12 @@ def sample_steps(weights: HeadWeights, mods: torch.Tensor, coefs: torch.Tensor, 
     dev = noise.device
     config = (config or StepConfig()).resolve(rows2, w, c)
     if scratch is None:
-        scratch = step_scratch(rows2, w, weights.dtype, dev)
+        scratch = step_scratch(rows2, w, weights.dtype, dev, config)
     if tuple(scratch.h.shape) != (rows2, w) or tuple(scratch.u.shape) != (rows2, w):
         raise ValueError(f"sample_steps: scratch must hold [{rows2}, {w}] buffers")
+    if config.ln_partials and (scratch.stats is None or tuple(scratch.stats.shape) != (rows2, 2 * (w // config.block_n))):
+        raise ValueError(f"sample_steps: ln_partials needs scratch.stats [{rows2}, {2 * (w // config.block_n)}] "
+                         "(step_scratch(..., config))")
     mods = mods.contiguous()
     coefs = coefs.to(dev, torch.float32).contiguous()
     noise = noise.to(torch.float32).contiguous()
@@ -423,7 +478,7 @@ def compile_step_kernels_for_arch(arch: int = 90, dtype: torch.dtype = torch.flo
     prec = "ieee" if dtype == torch.float32 else "tf32"
     types = dict(w_ptr=wt, w1_ptr=wt, w2_ptr=wt, wf_ptr=wt, mod_ptr=wt, gate_ptr=wt, u_ptr=wt,
                  R="i32", ROWS="i32")
-    common = dict(W=width, BR=c.block_rows, PREC=prec)
+    common = dict(W=width, BR=c.block_rows, PREC=prec, NT=width // c.block_n, PARTIALS=c.ln_partials)
     jobs = {
         "input_proj": (_input_proj_kernel, dict(C=token_dim, BN=c.block_n, BKC=min(c.block_k, token_dim))),
         "block_in": (_block_in_kernel, dict(ADA_N=(3 * depth + 2) * width, BN=c.block_n, BK=c.block_k,
@@ -481,7 +536,7 @@ def kernel_breakdown(weights: HeadWeights, mods: torch.Tensor, coefs: torch.Tens
     global _launch
     c = weights.token_dim
     config = config.resolve(mods.shape[1], weights.width, c)
-    scratch = step_scratch(mods.shape[1], weights.width, weights.dtype, noise.device)
+    scratch = step_scratch(mods.shape[1], weights.width, weights.dtype, noise.device, config)
     x = noise[0].clone()
     recorded, real = [], _launch
     _launch = lambda kernel, grid, *args, **meta: recorded.append((kernel, grid, args, meta))  # noqa: E731
@@ -540,7 +595,7 @@ def bench(steps: int = 100, rows: int = 4, width: int = 1024, depth: int = 3, to
     with torch.inference_mode():
         ref = eager_loop()
         for cfg in configs or [StepConfig()]:
-            scratch = step_scratch(2 * rows, width, dt, dev)
+            scratch = step_scratch(2 * rows, width, dt, dev, cfg)
             try:
                 replay, out = _graphed(lambda: sample_steps(weights, mods, coefs, noise, g, t, cfg=True, config=cfg,
                                                             scratch=scratch))
@@ -589,12 +644,13 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("kernels.step_kernels --bench: no CUDA GPU here (torch.cuda.is_available() is False); nothing timed")
         return 0
-    configs = None
+    configs = [StepConfig(), StepConfig(ln_partials=True)]    # the LayerNorm statistics both ways
     if a.sweep:
         configs = [StepConfig(block_n=bn, block_k=bk, block_c=bc, num_warps=nw, num_stages=ns)
                    for bn, bk, bc, nw, ns in ((16, 256, 32, 4, 3), (16, 256, 16, 4, 3), (32, 256, 32, 4, 3),
                                               (16, 256, 32, 8, 3), (16, 256, 32, 4, 2), (16, 128, 32, 4, 3),
                                               (32, 128, 16, 4, 3), (32, 64, 16, 4, 3), (16, 512, 32, 8, 2))]
+        configs += [replace(cfg, ln_partials=True) for cfg in configs[:3]]
     bench(a.steps, a.rows, configs=configs, inductor=a.inductor, profile=a.profile, eager=not a.no_eager)
     return 0
 

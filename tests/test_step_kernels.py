@@ -37,20 +37,21 @@ needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (full-size sha
 
 AOT_SCRIPT = """
 import torch
-from kernels.step_kernels import compile_step_kernels_for_arch
-ks = compile_step_kernels_for_arch(90, torch.float16)
-assert sorted(ks) == ["block_in", "block_out", "final", "final_last", "input_proj"], sorted(ks)
-for name, k in ks.items():
-    assert len(k.asm["cubin"]) > 0, name
-    assert "atom." not in k.asm["ptx"], name       # no grid barriers: kernel boundaries are the barriers
+from kernels.step_kernels import StepConfig, compile_step_kernels_for_arch
+for config in (StepConfig(), StepConfig(ln_partials=True)):
+    ks = compile_step_kernels_for_arch(90, torch.float16, config=config)
+    assert sorted(ks) == ["block_in", "block_out", "final", "final_last", "input_proj"], sorted(ks)
+    for name, k in ks.items():
+        assert len(k.asm["cubin"]) > 0, name
+        assert "atom." not in k.asm["ptx"], name       # no grid barriers: kernel boundaries are the barriers
 print("ok")
 """
 
 
 @needs_triton
 def test_step_kernels_compile_for_h100_without_a_gpu():
-    """Triton's real compiler (TTIR → PTX → cubin with the bundled ptxas) for sm_90, default config,
-    fp16, in a subprocess without TRITON_INTERPRET: the interpreter accepts things the compiler does not."""
+    """Triton's real compiler (TTIR → PTX → cubin with the bundled ptxas) for sm_90, default config
+    and with LayerNorm partials, fp16, in a subprocess without TRITON_INTERPRET: the interpreter accepts things the compiler does not."""
     import importlib.util
     if importlib.util.find_spec("triton.backends.nvidia") is None:
         pytest.skip("this triton build has no NVIDIA backend")
@@ -162,6 +163,28 @@ def test_parity_fp32_shapes(rows, cfg, c, depth, steps, br):
 
 
 @needs_kernel
+@pytest.mark.parametrize("rows,cfg,w,bn,br", [
+    (3, True, 64, 16, None),       # 4 column tiles: 4 partials a row
+    (9, True, 32, 16, 16),         # 2 row blocks (final launch: 8 cond + 8 uncond rows)
+    (2, False, 64, 32, None),      # no CFG, 2 partials a row
+])
+def test_layernorm_partials_match_the_full_row_statistics(rows, cfg, w, bn, br):
+    # ln_partials: the launches producing h write per-tile mean and M2, the LayerNorm launches
+    # combine them; the same sample as the pass over full rows, the GEMM path and sample_head.
+    import dataclasses
+    head = make_head(w=w, depth=2, seed=10 + rows)
+    case = Case(head, rows=rows, steps=3, cfg=cfg)
+    config = cfg_(bn=bn, br=br)
+    out = case.fast(config=dataclasses.replace(config, ln_partials=True))
+    ref = case.gemm_path()
+    assert ref.abs().max() > 0.5
+    close32(out, ref)
+    close32(out, case.fast(config=config))
+    if cfg:
+        close32(out, case.sample_head())
+
+
+@needs_kernel
 def test_fp16_weights_tolerance_rule():
     head = make_head(w=64, depth=2, seed=4)
     case = Case(head, rows=3, steps=4)
@@ -257,6 +280,14 @@ def test_config_and_input_checks():
         sample_steps(w, torch.zeros(3, 2, w.ada_n), coefs, noise, 1.0, 1.0, cfg=True)
     with pytest.raises(ValueError, match="coefs"):
         sample_steps(w, torch.zeros(3, 4, w.ada_n), coefs[:2], noise, 1.0, 1.0, cfg=True)
+    # LayerNorm partials need their scratch (step_scratch with the config allocates it)
+    from kernels.step_kernels import step_scratch
+    plain = step_scratch(4, 32, torch.float32, "cpu")
+    assert plain.stats is None
+    assert step_scratch(4, 32, torch.float32, "cpu", StepConfig(block_n=16, ln_partials=True)).stats.shape == (4, 4)
+    with pytest.raises(ValueError, match="ln_partials needs scratch.stats"):
+        sample_steps(w, torch.zeros(3, 4, w.ada_n), coefs, noise, 1.0, 1.0, cfg=True,
+                     config=StepConfig(block_n=16, block_c=16, ln_partials=True), scratch=plain)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,11 +302,14 @@ def _base_case(steps=100, rows=4):
 
 
 @needs_gpu
-def test_gpu_full_size_parity():
+@pytest.mark.parametrize("ln_partials", [False, True])
+def test_gpu_full_size_parity(ln_partials):
+    from kernels.step_kernels import StepConfig
+    config = StepConfig(ln_partials=ln_partials)    # the default tiles
     case = _base_case()
     ref32 = case.gemm_path(torch.float32)
-    torch.testing.assert_close(case.fast(torch.float32), ref32, rtol=1e-4, atol=1e-4)
-    out = case.fast(torch.float16)                  # the default config
+    torch.testing.assert_close(case.fast(torch.float32, config=config), ref32, rtol=1e-4, atol=1e-4)
+    out = case.fast(torch.float16, config=config)
     ref16 = case.gemm_path(torch.float16)
     err, err16 = (out - ref32).abs().max().item(), (ref16 - ref32).abs().max().item()
     assert err <= 2 * err16 + 1e-2, (err, err16)
