@@ -272,6 +272,21 @@ def test_natural_scenes_put_thunder_over_rain_or_wind_and_leave_every_other_clip
     assert len(new) == 3 * n_src
 
 
+def test_natural_fg_scenes_name_the_event_alone_and_leave_every_other_clip_unchanged():
+    items = many_items() + [fake_item(f"p/storm/thunder{k}.ogg", "thunder", 2.5) for k in range(6)]
+    cfg = dict(seed=3, min_groups_heldout=4, val_frac=0.2, test_frac=0.2, natural_scenes_per_event=2.0)
+    base = {s.id: s for s in Planner(items, PlanConfig(**cfg)).plan()}
+    more = {s.id: s for s in Planner(items, PlanConfig(**cfg, natural_fg_scenes_per_event=3.0)).plan()}
+    assert set(base) < set(more)
+    new = [more[k] for k in set(more) - set(base)]
+    from training.data.captions import BY_NAME
+    assert new and all(s.split == "train" and s.kind == "natural_fg" for s in new)
+    assert all(s.categories == ["rain", "thunder"] for s in new)        # the bed is heard ...
+    assert all(s.caption in set(BY_NAME["thunder"].phrases) or s.caption.startswith("thunder") for s in new)
+    assert not any("rain" in s.caption for s in new)                      # ... and not named
+    assert all(sorted({layer.role for layer in s.layers}) == ["bed", "event"] for s in new)
+
+
 def test_supplementary_sources_are_split_and_scened_apart_leaving_every_other_clip_unchanged():
     main = many_items()
     supp = [fake_item(f"s/storm/{name}.ogg", "thunder", 2.5)         # 8 recordings (numbered takes would be one)

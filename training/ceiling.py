@@ -33,7 +33,7 @@ SPLIT_ORDER = {"test": 0, "val": 1, "train": 2}
 
 def pick_clips(manifest: Path, per_prompt: int) -> list[tuple[str, Path]]:
     with open(manifest, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not (r.get("kind") or "").startswith("scene")]
+        rows = [r for r in csv.DictReader(f) if not (r.get("kind") or "").startswith(("scene", "natural"))]
     out = []
     for prompt, cats in PROMPT_CATEGORIES.items():
         cand = sorted((r for r in rows if r.get("category") in cats), key=lambda r: (SPLIT_ORDER.get(r["split"], 3), r["id"]))

@@ -161,6 +161,9 @@ def parse_args(argv: list[str]) -> BuildConfig:
     ap.add_argument("--natural-scenes", type=float, default=0.0,
                     help="train-split scenes per event source over a bed it is naturally heard with "
                          "(thunder over rain or wind), captioned with both; their own random stream")
+    ap.add_argument("--natural-fg-scenes", type=float, default=0.0,
+                    help="more natural scenes per event source, captioned with the event alone (kind natural_fg: "
+                         "'thunder rumbling' over rain); their own random stream")
     args = ap.parse_args(argv)
     if args.out is None:
         raise BuildError("missing --out DIR (where the corpus is built)")
@@ -181,11 +184,14 @@ def parse_args(argv: list[str]) -> BuildConfig:
         raise BuildError("--extra-train-scenes must be in 0..100")
     if not 0 <= args.natural_scenes <= 100:
         raise BuildError("--natural-scenes must be in 0..100")
+    if not 0 <= args.natural_fg_scenes <= 100:
+        raise BuildError("--natural-fg-scenes must be in 0..100")
     return BuildConfig(out=args.out.resolve(), seed=args.seed, packages=pkgs, supplementary=supp, fmt=args.format,
                        install_tools=not args.no_install_tools, fetch=not args.no_fetch,
                        render=not args.no_render, midi_scale=args.midi_scale,
                        plan=PlanConfig(seed=args.seed, extra_train_scenes_per_event=args.extra_train_scenes,
-                                       natural_scenes_per_event=args.natural_scenes))
+                                       natural_scenes_per_event=args.natural_scenes,
+                                       natural_fg_scenes_per_event=args.natural_fg_scenes))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,9 @@ class PlanConfig:
     # Train-split scenes of an event over a bed it is naturally heard with (Category.natural_beds,
     # e.g. thunder over rain), per event source, captioned with both; their own random stream too.
     natural_scenes_per_event: float = 0.0
+    # More of them, captioned with the event alone ("thunder rumbling" over rain: a thunderstorm
+    # named by its foreground, as AudioCaps captions do), kind "natural_fg"; their own stream.
+    natural_fg_scenes_per_event: float = 0.0
     max_scene_event_seconds: float = 6.0
     min_source_seconds: float = 0.1
 
@@ -77,7 +80,8 @@ class Layer:
 class ClipSpec:
     id: str
     split: str
-    kind: str                 # crop, loop, event, scene, scene_fg (bed not captioned), speech, render, steps
+    kind: str                 # crop, loop, event, scene, scene_fg (bed not captioned), natural_fg (a natural
+                              # bed not captioned: thunder over rain), speech, render, steps
     caption: str
     categories: list[str]     # every caption category heard in the clip
     layers: list[Layer] = field(default_factory=list)
@@ -282,6 +286,8 @@ class Planner:
                 clips += self._scenes(beds, events, split, extra=True)
             if split == "train" and self.cfg.natural_scenes_per_event > 0:
                 clips += self._natural_scenes(beds, events, split)
+            if split == "train" and self.cfg.natural_fg_scenes_per_event > 0:
+                clips += self._natural_scenes(beds, events, split, foreground_only=True)
             clips += self._supplementary(by_split_kind, split)
         uniq = {c.id: c for c in clips}
         return [uniq[k] for k in sorted(uniq)]
@@ -456,25 +462,35 @@ class Planner:
             clips += self._scenes(beds, events, split, extra=True, stream="supplementary-")
         if split == "train" and self.cfg.natural_scenes_per_event > 0:
             clips += self._natural_scenes(beds, events, split, stream="supplementary-")
+        if split == "train" and self.cfg.natural_fg_scenes_per_event > 0:
+            clips += self._natural_scenes(beds, events, split, stream="supplementary-", foreground_only=True)
         return clips
 
-    def _natural_scenes(self, beds, events, split, stream: str = ""):
+    def _natural_scenes(self, beds, events, split, stream: str = "", foreground_only: bool = False):
         """Scenes of an event over a bed it is naturally heard with (``Category.natural_beds``:
         thunder over rain or wind), captioned with both ("thunder rumbles while rain falls").
         ``natural_scenes_per_event`` of them for every event source whose category names such a
         bed present in the split; from their own random stream, so the rest of the plan (and every
-        latent encoded from it) is unchanged."""
-        rng = rng_for(self.cfg.seed, stream + "natural-scenes", split)
+        latent encoded from it) is unchanged. With ``foreground_only``: ``natural_fg_scenes_per_event``
+        more from another stream, captioned with the event alone ("thunder rumbling" over rain),
+        kind ``natural_fg`` (so that the trainer can weight them apart from the scene_fg scenes,
+        whose beds are not the event's own)."""
+        rng = rng_for(self.cfg.seed, stream + ("natural-fg-scenes" if foreground_only else "natural-scenes"), split)
+        per_event = self.cfg.natural_fg_scenes_per_event if foreground_only else self.cfg.natural_scenes_per_event
         beds_by = _by_category(beds)
         out = []
         for ev in events:
             cat = BY_NAME[ev.category]
             names = [n for n in cat.natural_beds if n in beds_by]
-            for _ in range(int(round(self.cfg.natural_scenes_per_event)) if names else 0):
+            for _ in range(int(round(per_event)) if names else 0):
                 bcat = BY_NAME[names[int(rng.integers(len(names)))]]
                 bed = beds_by[bcat.name][int(rng.integers(len(beds_by[bcat.name])))]
                 layers, counts = self._scene_layers(rng, bed, [cat.name], {cat.name: [ev]})
-                out.append(_clip(split, "scene", scene_caption(counts, bcat, rng), [bcat.name, cat.name], layers))
+                if foreground_only:
+                    caption, kind = event_caption(cat, counts[0][1], rng), "natural_fg"
+                else:
+                    caption, kind = scene_caption(counts, bcat, rng), "scene"
+                out.append(_clip(split, kind, caption, [bcat.name, cat.name], layers))
         return out
 
     def _scenes(self, beds, events, split, extra: bool = False, stream: str = ""):
