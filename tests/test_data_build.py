@@ -450,8 +450,18 @@ def test_new_plan_replaces_stale_clips(tmp_path):
 
 def test_build_arguments_reach_the_plan_and_bad_counts_are_refused(tmp_path):
     from training.data.build import BuildError, parse_args
-    cfg = parse_args(["--out", str(tmp_path), "--extra-train-scenes", "8", "--natural-scenes", "20"])
+    cfg = parse_args(["--out", str(tmp_path), "--extra-train-scenes", "8", "--natural-scenes", "20",
+                      "--natural-fg-scenes", "12"])
     assert cfg.plan.extra_train_scenes_per_event == 8 and cfg.plan.natural_scenes_per_event == 20
-    for flag in ("--natural-scenes", "--extra-train-scenes"):
+    assert cfg.plan.natural_fg_scenes_per_event == 12
+    for flag in ("--natural-scenes", "--extra-train-scenes", "--natural-fg-scenes"):
         with pytest.raises(BuildError, match=flag):
             parse_args(["--out", str(tmp_path), flag, "-1"])
+    # supplementary packages: all by default, a chosen few, none; unknown or doubled ones refused
+    assert cfg.supplementary == tuple(SUPPLEMENTARY)
+    assert parse_args(["--out", str(tmp_path), "--supplementary", "pachi-data"]).supplementary == ("pachi-data",)
+    assert parse_args(["--out", str(tmp_path), "--supplementary", "none"]).supplementary == ()
+    with pytest.raises(BuildError, match="not a supplementary package"):
+        parse_args(["--out", str(tmp_path), "--supplementary", "widelands-data"])
+    with pytest.raises(BuildError, match="also in --packages"):
+        parse_args(["--out", str(tmp_path), "--packages", "pachi-data", "--supplementary", "pachi-data"])
