@@ -412,6 +412,19 @@ def test_copyright_tail_matching():
     assert cr.license_for("usr/share/games/redeclipse/data/sounds/music/x.ogg") == "GPL-2+"
 
 
+@pytest.mark.parametrize("prose,expected", [
+    ("under the terms of the GNU General Public License as published by\n  the Free Software Foundation; "
+     "either version 2 of the License, or\n  (at your option) any later version.", "GPL-2+"),
+    ("licensed under the GNU General Public License, version 3.", "GPL-3"),
+    ("under the terms of the GNU Lesser General Public License as published by the Free Software "
+     "Foundation; either version 2.1 of the License, or (at your option) any later version.", "LGPL-2.1+"),
+    ("All rights reserved. Ask the authors.", "see copyright"),
+])
+def test_old_style_copyright_prose_names_its_gnu_licence(prose, expected):
+    # pachi-data's copyright file is not DEP-5: its licence is only stated in prose
+    assert parse_copyright("This package was debianized by someone.\n\n" + prose + "\n").default == expected
+
+
 def test_midi_writer_and_piece_captions():
     data = midi_bytes([(0.0, bytes([0x90, 60, 100])), (0.5, bytes([0x80, 60, 0]))])
     assert data[:4] == b"MThd" and b"MTrk" in data and data.endswith(b"\xff\x2f\x00")

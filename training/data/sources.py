@@ -187,8 +187,21 @@ def parse_copyright(text: str) -> Copyright:
             default = name
         stanzas.append((pats, name))
     if not default:
-        default = "; ".join(k for k in KNOWN_LICENSES if k.lower() in text.lower()) or "see copyright"
+        default = "; ".join(k for k in KNOWN_LICENSES if k.lower() in text.lower()) or _gnu_prose(text) \
+            or "see copyright"
     return Copyright(stanzas, default)
+
+
+def _gnu_prose(text: str) -> str:
+    """The licence of an old-style (not DEP-5) copyright file that states the GNU licence in prose:
+    "... the GNU General Public License ... version 2 ... (at your option) any later version" → GPL-2+."""
+    flat = " ".join(text.split())
+    m = re.search(r"GNU (Lesser |Library )?General Public License,? (?:as published by [^,.]*?,? )?"
+                  r"(?:either )?version (\d(?:\.\d)?)", flat, re.I)
+    if not m:
+        return ""
+    name = ("LGPL-" if m.group(1) else "GPL-") + m.group(2)
+    return name + ("+" if re.search(r"any later version", flat[m.end():m.end() + 200], re.I) else "")
 
 
 def read_copyright(root: Path, pkg: str) -> Copyright:
