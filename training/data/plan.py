@@ -257,7 +257,7 @@ class Planner:
             if it.duration < self.cfg.min_source_seconds:
                 continue
             split = self.split[key]
-            pool = ("supp:" if it.package in self.supplementary else "") + split   # see _supplementary
+            pool = ("supp:" if it.package in self.supplementary else "") + split   # see _pooled
             if it.package.startswith("render-"):
                 clips.append(self._render_clip(it, split))
                 continue
@@ -278,17 +278,12 @@ class Planner:
                 if it.duration <= self.cfg.max_scene_event_seconds and cat.name not in NOT_IN_SCENES:
                     by_split_kind[(pool, "event")].append(it)
         for split in SPLITS:
-            clips += self._speech(by_split_kind[(split, "speech")], split)
-            clips += self._walks(by_split_kind[(split, "steps")], split)
-            beds, events = by_split_kind[(split, "bed")], by_split_kind[(split, "event")] + by_split_kind[(split, "steps")]
-            clips += self._scenes(beds, events, split)
-            if split == "train" and self.cfg.extra_train_scenes_per_event > 0:
-                clips += self._scenes(beds, events, split, extra=True)
-            if split == "train" and self.cfg.natural_scenes_per_event > 0:
-                clips += self._natural_scenes(beds, events, split)
-            if split == "train" and self.cfg.natural_fg_scenes_per_event > 0:
-                clips += self._natural_scenes(beds, events, split, foreground_only=True)
-            clips += self._supplementary(by_split_kind, split)
+            main_beds = by_split_kind[(split, "bed")]
+            clips += self._pooled(by_split_kind, split, split, main_beds)
+            # supplementary sources: their events over the beds of every package, own streams
+            supp = "supp:" + split
+            clips += self._pooled(by_split_kind, supp, split, main_beds + by_split_kind[(supp, "bed")],
+                                  stream="supplementary-")
         uniq = {c.id: c for c in clips}
         return [uniq[k] for k in sorted(uniq)]
 
@@ -450,20 +445,21 @@ class Planner:
                 layers.append(Layer(it.key, "event", at=at, gain_db=g, role="event"))
         return layers, counts
 
-    def _supplementary(self, by_split_kind, split):
-        """The pooled clips of the supplementary packages' sources of ``split``: speech, walks and
-        scenes of their events over the beds of every package, from random streams of their own."""
-        pool = lambda kind: by_split_kind[("supp:" + split, kind)]
-        clips = self._speech(pool("speech"), split) + self._walks(pool("steps"), split)
-        beds = by_split_kind[(split, "bed")] + pool("bed")
-        events = pool("event") + pool("steps")
-        clips += self._scenes(beds, events, split, stream="supplementary-")
+    def _pooled(self, by_split_kind, pool, split, beds, stream: str = ""):
+        """The clips built from the pooled sources of one split (``pool``: the split, or
+        "supp:<split>" for the supplementary packages): packed speech, walks, and scenes of the
+        pool's events over ``beds`` (plus the train split's extra and natural scenes), each from
+        random streams named with ``stream``."""
+        take = lambda kind: by_split_kind[(pool, kind)]   # noqa: E731
+        clips = self._speech(take("speech"), split) + self._walks(take("steps"), split)
+        events = take("event") + take("steps")
+        clips += self._scenes(beds, events, split, stream=stream)
         if split == "train" and self.cfg.extra_train_scenes_per_event > 0:
-            clips += self._scenes(beds, events, split, extra=True, stream="supplementary-")
+            clips += self._scenes(beds, events, split, extra=True, stream=stream)
         if split == "train" and self.cfg.natural_scenes_per_event > 0:
-            clips += self._natural_scenes(beds, events, split, stream="supplementary-")
+            clips += self._natural_scenes(beds, events, split, stream=stream)
         if split == "train" and self.cfg.natural_fg_scenes_per_event > 0:
-            clips += self._natural_scenes(beds, events, split, stream="supplementary-", foreground_only=True)
+            clips += self._natural_scenes(beds, events, split, stream=stream, foreground_only=True)
         return clips
 
     def _natural_scenes(self, beds, events, split, stream: str = "", foreground_only: bool = False):
