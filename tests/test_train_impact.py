@@ -91,6 +91,33 @@ def test_init_from_a_model_bundle_continues_its_generator(tmp_path):
         torch.testing.assert_close(b.model.state_dict()[k], v.half().float())
 
 
+def test_ema_without_warmup_moves_at_the_decay_pace_from_the_first_step(tmp_path):
+    st = _store(tmp_path)
+    start = Trainer(TrainConfig(phase="text", preset="test", bf16=False), st, tmp_path / "r0").model.state_dict()
+    moved = {}
+    for warm in (True, False):
+        cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=1, lr=1e-2,
+                          ema_decay=0.99, ema_warmup=warm)
+        tr = Trainer(cfg, st, tmp_path / f"run{warm}")
+        tr.model.load_state_dict(start)
+        tr.ema = {k: v.float().clone() for k, v in start.items()}
+        tr.train_step()
+        raw = tr.model.state_dict()
+        k = next(k for k, v in start.items() if v.is_floating_point() and not torch.equal(raw[k], v))
+        # the share of the step the EMA took: warm-up d = 1/10 at step 0 (EMA ≈ raw weights), else 1 - 0.99
+        moved[warm] = ((tr.ema[k] - start[k]).norm() / (raw[k] - start[k]).norm()).item()
+    assert abs(moved[True] - 0.9) < 1e-3 and abs(moved[False] - 0.01) < 1e-3
+    # the command line's --no-ema-warmup reaches the run's config (kept in its checkpoint for resumes)
+    import json
+
+    from training.train_impact import main
+    for flag, want in (([], True), (["--no-ema-warmup"], False)):
+        out = tmp_path / f"cli{want}"
+        assert main(["--latents", str(tmp_path / "lat.safetensors"), "--out", str(out), "--steps", "1",
+                     "--preset", "test", "--phase", "text", "--batch-size", "2", "--no-bf16", *flag]) == 0
+        assert json.loads((out / "ckpt" / "state.json").read_text())["train"]["ema_warmup"] is want
+
+
 def _manifest(tmp_path, cats, splits=None):
     import csv
     p = tmp_path / "manifest.csv"

@@ -55,6 +55,7 @@ class TrainConfig:
     kind_weights: str = ""           # e.g. "event=0.25": row weights times these, by manifest kind
     category_weights: str = ""       # e.g. "thunder=3": row weights times these, by caption category
     grad_clip: float = 3.0
+    ema_warmup: bool = True          # EMA decay ramps (1+s)/(10+s) → ema_decay; off: full decay from step 0
     bf16: bool = True
     seed: int = 0
 
@@ -264,7 +265,13 @@ class Trainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        """EMA of the weights. The warm-up ramp suits random initial weights; a run that continues
+        trained weights (``--init`` a bundle, ``--no-ema-warmup``) keeps the full decay from its first
+        step, so that its EMA starts as the trained model and moves at the decay's pace instead of
+        following the raw weights for the first few hundred steps."""
+        d = self.cfg.ema_decay
+        if self.cfg.ema_warmup:
+            d = min(d, (1 + self.step) / (10 + self.step))
         for k, v in self.model.state_dict().items():
             if v.is_floating_point():
                 self.ema[k].mul_(d).add_(v.float(), alpha=1 - d)
@@ -301,6 +308,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     precision.add_argument(ap)
     ap.add_argument("--no-bf16", action="store_true", help="the same as --precision fp32")
+    ap.add_argument("--no-ema-warmup", action="store_true",
+                    help="full EMA decay from the first step (continuing trained weights with --init)")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
               "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights", "seed"):
         default = getattr(TrainConfig, f)
@@ -326,7 +335,7 @@ def main(argv=None) -> int:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     prec = precision.resolve("fp32" if args.no_bf16 else args.precision, device, who="train_impact")
     cfg = TrainConfig(**{f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)},
-                      bf16=prec == "bf16")
+                      bf16=prec == "bf16", ema_warmup=not args.no_ema_warmup)
     store = LatentStore.load(args.latents)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
