@@ -21,7 +21,7 @@ from . import bundle as B
 from .config import ConfigError, DecodeConfig, preset
 from .decoding import DecodeTables, NoiseSource, TorchNoise, decode
 from .model import IMPACT, randomize_
-from .text_conditioner import HashConditioner, TextConditioner, build_conditioner
+from .text_conditioner import HashConditioner, PromptTable, TextConditioner, build_conditioner
 
 SAMPLE_RATE = 16000
 MAX_PROMPT_CHARS = 2000
@@ -100,8 +100,12 @@ class Pipeline:
     # -- construction -----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, backend: str = "auto",
-                        device: str | None = None, precision: str | None = None) -> "Pipeline":
-        """Load a model bundle (default: the one shipped in the package)."""
+                        device: str | None = None, precision: str | None = None,
+                        prompt_table: str | os.PathLike | None = None) -> "Pipeline":
+        """Load a model bundle (default: the one shipped in the package).
+
+        ``prompt_table``: a file written by ``text_conditioner.write_prompt_table`` with the bundle's
+        own conditioner, used in its place (only the prompts it holds can be generated)."""
         backend = resolve_backend(backend)
         if backend == "torch" and precision not in (None, "fp32"):
             raise ConfigError(f"precision {precision!r} is not available for the torch backend (use fp32)")
@@ -112,10 +116,11 @@ class Pipeline:
                               "(the audio is noise); pass --model DIR for a trained bundle", stacklevel=2)
                 return cls.random("test", device=device, backend=backend, precision=precision)
             path = B.DEFAULT_BUNDLE
-        return cls._load(Path(path), backend, device, precision)
+        return cls._load(Path(path), backend, device, precision, prompt_table)
 
     @classmethod
-    def _load(cls, path: Path, backend: str, device: str, precision: str | None = None) -> "Pipeline":
+    def _load(cls, path: Path, backend: str, device: str, precision: str | None = None,
+              prompt_table: str | os.PathLike | None = None) -> "Pipeline":
         from .audio import GriffinLim
         from .vae import AutoencoderKL
         from .vocoder import HifiGan
@@ -125,7 +130,15 @@ class Pipeline:
             model.load_state_dict({k: v.float() for k, v in B.load_generator_state(path).items()})
         except RuntimeError as e:
             raise B.BundleError(f"model bundle {path}: weights do not match config.json ({str(e).splitlines()[0]})") from None
-        conditioner = build_conditioner(cfg.conditioner, device=device)
+        if prompt_table is None:
+            conditioner = build_conditioner(cfg.conditioner, device=device)
+        else:
+            conditioner = PromptTable(prompt_table)
+            theirs = {k: v for k, v in conditioner.source.items() if not k.endswith("path")}
+            ours = {k: v for k, v in cfg.conditioner.items() if not k.endswith("path")}
+            if theirs != ours:
+                raise B.BundleError(f"prompt table {prompt_table} was written by conditioner {theirs}; "
+                                    f"model bundle {path} uses {ours}")
         if (conditioner.length, conditioner.dim) != (cfg.model.text_len, cfg.model.text_dim):
             raise B.BundleError(f"model bundle {path}: conditioner gives [{conditioner.length}, {conditioner.dim}], "
                                 f"model expects [{cfg.model.text_len}, {cfg.model.text_dim}]")

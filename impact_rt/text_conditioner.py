@@ -6,6 +6,9 @@
 * ``T5ClapConditioner`` — the paper's: CLAP text embedding ⊕ Flan-T5 token states on the time
   axis (1 + 77 = 78), from local paths only. CLAP's 512-d vector is zero-padded to T5's width
   so that one projection serves both (equivalent to separate projections sharing a bias).
+* ``PromptTable`` — the output of one of the above for a fixed list of prompts, read from a file
+  (``write_prompt_table``): runs a bundle where its text encoder is absent (a lent GPU machine,
+  where the 88 MB MiniLM package cannot travel); any other prompt is refused.
 * ``HashConditioner`` — a weight-free bag of hashed words with a fixed random table; builds in
   microseconds; used by the ``test`` preset and unit tests. Not a language model.
 
@@ -183,6 +186,63 @@ class HashConditioner(TextConditioner):
             mask[i, :len(words)] = True
             mask[i, -1] = True
         return states, mask
+
+
+class PromptTable(TextConditioner):
+    """Precomputed conditioner output for a fixed list of prompts (kind ``table``), stored fp32 so
+    that it equals the live encoder's output exactly. ``source`` is the spec of the conditioner that
+    wrote it: a bundle accepts the table only when that matches its own conditioner."""
+
+    kind = "table"
+
+    def __init__(self, path: str | Path):
+        import json
+
+        from safetensors import SafetensorError, safe_open
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"prompt table not found: {self.path}")
+        try:
+            with safe_open(str(self.path), "pt") as f:
+                meta = f.metadata() or {}
+                self.states, self.mask = f.get_tensor("states"), f.get_tensor("mask").bool()
+            self.prompts = json.loads(meta["prompts"])
+            self.source = json.loads(meta["conditioner"])
+        except (SafetensorError, OSError, KeyError, ValueError) as e:
+            raise ConfigError(f"{self.path} is not a prompt table ({str(e).splitlines()[0]})") from None
+        self.length, self.dim = int(self.states.shape[1]), int(self.states.shape[2])
+        self.index = {p: i for i, p in enumerate(self.prompts)}
+
+    def spec(self):
+        return {"kind": self.kind, "length": self.length, "dim": self.dim, "path": str(self.path),
+                "source": self.source}
+
+    def encode(self, prompts):
+        missing = [p for p in prompts if p not in self.index]
+        if missing:
+            raise ConfigError(f"prompt {missing[0]!r} is not in the prompt table {self.path} "
+                              f"({len(self.prompts)} prompts)")
+        idx = torch.tensor([self.index[p] for p in prompts], dtype=torch.long)
+        return self.states[idx].clone(), self.mask[idx].clone()
+
+
+def write_prompt_table(conditioner: TextConditioner, prompts: list[str], path: str | Path,
+                       chunk: int = 32) -> Path:
+    """Encode ``prompts`` (distinct, in order) with ``conditioner`` into a ``PromptTable`` file."""
+    import json
+
+    from safetensors.torch import save
+
+    from .fileio import atomic_write_bytes
+    prompts = list(dict.fromkeys(prompts))
+    if not prompts:
+        raise ConfigError("a prompt table needs at least one prompt")
+    parts = [conditioner.encode(prompts[i:i + chunk]) for i in range(0, len(prompts), chunk)]
+    states = torch.cat([s for s, _ in parts]).float().cpu().contiguous()
+    mask = torch.cat([m for _, m in parts]).to(torch.uint8).cpu().contiguous()
+    meta = {"prompts": json.dumps(prompts), "conditioner": json.dumps(conditioner.spec())}
+    atomic_write_bytes(Path(path), save({"states": states, "mask": mask}, metadata=meta))
+    return Path(path)
 
 
 def build_conditioner(spec: dict, device="cpu") -> TextConditioner:

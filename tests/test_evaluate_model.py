@@ -45,3 +45,26 @@ def test_rescore_without_an_earlier_run_is_a_one_line_error(tmp_path):
     import training.evaluate_model as E
     with pytest.raises(SystemExit, match="--rescore"):
         E.rescore(tmp_path, tmp_path / "p.tsv", None)
+
+
+def test_write_prompt_table_encodes_the_prompts_and_the_negative_with_the_bundles_encoder(tmp_path):
+    import torch
+
+    from impact_rt import bundle as B
+    from impact_rt.pipeline import Pipeline
+    from impact_rt.text_conditioner import PromptTable
+    from training.evaluate_model import main
+    src = Pipeline.random("test")
+    d = tmp_path / "bundle"
+    B.write_config(B.BundleConfig(src.model.cfg, src.conditioner.spec(), src.vocoder.spec(), src.defaults), d)
+    B.save_generator(src.model, d)
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("prompt\texpected\nthunder\tThunder\nrain\tRain\n")
+    out = tmp_path / "t.safetensors"
+    assert main(["--model", str(d), "--prompts", str(tsv), "--negative-prompt", "silence",
+                 "--write-prompt-table", str(out), "--out", str(tmp_path / "unused")]) == 0
+    table = PromptTable(out)
+    assert table.prompts == ["thunder", "rain", "silence"] and table.source == src.conditioner.spec()
+    for got, want in zip(table.encode(["silence", "thunder"]), src.conditioner.encode(["silence", "thunder"])):
+        assert torch.equal(got, want)
+    assert not (tmp_path / "unused").exists()

@@ -95,6 +95,29 @@ def test_bundle_round_trip(tmp_path):
         Pipeline.from_pretrained(d)
 
 
+def test_a_prompt_table_stands_in_for_the_text_encoder(tmp_path):
+    from impact_rt.text_conditioner import HashConditioner, write_prompt_table
+    src = Pipeline.random("test")
+    d = tmp_path / "bundle"
+    B.write_config(B.BundleConfig(src.model.cfg, src.conditioner.spec(), src.vocoder.spec(), src.defaults), d)
+    B.save_generator(src.model, d)
+    src.vae.save_pretrained(str(d), "vae")
+    table = write_prompt_table(src.conditioner, ["thunder", "rain", "thunder"], tmp_path / "t.safetensors")
+    via = Pipeline.from_pretrained(d, backend="torch", prompt_table=table)
+    kw = dict(seed=[1, 2], iterations=2, diffusion_steps=3)
+    np.testing.assert_array_equal(via.generate(["rain", "thunder"], **kw).audio,
+                                  src.generate(["rain", "thunder"], **kw).audio)
+    with pytest.raises(ConfigError, match=r"'a dog' is not in the prompt table .*\(2 prompts\)"):
+        via.generate("a dog", seed=1, iterations=2, diffusion_steps=3)
+    other = write_prompt_table(HashConditioner(src.model.cfg.text_len, src.model.cfg.text_dim, seed=7), ["rain"],
+                               tmp_path / "other.safetensors")
+    with pytest.raises(B.BundleError, match="written by conditioner .*'seed': 7"):
+        Pipeline.from_pretrained(d, backend="torch", prompt_table=other)
+    (tmp_path / "bad.safetensors").write_bytes(b"nope")
+    with pytest.raises(ConfigError, match="is not a prompt table"):
+        Pipeline.from_pretrained(d, backend="torch", prompt_table=tmp_path / "bad.safetensors")
+
+
 def test_missing_bundle_and_unknown_backend(tmp_path):
     with pytest.raises(B.BundleError, match="not found"):
         Pipeline.from_pretrained(tmp_path / "nope")

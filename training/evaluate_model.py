@@ -10,6 +10,12 @@ then scores them with ``impact_rt.evaluation`` (YAMNet FD / KL / IS against the 
 folder, prompt adherence), and once more against *shuffled* prompts (each clip judged by the
 expected classes of another prompt: a derangement) — the adherence a model ignoring its text
 would get. Writes ``summary.json`` and ``report.json`` in ``--out``.
+
+Where the bundle's text encoder is absent (a lent GPU machine: the MiniLM package is 88 MB),
+write the prompts' encodings here and evaluate there with them:
+
+    python -m training.evaluate_model --prompts P.tsv --write-prompt-table T.safetensors --out unused
+    python -m training.evaluate_model --prompts P.tsv --prompt-table T.safetensors --backend cuda --out ...
 """
 from __future__ import annotations
 
@@ -90,8 +96,22 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=10)
     ap.add_argument("--rescore", action="store_true",
                     help="score the clips already in OUT again (no generation; settings kept from OUT/summary.json)")
+    ap.add_argument("--prompt-table", default=None,
+                    help="encodings of the prompts written by --write-prompt-table, used instead of the text encoder")
+    ap.add_argument("--write-prompt-table", default=None, metavar="FILE",
+                    help="write the encodings of the prompts (and the negative prompt) with the bundle's text "
+                         "encoder to FILE, then stop")
     a = ap.parse_args(argv)
     prompts_path = Path(a.prompts) if a.prompts else default_prompts_path()
+    if a.write_prompt_table:
+        from impact_rt import bundle as B
+        from impact_rt.text_conditioner import build_conditioner, write_prompt_table
+        cfg = B.read_config(a.model or B.DEFAULT_BUNDLE)
+        wanted = [s.prompt for s in load_prompts_tsv(prompts_path).values()]
+        wanted += [a.negative_prompt] if a.negative_prompt else []
+        path = write_prompt_table(build_conditioner(cfg.conditioner), wanted, a.write_prompt_table)
+        print(json.dumps({"prompt_table": str(path), "prompts": len(set(wanted))}))
+        return 0
     if a.rescore:
         summary = rescore(Path(a.out), prompts_path, a.reference)
         print(json.dumps(summary, indent=1))
@@ -104,7 +124,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     clips = out / "clips"
     clips.mkdir(parents=True, exist_ok=True)
-    pipe = Pipeline.from_pretrained(a.model, backend=a.backend)
+    pipe = Pipeline.from_pretrained(a.model, backend=a.backend, prompt_table=a.prompt_table)
     settings = dict(iterations=a.iterations, diffusion_steps=a.diffusion_steps, guidance=a.guidance,
                     temperature=a.temperature)
     records, t0, n_gen = [], time.perf_counter(), 0
