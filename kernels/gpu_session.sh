@@ -9,7 +9,7 @@
 #   STAGES=train TRAIN_PACKS=".gpudata/*.pack" TRAIN_MIN=6 bash kernels/gpu_session.sh
 #   STAGES="env unpack bench train_bg tests train_wait" ...   # bench alone, then tests beside training
 #   STAGES="env steps" ...                                     # µs a sampling step: step kernels, inductor, eager
-#   STAGES="env unpack train eval" TRAIN_MIN=6 SNAP_MIN=2 ...  # snapshots every 2 min, each judged on the GPU
+#   STAGES="env unpack train eval" TRAIN_MIN=4 SNAP_MIN=2 ...  # snapshots every 2 min, each judged on the GPU
 #
 # train: text-phase training of the shipped model on packs of the latent store
 # (training.pack_store; carry .gpudata). The run folder stays in /tmp while the machine is warm,
