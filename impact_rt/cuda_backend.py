@@ -65,7 +65,10 @@ def head_path(device_type: str, compile_head: str | None = None, gemm_rows: int 
 def make_gemm_step(head, dtype: torch.dtype, token_dim: int, compile_head: str = ""):
     """One reverse step of the GEMM path: ``head`` (in ``dtype``) on [x; x] (CFG), guidance,
     posterior update; state fp32. Through torch.compile with the backend named by
-    ``compile_head`` ("" for none; see head_path)."""
+    ``compile_head`` ("" for none; see head_path), optionally with a mode after a colon:
+    "inductor:max-autotune-no-cudagraphs" lets inductor use Triton GEMM templates with the
+    elementwise work fused into their epilogues (fewer launches a step than cuBLAS + pointwise
+    kernels; our own CUDA graphs replay it, hence no-cudagraphs). Not yet timed on a GPU."""
     c = token_dim
 
     def step(x, c_emb, t_emb_i, coef, noise, guidance, temperature, mods=None):
@@ -86,7 +89,8 @@ def make_gemm_step(head, dtype: torch.dtype, token_dim: int, compile_head: str =
 
     if not compile_head:
         return step
-    return torch.compile(step, backend=compile_head, dynamic=True, fullgraph=True)
+    backend, _, mode = compile_head.partition(":")   # e.g. "inductor:max-autotune-no-cudagraphs"
+    return torch.compile(step, backend=backend, mode=mode or None, dynamic=True, fullgraph=True)
 
 
 def gemm_sampling_loop(step, c_emb, t_emb, coefs, noise, guidance, temperature, mods=None) -> torch.Tensor:

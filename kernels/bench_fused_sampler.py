@@ -223,7 +223,7 @@ def sweep(rows_list, steps=100, dtype=torch.float16, workers=12) -> list[dict]:
     return results
 
 
-DECODE_PATHS = ("default", "tuned", "no_table", "fused", "gemm", "gemm_compiled", "gemm_no_table")
+DECODE_PATHS = ("default", "tuned", "no_table", "fused", "gemm", "gemm_compiled", "gemm_compiled_max", "gemm_no_table")
 
 
 def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8), (64, 4)),
@@ -247,6 +247,7 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
         "fused": {"gemm_rows": 1 << 30},
         "gemm": {"gemm_rows": 1},
         "gemm_compiled": {"gemm_rows": 1, "compile_head": "inductor"},
+        "gemm_compiled_max": {"gemm_rows": 1, "compile_head": "inductor:max-autotune-no-cudagraphs"},
         # batch 1 only: the GEMM path with the adaLN modulation computed inside every step (session 6
         # made the precomputed table the default below its byte cap)
         "gemm_no_table": {"gemm_rows": 1, "adaln_table": False},
@@ -276,7 +277,7 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
         dc = DecodeConfig(iterations=t_iters, diffusion_steps=100, guidance=5.0)
         tables = tables_for(dc)
         for name, be in backends.items():
-            if b > 1 and name not in ("default", "fused", "gemm", "gemm_compiled"):
+            if b > 1 and name not in ("default", "fused", "gemm", "gemm_compiled", "gemm_compiled_max"):
                 continue
             if b == 1 and name == "fused":   # the default at batch 1
                 continue

@@ -305,11 +305,13 @@ def test_gpu_graph_replay_equals_eager_and_no_recapture():
 
 
 @needs_gpu
-def test_gpu_inductor_compiled_gemm_path_matches_the_plain_gemm_path():
+@pytest.mark.parametrize("compile_head", ["inductor", "inductor:max-autotune-no-cudagraphs"])
+def test_gpu_inductor_compiled_gemm_path_matches_the_plain_gemm_path(compile_head):
     """compile_head="inductor" (bench cells ``*_gemm_compiled``, the fastest path measured on the
     H100 in session 9) against the plain GEMM path, both inside captured graphs: inductor fuses the
-    step's elementwise work around the GEMMs, so only rounding may differ. Not yet run on a GPU
-    (written after the session-9 lease); the path stays off by default until it has passed."""
+    step's elementwise work around the GEMMs, so only rounding may differ. Passed on an H200
+    (session 10) for "inductor"; the max-autotune mode (Triton GEMM templates with fused
+    epilogues, session 12) has not run on a GPU yet."""
     from impact_rt.decoding import TorchNoise
     dc = DecodeConfig(iterations=4, diffusion_steps=20, guidance=5.0)
     model, cond, mask, nc, nm, tables = _tiny_setup(["thunder", "rain"], dc)
@@ -317,7 +319,7 @@ def test_gpu_inductor_compiled_gemm_path_matches_the_plain_gemm_path():
     order = TorchNoise([1, 2], "cuda").order(2, model.cfg.num_tokens)
     for precision, tol in (("fp32", 1e-4), ("fp16", 2e-2)):
         plain = _backend(model, precision=precision, gemm_rows=1)
-        compiled = _backend(model, precision=precision, gemm_rows=1, compile_head="inductor")
+        compiled = _backend(model, precision=precision, gemm_rows=1, compile_head=compile_head)
         with torch.inference_mode():
             p = plain.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
             c = compiled.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
@@ -429,6 +431,14 @@ def test_compiled_gemm_step_traces_whole_and_equals_the_plain_one(monkeypatch):
         be = _backend(model, gemm_rows=1, compile_head="eager")
         compiled = be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
     assert torch.equal(plain, compiled)
+    # "backend:mode" reaches torch.compile as its mode (inductor's max-autotune on a GPU)
+    from impact_rt import cuda_backend as cb
+    seen = []
+    monkeypatch.setattr(cb.torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
+    cb.make_gemm_step(model.head, torch.float32, model.cfg.token_dim, "inductor:max-autotune-no-cudagraphs")
+    cb.make_gemm_step(model.head, torch.float32, model.cfg.token_dim, "eager")
+    assert [(k["backend"], k["mode"]) for k in seen] == [("inductor", "max-autotune-no-cudagraphs"), ("eager", None)]
+    monkeypatch.undo()
     monkeypatch.setenv("IMPACT_RT_COMPILE_HEAD", "eager")
     assert _backend(model).compile_head == "eager" and _backend(model, compile_head="").compile_head == ""
 
