@@ -62,9 +62,10 @@ def test_write_prompt_table_encodes_the_prompts_and_the_negative_with_the_bundle
     tsv.write_text("prompt\texpected\nthunder\tThunder\nrain\tRain\n")
     out = tmp_path / "t.safetensors"
     assert main(["--model", str(d), "--prompts", str(tsv), "--negative-prompt", "silence",
-                 "--write-prompt-table", str(out), "--out", str(tmp_path / "unused")]) == 0
+                 "--write-prompt-table", str(out)]) == 0
     table = PromptTable(out)
     assert table.prompts == ["thunder", "rain", "silence"] and table.source == src.conditioner.spec()
     for got, want in zip(table.encode(["silence", "thunder"]), src.conditioner.encode(["silence", "thunder"])):
         assert torch.equal(got, want)
-    assert not (tmp_path / "unused").exists()
+    with pytest.raises(SystemExit):                   # every other use needs --out
+        main(["--model", str(d), "--prompts", str(tsv)])

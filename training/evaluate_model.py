@@ -14,7 +14,7 @@ would get. Writes ``summary.json`` and ``report.json`` in ``--out``.
 Where the bundle's text encoder is absent (a lent GPU machine: the MiniLM package is 88 MB),
 write the prompts' encodings here and evaluate there with them:
 
-    python -m training.evaluate_model --prompts P.tsv --write-prompt-table T.safetensors --out unused
+    python -m training.evaluate_model --prompts P.tsv --write-prompt-table T.safetensors
     python -m training.evaluate_model --prompts P.tsv --prompt-table T.safetensors --backend cuda --out ...
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ def rescore(out: Path, prompts_path: Path, reference) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="bundle folder (default: the shipped one)")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="run folder (clips, report.json, summary.json); not needed with --write-prompt-table")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1")
     ap.add_argument("--iterations", type=int, default=None)
@@ -103,6 +103,8 @@ def main(argv=None) -> int:
                          "encoder to FILE, then stop")
     a = ap.parse_args(argv)
     prompts_path = Path(a.prompts) if a.prompts else default_prompts_path()
+    if not a.out and not a.write_prompt_table:
+        ap.error("--out is required")
     if a.write_prompt_table:
         from impact_rt import bundle as B
         from impact_rt.text_conditioner import build_conditioner, write_prompt_table
