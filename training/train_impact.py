@@ -266,8 +266,8 @@ class Trainer:
     @torch.no_grad()
     def update_ema(self) -> None:
         """EMA of the weights. The warm-up ramp suits random initial weights; a run that continues
-        trained weights (``--init`` a bundle, ``--no-ema-warmup``) keeps the full decay from its first
-        step, so that its EMA starts as the trained model and moves at the decay's pace instead of
+        trained weights (``--init``) can keep the full decay from its first step (``--no-ema-warmup``),
+        so that its EMA starts as the trained model and moves at the decay's pace instead of
         following the raw weights for the first few hundred steps."""
         d = self.cfg.ema_decay
         if self.cfg.ema_warmup:
