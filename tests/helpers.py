@@ -11,6 +11,17 @@ def tiny_model(seed: int = 0, scale: float = 1.0) -> IMPACT:
     return randomize_(IMPACT(preset("test")), seed=seed, scale=scale).eval()
 
 
+def save_bundle(pipe, directory, vocoder: dict | None = None, defaults=None):
+    """Write ``pipe`` (e.g. ``Pipeline.random("test")``) as a model bundle folder: config.json (its
+    conditioner, ``vocoder`` or its own vocoder spec, ``defaults`` or its own), generator, VAE."""
+    from impact_rt import bundle as B
+    B.write_config(B.BundleConfig(pipe.model.cfg, pipe.conditioner.spec(), vocoder or pipe.vocoder.spec(),
+                                  defaults or pipe.defaults), directory)
+    B.save_generator(pipe.model, directory)
+    pipe.vae.save_pretrained(str(directory), "vae")
+    return directory
+
+
 def tiny_condition(model: IMPACT, prompts):
     cond = HashConditioner(model.cfg.text_len, model.cfg.text_dim)
     states, mask = cond.encode(prompts)

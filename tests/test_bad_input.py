@@ -11,6 +11,8 @@ from impact_rt import bundle as B
 from impact_rt.config import ConfigError
 from impact_rt.pipeline import Pipeline
 
+from helpers import save_bundle
+
 
 def cli(args, cwd):
     p = subprocess.run([sys.executable, "-m", "impact_rt.cli", *args], capture_output=True, text=True, cwd=cwd,
@@ -21,10 +23,7 @@ def cli(args, cwd):
 def _corrupt_bundle(tmp, kind):
     d = tmp / f"bundle-{kind}"
     src = Pipeline.random("test")
-    cfg = B.BundleConfig(src.model.cfg, src.conditioner.spec(), {"kind": "griffinlim", "n_iter": 4}, src.defaults)
-    B.write_config(cfg, d)
-    B.save_generator(src.model, d)
-    src.vae.save_pretrained(str(d), "vae")
+    save_bundle(src, d, vocoder={"kind": "griffinlim", "n_iter": 4})
     if kind == "garbage-weights":
         (d / "impact.safetensors").write_bytes(b"\x00" * 100)
     elif kind == "missing-weights":

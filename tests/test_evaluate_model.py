@@ -50,14 +50,12 @@ def test_rescore_without_an_earlier_run_is_a_one_line_error(tmp_path):
 def test_write_prompt_table_encodes_the_prompts_and_the_negative_with_the_bundles_encoder(tmp_path):
     import torch
 
-    from impact_rt import bundle as B
+    from helpers import save_bundle
     from impact_rt.pipeline import Pipeline
     from impact_rt.text_conditioner import PromptTable
     from training.evaluate_model import main
     src = Pipeline.random("test")
-    d = tmp_path / "bundle"
-    B.write_config(B.BundleConfig(src.model.cfg, src.conditioner.spec(), src.vocoder.spec(), src.defaults), d)
-    B.save_generator(src.model, d)
+    d = save_bundle(src, tmp_path / "bundle")
     tsv = tmp_path / "p.tsv"
     tsv.write_text("prompt\texpected\nthunder\tThunder\nrain\tRain\n")
     out = tmp_path / "t.safetensors"

@@ -31,7 +31,7 @@ from impact_rt.reference import TorchBackend
 from impact_rt.sampler import sample_head
 from impact_rt.text_conditioner import HashConditioner
 
-from helpers import tiny_model
+from helpers import save_bundle, tiny_model
 
 STEPS = 10
 REL = 1e-5
@@ -256,10 +256,7 @@ def test_model_bundle_engines_are_keyed_by_bundle_hash(tmp_path, capfd):
     from impact_rt import bundle as B
     src = Pipeline.random("test")
     d = tmp_path / "bundle"
-    B.write_config(B.BundleConfig(src.model.cfg, src.conditioner.spec(), {"kind": "griffinlim", "n_iter": 2},
-                                  DecodeConfig(iterations=2, diffusion_steps=3)), d)
-    B.save_generator(src.model, d)
-    src.vae.save_pretrained(str(d), "vae")
+    save_bundle(src, d, vocoder={"kind": "griffinlim", "n_iter": 2}, defaults=DecodeConfig(iterations=2, diffusion_steps=3))
     pipe = Pipeline.from_pretrained(d, backend="onnxruntime")
     assert "exporting ONNX graphs" in capfd.readouterr().err
     root = pipe.backend.root

@@ -8,6 +8,8 @@ from impact_rt import bundle as B
 from impact_rt.config import ConfigError
 from impact_rt.pipeline import Pipeline, check_prompts
 
+from helpers import save_bundle
+
 
 @pytest.fixture(scope="module")
 def pipe():
@@ -75,13 +77,8 @@ def test_negative_prompt_replaces_the_null_condition():
 
 
 def test_bundle_round_trip(tmp_path):
-    from impact_rt.vae import AutoencoderKL
     src = Pipeline.random("test")
-    d = tmp_path / "bundle"
-    cfg = B.BundleConfig(src.model.cfg, src.conditioner.spec(), src.vocoder.spec(), src.defaults)
-    B.write_config(cfg, d)
-    B.save_generator(src.model, d)
-    src.vae.save_pretrained(str(d), "vae")
+    d = save_bundle(src, tmp_path / "bundle")
     loaded = Pipeline.from_pretrained(d, backend="torch")
     for (k, v), (k2, v2) in zip(src.model.state_dict().items(), loaded.model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
@@ -98,10 +95,7 @@ def test_bundle_round_trip(tmp_path):
 def test_a_prompt_table_stands_in_for_the_text_encoder(tmp_path):
     from impact_rt.text_conditioner import HashConditioner, write_prompt_table
     src = Pipeline.random("test")
-    d = tmp_path / "bundle"
-    B.write_config(B.BundleConfig(src.model.cfg, src.conditioner.spec(), src.vocoder.spec(), src.defaults), d)
-    B.save_generator(src.model, d)
-    src.vae.save_pretrained(str(d), "vae")
+    d = save_bundle(src, tmp_path / "bundle")
     table = write_prompt_table(src.conditioner, ["thunder", "rain", "thunder"], tmp_path / "t.safetensors")
     via = Pipeline.from_pretrained(d, backend="torch", prompt_table=table)
     kw = dict(seed=[1, 2], iterations=2, diffusion_steps=3)
