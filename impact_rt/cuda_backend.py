@@ -37,6 +37,25 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_PRECISION = "fp16"
 DEFAULT_GEMM_ROWS = 256    # see CudaBackend.gemm_rows (the fused kernel below it, when the head is not compiled)
 DEFAULT_COMPILE_HEAD = "inductor"   # on CUDA; see head_path
+STEP_KERNEL_MAX_ROWS = 32           # cond rows an iteration up to which ``step_kernels`` runs the head
+
+
+def step_kernels_from(value):
+    """The ``StepConfig`` of the step-kernel head path (kernels/step_kernels.py: 2 + 2d Triton
+    launches a sampling step, captured with the iteration) from a StepConfig, None, or a string
+    as IMPACT_RT_STEP_KERNELS takes it: "" / "0" / "none" / "off" → None (the path is off);
+    otherwise comma-separated flags among "on", "pdl" (programmatic dependent launch, Hopper) and
+    "partials" (LayerNorm partials written by the producing launch), e.g. "pdl,partials"."""
+    from kernels.step_kernels import StepConfig
+    if value is None or isinstance(value, StepConfig):
+        return value
+    flags = {f.strip().lower() for f in str(value).split(",")} - {""}
+    if not flags or flags & {"0", "none", "off"}:
+        return None
+    unknown = flags - {"on", "1", "pdl", "partials"}
+    if unknown:
+        raise ConfigError(f"step kernels: unknown flags {sorted(unknown)} (known: on, pdl, partials)")
+    return StepConfig(pdl="pdl" in flags, ln_partials="partials" in flags)
 
 
 def head_path(device_type: str, compile_head: str | None = None, gemm_rows: int | None = None,
@@ -144,7 +163,8 @@ class CudaBackend:
 
     def __init__(self, model: IMPACT, vae=None, vocoder=None, *, device="cuda", precision: str = DEFAULT_PRECISION,
                  use_graphs: bool | None = None, config: FusedConfig | None = None, max_graphs: int = 8,
-                 gemm_rows: int | None = None, compile_head: str | None = None, adaln_table: bool | None = None):
+                 gemm_rows: int | None = None, compile_head: str | None = None, adaln_table: bool | None = None,
+                 step_kernels=None, step_rows: int = STEP_KERNEL_MAX_ROWS):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
@@ -171,6 +191,18 @@ class CudaBackend:
         self.compile_head, self.gemm_rows = head_path(self.device.type, compile_head, gemm_rows)
         self.adaln_table = adaln_table      # the GEMM path's adaLN table (gemm_adaln_table); None: default
         self._gemm_step = make_gemm_step(self.model.head, self.dtype, self.weights.token_dim, self.compile_head)
+        # The step-kernel head path for iterations of few rows (≤ step_rows cond rows):
+        # a StepConfig (or IMPACT_RT_STEP_KERNELS, see step_kernels_from); off by default until a
+        # GPU run shows it faster than the inductor step.
+        self.step_config = step_kernels_from(step_kernels if step_kernels is not None
+                                             else os.environ.get("IMPACT_RT_STEP_KERNELS"))
+        if self.step_config is not None and self.step_config.pdl:
+            from kernels.step_kernels import check_pdl
+            try:
+                check_pdl(self.device)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        self.step_rows = int(step_rows)
         self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count
                          if self.device.type == "cuda" else 1)
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -208,6 +240,21 @@ class CudaBackend:
         if self.gemm_adaln_table(steps, c_emb.shape[0]):   # every step's adaLN modulation in 4 GEMMs
             mods = self.model.head.modulations((c_emb[None] + t_emb[:, None]).to(self.dtype))
         return gemm_sampling_loop(self._gemm_step, c_emb, t_emb, coefs, noise, guidance, temperature, mods)
+
+    def sample_step_kernels(self, c_cond, c_uncond, coefs, t_emb, seeds, rows_per_seed: int, stream: int,
+                            guidance: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        """The head's T̂-step loop as 2 + 2d Triton launches a step (kernels/step_kernels.py), for
+        few rows: the same math, the same adaLN table and the same Philox noise as ``sample_gemm``,
+        no host sync (captured in the iteration's graph)."""
+        from kernels.fused_sampler import philox_noise
+        from kernels.step_kernels import sample_steps
+        c = self.weights.token_dim
+        steps = t_emb.shape[0]
+        noise = philox_noise(seeds, rows_per_seed, steps, c, stream=stream)
+        c_emb = c_cond if c_uncond is None else torch.cat([c_cond, c_uncond])
+        mods = self.model.head.modulations((c_emb[None] + t_emb[:, None]).to(self.dtype))
+        return sample_steps(self.weights, mods, coefs, noise, guidance, temperature, cfg=c_uncond is not None,
+                            config=self.step_config)
 
     def gemm_adaln_table(self, steps: int, rows: int) -> bool:
         """Whether the GEMM path precomputes the adaLN modulations of all ``steps`` for ``rows``
@@ -370,7 +417,10 @@ class _LoopRunner:
         else:
             h = be.model.encoder(tok, self.cond, self.cond_mask, vis, pred)
             cc, cu = be.cond_embed(h.reshape(b * k, -1)), None
-        if b * k >= be.gemm_rows:   # many rows: cuBLAS GEMMs beat the fused kernel (docs/benchmarks.md)
+        if be.step_config is not None and b * k <= be.step_rows:   # few rows, step kernels asked for
+            x0 = be.sample_step_kernels(cc, cu, self.coefs, self.t_emb, self.seeds, k, it.stream,
+                                        self.guidance[t:t + 1], self.temperature)
+        elif b * k >= be.gemm_rows:   # many rows: cuBLAS GEMMs beat the fused kernel (docs/benchmarks.md)
             x0 = be.sample_gemm(cc, cu, self.coefs, self.t_emb, self.seeds, k, it.stream,
                                 self.guidance[t:t + 1], self.temperature)
         else:

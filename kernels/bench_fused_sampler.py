@@ -223,7 +223,13 @@ def sweep(rows_list, steps=100, dtype=torch.float16, workers=12) -> list[dict]:
     return results
 
 
-DECODE_PATHS = ("default", "tuned", "no_table", "fused", "gemm", "gemm_compiled", "gemm_compiled_max", "gemm_no_table")
+DECODE_PATHS = ("default", "tuned", "no_table", "fused", "gemm", "gemm_compiled", "gemm_compiled_max", "gemm_no_table",
+                "steps", "steps_partials", "steps_pdl", "steps_pdl_partials")
+
+
+def _hopper() -> bool:
+    """Whether the GPU has programmatic dependent launch (compute capability ≥ 9.0)."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 
 
 def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8), (64, 4)),
@@ -251,7 +257,16 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
         # batch 1 only: the GEMM path with the adaLN modulation computed inside every step (session 6
         # made the precomputed table the default below its byte cap)
         "gemm_no_table": {"gemm_rows": 1, "adaln_table": False},
+        # batch 1 only: the head as 2 + 2d Triton launches a step (kernels/step_kernels.py), with
+        # LayerNorm partials and/or programmatic dependent launch (the latter on sm_90+ only)
+        "steps": {"step_kernels": "on"},
+        "steps_partials": {"step_kernels": "partials"},
+        "steps_pdl": {"step_kernels": "pdl"},
+        "steps_pdl_partials": {"step_kernels": "pdl,partials"},
     }
+    if not _hopper():
+        for name in ("steps_pdl", "steps_pdl_partials"):
+            options[name] = None
     # "default" always runs: the shipped configuration, beside whichever paths were asked for
     backends = {name: CudaBackend(model, device="cuda", precision=precision, **kw) for name, kw in options.items()
                 if kw is not None and (name == "default" or name in paths)}

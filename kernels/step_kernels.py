@@ -129,6 +129,18 @@ def _row_stats_partials(stats_ptr, rows, rmask, W: tl.constexpr, NT: tl.constexp
 
 
 @triton.jit
+def _pdl_enter(PDL: tl.constexpr):
+    """With programmatic dependent launch (``StepConfig.pdl``): wait until the previous launch of
+    the stream has completed and its writes are visible (griddepcontrol.wait), then let the next
+    launch start (griddepcontrol.launch_dependents), so that its programs are resident and have
+    issued their weight loads by the time this launch ends. Only weights (written by no launch of
+    the graph) may be read before this call. Nothing without PDL."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
 def _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, k,
                   W: tl.constexpr, ADA_N: tl.constexpr, AFFINE: tl.constexpr):
     """The loads behind one A tile of modulate(LN(h), shift, scale) for columns ``k``: h, shift,
@@ -162,15 +174,23 @@ def _ln_tile(h, shift, scale, lw, lb, mean, rstd, AFFINE: tl.constexpr):
 def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmask, stats_ptr,
              W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
              BL: tl.constexpr, AFFINE: tl.constexpr, TWO: tl.constexpr, PREC: tl.constexpr,
-             NT: tl.constexpr, PARTIALS: tl.constexpr):
+             NT: tl.constexpr, PARTIALS: tl.constexpr, PDL: tl.constexpr):
     """A = modulate(LN(h[rows]), shift, scale); returns A @ Wt[:, n] and, with TWO, A @ Wt[:, w2_off + n]
     ([BR, BN] fp32 each), where Wt[k, j] = w_ptr[k·ldw + j].
 
     The first A tile's loads are issued before the LayerNorm statistics pass and every later tile's
     one iteration ahead, so the K loop does not wait a round trip to L2 for each A tile (the weight
     tiles are pipelined by Triton's num_stages). With PARTIALS the statistics come from the
-    producing launch's per-tile partials (``_row_stats_partials``) instead of a pass over h."""
+    producing launch's per-tile partials (``_row_stats_partials``) instead of a pass over h.
+    With PDL the first weight tile(s) are loaded before ``_pdl_enter`` and each next one an
+    iteration ahead (by hand, as the A tiles)."""
     k = tl.arange(0, BK)
+    if PDL:
+        wp = w_ptr + k[:, None] * ldw + n[None, :]
+        wt_next = tl.load(wp)
+        if TWO:
+            wt2_next = tl.load(wp + w2_off)
+    _pdl_enter(PDL)
     h, sh, sc, lw, lb = _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, k, W, ADA_N, AFFINE)
     if PARTIALS:
         mean, rstd = _row_stats_partials(stats_ptr, rows, rmask, W, NT)
@@ -179,10 +199,18 @@ def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmas
     acc = tl.zeros([BR, BN], dtype=tl.float32)
     acc2 = tl.zeros([BR, BN], dtype=tl.float32)
     for k0 in range(0, W, BK):
-        wp = w_ptr + (k0 + k)[:, None] * ldw + n[None, :]
-        wt = tl.load(wp)
-        if TWO:
-            wt2 = tl.load(wp + w2_off)
+        if PDL:   # this tile was loaded an iteration ahead (the first before the wait)
+            wt = wt_next
+            wp = w_ptr + ((k0 + BK) % W + k)[:, None] * ldw + n[None, :]
+            wt_next = tl.load(wp)
+            if TWO:
+                wt2 = wt2_next
+                wt2_next = tl.load(wp + w2_off)
+        else:
+            wp = w_ptr + (k0 + k)[:, None] * ldw + n[None, :]
+            wt = tl.load(wp)
+            if TWO:
+                wt2 = tl.load(wp + w2_off)
         a = _ln_tile(h, sh, sc, lw, lb, mean, rstd, AFFINE).to(wt.dtype)
         # the next tile (after the last one: tile 0 again, a harmless reload)
         h, sh, sc, lw, lb = _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, (k0 + BK) % W + k,
@@ -196,16 +224,24 @@ def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmas
 @triton.jit
 def _input_proj_kernel(x_ptr, w_ptr, b_ptr, h_ptr, stats_ptr, R, ROWS,
                        C: tl.constexpr, W: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
-                       BKC: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr):
+                       BKC: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr,
+                       PDL: tl.constexpr):
     """h[rows, n] = x[rows mod R] @ W_in[:, n] + b_in[n] (with CFG row R + q reuses x row q)."""
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
     rmask = rows < ROWS
     xr = rows % R
     acc = tl.zeros([BR, BN], dtype=tl.float32)
+    if PDL:
+        wt_next = tl.load(w_ptr + tl.arange(0, BKC)[:, None] * W + n[None, :])
+    _pdl_enter(PDL)
     for k0 in range(0, C, BKC):
         k = k0 + tl.arange(0, BKC)
-        wt = tl.load(w_ptr + k[:, None] * W + n[None, :])
+        if PDL:
+            wt = wt_next
+            wt_next = tl.load(w_ptr + ((k0 + BKC) % C + tl.arange(0, BKC))[:, None] * W + n[None, :])
+        else:
+            wt = tl.load(w_ptr + k[:, None] * W + n[None, :])
         a = tl.load(x_ptr + xr[:, None] * C + k[None, :], mask=rmask[:, None], other=0.0)
         acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=PREC)
     h = acc + tl.load(b_ptr + n)[None, :]
@@ -218,13 +254,13 @@ def _input_proj_kernel(x_ptr, w_ptr, b_ptr, h_ptr, stats_ptr, R, ROWS,
 def _block_in_kernel(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, u_ptr, stats_ptr, ROWS,
                      W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
                      BK: tl.constexpr, BL: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr,
-                     PARTIALS: tl.constexpr):
+                     PARTIALS: tl.constexpr, PDL: tl.constexpr):
     """u[rows, n] = SiLU(modulate(LN(h), shift, scale) @ W1[:, n] + b1[n]) of one ResBlock."""
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
     rmask = rows < ROWS
     acc, _ = _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, 0, W, n, rows, rmask, stats_ptr,
-                      W, ADA_N, BR, BN, BK, BL, True, False, PREC, NT, PARTIALS)
+                      W, ADA_N, BR, BN, BK, BL, True, False, PREC, NT, PARTIALS, PDL)
     v = acc + tl.load(b1_ptr + n)[None, :]
     v = v * tl.sigmoid(v)
     tl.store(u_ptr + rows[:, None] * W + n[None, :], v.to(u_ptr.dtype.element_ty), mask=rmask[:, None])
@@ -233,16 +269,24 @@ def _block_in_kernel(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, u_ptr, st
 @triton.jit
 def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, stats_ptr, ROWS,
                       W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
-                      BK: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr):
+                      BK: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr,
+                      PDL: tl.constexpr):
     """h[rows, n] += gate[rows, n] · (u @ W2[:, n] + b2[n]) of one ResBlock (in place)."""
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
     rmask = rows < ROWS
     m = rmask[:, None]
     acc = tl.zeros([BR, BN], dtype=tl.float32)
+    if PDL:
+        wt_next = tl.load(w2_ptr + tl.arange(0, BK)[:, None] * W + n[None, :])
+    _pdl_enter(PDL)
     for k0 in range(0, W, BK):
         k = k0 + tl.arange(0, BK)
-        wt = tl.load(w2_ptr + k[:, None] * W + n[None, :])
+        if PDL:
+            wt = wt_next
+            wt_next = tl.load(w2_ptr + ((k0 + BK) % W + tl.arange(0, BK))[:, None] * W + n[None, :])
+        else:
+            wt = tl.load(w2_ptr + k[:, None] * W + n[None, :])
         a = tl.load(u_ptr + rows[:, None] * W + k[None, :], mask=m, other=0.0)
         acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=PREC)
     gate = tl.load(gate_ptr + rows[:, None] * ADA_N + n[None, :], mask=m, other=0.0).to(tl.float32)
@@ -257,7 +301,8 @@ def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, stats_ptr, ROWS,
 def _final_kernel(h_ptr, mod_ptr, wf_ptr, bf_ptr, x_ptr, coef_ptr, noise_ptr, guid_ptr, temp_ptr, stats_ptr, R,
                   C: tl.constexpr, W: tl.constexpr, ADA_N: tl.constexpr, HAS_UNCOND: tl.constexpr,
                   HAS_NOISE: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-                  BL: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr):
+                  BL: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr,
+                  PDL: tl.constexpr):
     """Final layer for token channels ``ce`` (its ε and v columns), CFG on ε, DDPM update of x.
 
     A program owns ``BQ`` cond rows q; with CFG its A tile holds them and then their uncond rows
@@ -276,7 +321,7 @@ def _final_kernel(h_ptr, mod_ptr, wf_ptr, bf_ptr, x_ptr, coef_ptr, noise_ptr, gu
         rows = q
         rmask = qmask
     eps, var = _ln_gemm(h_ptr, mod_ptr, mod_ptr, mod_ptr, wf_ptr, C, 2 * C, ce, rows, rmask, stats_ptr,
-                        W, ADA_N, BR, BC, BK, BL, False, True, PREC, NT, PARTIALS)
+                        W, ADA_N, BR, BC, BK, BL, False, True, PREC, NT, PARTIALS, PDL)
     eps = eps + tl.load(bf_ptr + ce)[None, :]
     var = var + tl.load(bf_ptr + C + ce)[None, :]
     if HAS_UNCOND:   # [cond rows; uncond rows] → two [BQ, BC] halves
@@ -310,6 +355,13 @@ class StepConfig:
     w / block_n partials instead of reading the full rows of h (``_row_stats_partials``). Off by
     default until it is timed on a GPU (written in session 11 without one; parity-tested in the
     interpreter).
+    pdl: programmatic dependent launch (Hopper, sm_90+): every launch goes out with
+    ``launch_pdl=True``; its programs load their first weight tile, wait for the previous launch
+    (griddepcontrol.wait) and at once let the next launch start (``_pdl_enter``), so that the
+    launch gap and the first weight round trip to L2 overlap the previous launch's work instead of
+    following it. Kept inside CUDA graphs as programmatic edges. Needs a GPU of compute capability
+    9.0 or more (the interpreter has no griddepcontrol): refused elsewhere. Written in session 13;
+    compiled for sm_90 here, timed and parity-tested only where a GPU is lent.
     The defaults were the fastest of the configurations timed at batch 1 on an H200 (module
     docstring; ``python -m kernels.step_kernels --bench --sweep``)."""
 
@@ -321,6 +373,7 @@ class StepConfig:
     num_warps: int = 4
     num_stages: int = 3
     ln_partials: bool = False
+    pdl: bool = False
 
     def resolve(self, rows2: int, width: int, token_dim: int) -> StepConfig:
         """The config for ``rows2`` (cond + uncond) rows: block_rows filled in, block_k/block_ln
@@ -369,6 +422,21 @@ def _device_scalar(v, device) -> torch.Tensor:
     return torch.full((1,), float(v), dtype=torch.float32, device=device)
 
 
+def check_pdl(device) -> None:
+    """Raise ValueError unless ``device`` is a CUDA GPU of compute capability ≥ 9.0 with compiled
+    Triton: programmatic dependent launch (``StepConfig.pdl``) exists nowhere else."""
+    import os
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False"):
+        raise ValueError("StepConfig.pdl needs compiled Triton on a Hopper GPU; the Triton interpreter has no "
+                         "programmatic dependent launch")
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"StepConfig.pdl needs a CUDA GPU of compute capability >= 9.0, got device {device}")
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 9:
+        raise ValueError(f"StepConfig.pdl needs compute capability >= 9.0 (Hopper), this GPU is sm_{major}{minor}")
+
+
 def sampling_step(weights: HeadWeights, x: torch.Tensor, mods_i: torch.Tensor, coefs_i: torch.Tensor,
                   noise_i: torch.Tensor | None, guidance: torch.Tensor, temperature: torch.Tensor, *,
                   cfg: bool, config: StepConfig, scratch: StepScratch) -> None:
@@ -382,9 +450,11 @@ def sampling_step(weights: HeadWeights, x: torch.Tensor, mods_i: torch.Tensor, c
     h, u = scratch.h, scratch.u
     br, bn, bk, bl = config.block_rows, config.block_n, config.block_k, config.block_ln
     prec = "ieee" if weights.dtype == torch.float32 else "tf32"
-    part = dict(NT=w // bn, PARTIALS=config.ln_partials)
+    part = dict(NT=w // bn, PARTIALS=config.ln_partials, PDL=config.pdl)
     stats = scratch.stats if config.ln_partials else h          # unused without partials
     meta = dict(num_warps=config.num_warps, num_stages=config.num_stages, **part)
+    if config.pdl:
+        meta["launch_pdl"] = True
     grid_w = (w // bn, triton.cdiv(rows2, br))
     _launch(_input_proj_kernel, grid_w, x, weights.w_in, weights.b_in, h, stats, r, rows2,
             C=c, W=w, BR=br, BN=bn, BKC=min(bk, c), PREC=prec, **meta)
@@ -426,6 +496,8 @@ def sample_steps(weights: HeadWeights, mods: torch.Tensor, coefs: torch.Tensor, 
         raise ValueError(f"sample_steps: coefs must be [{steps}, 4], got {tuple(coefs.shape)}")
     dev = noise.device
     config = (config or StepConfig()).resolve(rows2, w, c)
+    if config.pdl:
+        check_pdl(dev)
     if scratch is None:
         scratch = step_scratch(rows2, w, weights.dtype, dev, config)
     if tuple(scratch.h.shape) != (rows2, w) or tuple(scratch.u.shape) != (rows2, w):
@@ -478,7 +550,7 @@ def compile_step_kernels_for_arch(arch: int = 90, dtype: torch.dtype = torch.flo
     prec = "ieee" if dtype == torch.float32 else "tf32"
     types = dict(w_ptr=wt, w1_ptr=wt, w2_ptr=wt, wf_ptr=wt, mod_ptr=wt, gate_ptr=wt, u_ptr=wt,
                  R="i32", ROWS="i32")
-    common = dict(W=width, BR=c.block_rows, PREC=prec, NT=width // c.block_n, PARTIALS=c.ln_partials)
+    common = dict(W=width, BR=c.block_rows, PREC=prec, NT=width // c.block_n, PARTIALS=c.ln_partials, PDL=c.pdl)
     jobs = {
         "input_proj": (_input_proj_kernel, dict(C=token_dim, BN=c.block_n, BKC=min(c.block_k, token_dim))),
         "block_in": (_block_in_kernel, dict(ADA_N=(3 * depth + 2) * width, BN=c.block_n, BK=c.block_k,
@@ -494,7 +566,8 @@ def compile_step_kernels_for_arch(arch: int = 90, dtype: torch.dtype = torch.flo
         consts = {**common, **consts}
         sig = {n: ("constexpr" if n in consts else types.get(n, "*fp32")) for n in kernel.arg_names}
         out[name] = triton.compile(ASTSource(kernel, sig, consts), target=GPUTarget("cuda", arch, 32),
-                                   options=dict(num_warps=c.num_warps, num_stages=c.num_stages))
+                                   options=dict(num_warps=c.num_warps, num_stages=c.num_stages,
+                                                **({"launch_pdl": True} if c.pdl else {})))
     return out
 
 
@@ -645,6 +718,8 @@ def main(argv=None) -> int:
         print("kernels.step_kernels --bench: no CUDA GPU here (torch.cuda.is_available() is False); nothing timed")
         return 0
     configs = [StepConfig(), StepConfig(ln_partials=True)]    # the LayerNorm statistics both ways
+    if torch.cuda.get_device_capability()[0] >= 9:             # each with programmatic dependent launch
+        configs += [replace(cfg, pdl=True) for cfg in configs]
     if a.sweep:
         configs = [StepConfig(block_n=bn, block_k=bk, block_c=bc, num_warps=nw, num_stages=ns)
                    for bn, bk, bc, nw, ns in ((16, 256, 32, 4, 3), (16, 256, 16, 4, 3), (32, 256, 32, 4, 3),

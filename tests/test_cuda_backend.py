@@ -357,6 +357,31 @@ def test_gpu_pipeline_generates_with_cuda_backend():
     assert out.audio.shape == (1, 163840) and math.isfinite(float(abs(out.audio).max()))
 
 
+@needs_gpu
+@pytest.mark.parametrize("flags", ["on", "partials", "pdl", "pdl,partials"])
+def test_gpu_step_kernel_head_path_matches_the_gemm_path_in_graphs(flags):
+    """The step-kernel head path (bench cells ``*_steps*``) against the plain GEMM path, both in
+    captured graphs, at batch 1 (few rows an iteration); a new seed changes the tokens without a
+    new capture."""
+    from impact_rt.decoding import TorchNoise
+    if "pdl" in flags and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("programmatic dependent launch needs compute capability >= 9.0")
+    dc = DecodeConfig(iterations=16, diffusion_steps=20, guidance=5.0)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["thunder"], dc)
+    tables = dataclasses.replace(tables, schedule=mild_schedule(20))
+    order = TorchNoise([1], "cuda").order(1, model.cfg.num_tokens)
+    for precision, tol in (("fp32", 1e-4), ("fp16", 2e-2)):
+        plain = _backend(model, precision=precision, gemm_rows=1, compile_head="none")
+        steps = _backend(model, precision=precision, step_kernels=flags)
+        with torch.inference_mode():
+            p = plain.decode_all(model.cfg, dc, cond, mask, nc, nm, [1], order, tables)
+            s = steps.decode_all(model.cfg, dc, cond, mask, nc, nm, [1], order, tables)
+            s2 = steps.decode_all(model.cfg, dc, cond, mask, nc, nm, [2], order, tables)
+        assert torch.isfinite(p).all(), precision
+        torch.testing.assert_close(s, p, rtol=tol, atol=tol * p.abs().max().item())
+        assert not torch.allclose(s, s2) and steps.stats["captures"] == 1
+
+
 def test_plan_override_gives_way_where_its_barriers_cannot_all_be_resident():
     over = FusedConfig(block_rows=16, block_n=32, block_k=64, block_c=32, split=32)
     key = CaptureKey.build(64, DecodeConfig(4, 100), BASE, "fp16")          # thousands of rows an iteration
@@ -381,6 +406,53 @@ def test_gemm_head_path_equals_fused_kernel_with_the_same_philox_noise():
         other = gemm_be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 7], order, tables)
     assert (gemm - fused).abs().max() <= 1e-5 * fused.abs().max()
     assert torch.equal(gemm[0], other[0]) and not torch.allclose(gemm[1], other[1])   # per-sample seeds
+
+
+@needs_kernel
+def test_step_kernel_head_path_equals_the_gemm_path_with_the_same_philox_noise():
+    """step_kernels="on": iterations of up to ``step_rows`` cond rows run the head as 2 + 2d Triton
+    launches a step (kernels/step_kernels.py); same adaLN table, same Philox stream, same tokens
+    as the GEMM path. step_rows is raised here so that the tiny model's iterations take it."""
+    import kernels.step_kernels as sk
+    from impact_rt.decoding import TorchNoise
+    dc = DecodeConfig(iterations=2, diffusion_steps=2, guidance=4.0, temperature=0.8)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["rain", "wind"], dc)
+    order = TorchNoise([5, 6], DEVICE).order(2, model.cfg.num_tokens)
+    launched, real = [], sk._launch
+    with torch.inference_mode():
+        gemm = _backend(model, gemm_rows=1).decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+        steps_be = _backend(model, step_kernels="on", step_rows=10 ** 6)
+        sk._launch = lambda kernel, *a, **k: (launched.append(kernel), real(kernel, *a, **k))
+        try:
+            steps = steps_be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+        finally:
+            sk._launch = real
+    assert steps_be.step_config == sk.StepConfig()
+    assert len(launched) == 2 * 2 * (2 + 2 * model.cfg.head_depth)     # iterations × T̂ × (2 + 2d)
+    assert (steps - gemm).abs().max() <= 1e-5 * gemm.abs().max()
+
+
+@needs_kernel
+def test_step_kernels_option_parsing_and_pdl_refusal(monkeypatch):
+    from impact_rt.cuda_backend import step_kernels_from
+    from kernels.step_kernels import StepConfig
+    assert step_kernels_from(None) is None
+    for off in ("", "0", "none", "off", " OFF "):
+        assert step_kernels_from(off) is None
+    assert step_kernels_from("on") == StepConfig()
+    assert step_kernels_from("pdl,partials") == StepConfig(pdl=True, ln_partials=True)
+    assert step_kernels_from("partials") == StepConfig(ln_partials=True)
+    cfg = StepConfig(block_n=32)
+    assert step_kernels_from(cfg) is cfg
+    with pytest.raises(ConfigError, match="unknown flags"):
+        step_kernels_from("pdl,fast")
+    model = tiny_model(0, scale=0.5)
+    monkeypatch.setenv("IMPACT_RT_STEP_KERNELS", "partials")
+    assert _backend(model).step_config == StepConfig(ln_partials=True)
+    assert _backend(model, step_kernels="off").step_config is None      # the argument wins
+    if not (CUDA and torch.cuda.get_device_capability()[0] >= 9):
+        with pytest.raises(ConfigError, match="pdl"):                    # interpreter / pre-Hopper: refused
+            _backend(model, step_kernels="pdl")
 
 
 @needs_kernel
@@ -488,6 +560,7 @@ def test_decode_bench_builds_the_default_and_only_the_paths_asked_for(monkeypatc
 
     monkeypatch.setattr(cb, "CudaBackend", lambda model, **kw: built.append(kw))
     monkeypatch.setattr(bench, "_base_model", lambda: None)
+    monkeypatch.setattr(bench, "_hopper", lambda: True)     # the PDL paths are built on sm_90+ only
     monkeypatch.setattr(tc, "HashConditioner", stop)      # the first step after the backends
     for paths, few, want in ((("gemm_compiled",), None, [{}, {"gemm_rows": 1, "compile_head": "inductor"}]),
                              (("tuned",), None, [{}]),    # no sweep config: nothing to tune with

@@ -38,20 +38,26 @@ needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (full-size sha
 AOT_SCRIPT = """
 import torch
 from kernels.step_kernels import StepConfig, compile_step_kernels_for_arch
-for config in (StepConfig(), StepConfig(ln_partials=True)):
+for config in (StepConfig(), StepConfig(ln_partials=True), StepConfig(pdl=True), StepConfig(pdl=True, ln_partials=True)):
     ks = compile_step_kernels_for_arch(90, torch.float16, config=config)
     assert sorted(ks) == ["block_in", "block_out", "final", "final_last", "input_proj"], sorted(ks)
     for name, k in ks.items():
+        ptx = k.asm["ptx"]
         assert len(k.asm["cubin"]) > 0, name
-        assert "atom." not in k.asm["ptx"], name       # no grid barriers: kernel boundaries are the barriers
+        assert "atom." not in ptx, name       # no grid barriers: kernel boundaries are the barriers
+        # programmatic dependent launch: one wait and one trigger in each kernel, and only with pdl
+        for op in ("griddepcontrol.wait", "griddepcontrol.launch_dependents"):
+            assert ptx.count(op) == (1 if config.pdl else 0), (name, op, config)
+        assert bool(getattr(k.metadata, "launch_pdl", False)) == config.pdl, (name, config)
 print("ok")
 """
 
 
 @needs_triton
 def test_step_kernels_compile_for_h100_without_a_gpu():
-    """Triton's real compiler (TTIR → PTX → cubin with the bundled ptxas) for sm_90, default config
-    and with LayerNorm partials, fp16, in a subprocess without TRITON_INTERPRET: the interpreter accepts things the compiler does not."""
+    """Triton's real compiler (TTIR → PTX → cubin with the bundled ptxas) for sm_90, default config,
+    with LayerNorm partials and with programmatic dependent launch (griddepcontrol in every kernel
+    only then), fp16, in a subprocess without TRITON_INTERPRET: the interpreter accepts things the compiler does not."""
     import importlib.util
     if importlib.util.find_spec("triton.backends.nvidia") is None:
         pytest.skip("this triton build has no NVIDIA backend")
@@ -301,11 +307,30 @@ def _base_case(steps=100, rows=4):
     return Case(head, rows=rows, steps=steps, schedule=mild_schedule(steps, train_steps=100))
 
 
+def _hopper():
+    return CUDA and torch.cuda.get_device_capability()[0] >= 9
+
+
+@needs_triton
+def test_pdl_is_refused_where_it_cannot_run():
+    """StepConfig.pdl needs compiled Triton on an sm_90+ GPU: the interpreter and the CPU say so."""
+    from kernels.step_kernels import check_pdl
+    if _hopper() and MODE == "cuda":
+        check_pdl("cuda")                         # accepted
+    else:
+        with pytest.raises(ValueError, match="pdl"):
+            check_pdl(DEVICE)
+    with pytest.raises(ValueError, match="pdl needs a CUDA GPU|interpreter"):
+        check_pdl("cpu")
+
+
 @needs_gpu
-@pytest.mark.parametrize("ln_partials", [False, True])
-def test_gpu_full_size_parity(ln_partials):
+@pytest.mark.parametrize("ln_partials,pdl", [(False, False), (True, False), (False, True), (True, True)])
+def test_gpu_full_size_parity(ln_partials, pdl):
     from kernels.step_kernels import StepConfig
-    config = StepConfig(ln_partials=ln_partials)    # the default tiles
+    if pdl and not _hopper():
+        pytest.skip("programmatic dependent launch needs compute capability >= 9.0")
+    config = StepConfig(ln_partials=ln_partials, pdl=pdl)    # the default tiles
     case = _base_case()
     ref32 = case.gemm_path(torch.float32)
     torch.testing.assert_close(case.fast(torch.float32, config=config), ref32, rtol=1e-4, atol=1e-4)
@@ -316,18 +341,29 @@ def test_gpu_full_size_parity(ln_partials):
 
 
 @needs_gpu
-def test_gpu_cuda_graph_replay_equals_eager():
+@pytest.mark.parametrize("pdl", [False, True])
+def test_gpu_cuda_graph_replay_equals_eager(pdl):
+    """Capture + replay = eager, new guidance without recapture; with pdl the graph holds
+    programmatic edges between the launches (the waits must still order every read after the
+    write it needs: replay must equal the eager run bit for bit)."""
     from kernels.fused_sampler import pack_head
-    from kernels.step_kernels import _graphed, sample_steps, step_scratch
+    from kernels.step_kernels import StepConfig, _graphed, sample_steps, step_scratch
+    if pdl and not _hopper():
+        pytest.skip("programmatic dependent launch needs compute capability >= 9.0")
     case = _base_case(steps=20)
     w, mods = pack_head(case.head, torch.float16), case.mods(torch.float16)
     g, t = torch.full((1,), 3.0, device="cuda"), torch.full((1,), 0.9, device="cuda")
-    scratch = step_scratch(8, 1024, torch.float16, "cuda")
+    config = StepConfig(pdl=pdl)
+    scratch = step_scratch(8, 1024, torch.float16, "cuda", config)
 
     def run():
-        return sample_steps(w, mods, case.coefs, case.noise, g, t, cfg=True, scratch=scratch)
+        return sample_steps(w, mods, case.coefs, case.noise, g, t, cfg=True, config=config, scratch=scratch)
     with torch.inference_mode():
         eager = run()
+        if pdl:   # the same launches without PDL: the waits leave the math alone
+            plain = sample_steps(w, mods, case.coefs, case.noise, g, t, cfg=True, config=StepConfig(),
+                                 scratch=step_scratch(8, 1024, torch.float16, "cuda"))
+            torch.testing.assert_close(eager, plain, rtol=1e-6, atol=1e-6)
         replay, out = _graphed(run)       # warm-up on a side stream, then capture
         replay()
         torch.cuda.synchronize()
