@@ -720,6 +720,8 @@ def main(argv=None) -> int:
     configs = [StepConfig(), StepConfig(ln_partials=True)]    # the LayerNorm statistics both ways
     if torch.cuda.get_device_capability()[0] >= 9:             # each with programmatic dependent launch
         configs += [replace(cfg, pdl=True) for cfg in configs]
+        configs += [StepConfig(pdl=True, ln_partials=True, block_k=512, num_warps=8),   # fewer K rounds
+                    StepConfig(pdl=True, ln_partials=True, block_n=32)]                 # fewer programs
     if a.sweep:
         configs = [StepConfig(block_n=bn, block_k=bk, block_c=bc, num_warps=nw, num_stages=ns)
                    for bn, bk, bc, nw, ns in ((16, 256, 32, 4, 3), (16, 256, 16, 4, 3), (32, 256, 32, 4, 3),
