@@ -192,8 +192,9 @@ class CudaBackend:
         self.adaln_table = adaln_table      # the GEMM path's adaLN table (gemm_adaln_table); None: default
         self._gemm_step = make_gemm_step(self.model.head, self.dtype, self.weights.token_dim, self.compile_head)
         # The step-kernel head path for iterations of few rows (≤ step_rows cond rows):
-        # a StepConfig (or IMPACT_RT_STEP_KERNELS, see step_kernels_from); off by default until a
-        # GPU run shows it faster than the inductor step.
+        # a StepConfig (or IMPACT_RT_STEP_KERNELS, see step_kernels_from). Off by default: on an
+        # H100 (session 13) batch 1 T=64 took 0.426-0.451 s with it against 0.4065 s for the
+        # inductor step (docs/benchmarks.md).
         self.step_config = step_kernels_from(step_kernels if step_kernels is not None
                                              else os.environ.get("IMPACT_RT_STEP_KERNELS"))
         if self.step_config is not None and self.step_config.pdl:

@@ -98,7 +98,7 @@ torch.version.cuda, p.name, p.multi_processor_count, 'SMs')" | tee -a "$OUT/env.
     ;;
   tests)
     stamp tests
-    timeout "${TEST_LIMIT:-200}" python3 -m pytest -q -rs -p no:cacheprovider -n "${TEST_WORKERS:-6}" \
+    timeout "${TEST_LIMIT:-200}" python3 -m pytest -v -rs -p no:cacheprovider -n "${TEST_WORKERS:-6}" \
       --timeout 150 --timeout-method thread ${TEST_SELECT:+-k "$TEST_SELECT"} \
       tests/test_fused_sampler.py tests/test_cuda_backend.py tests/test_step_kernels.py \
       2>&1 | tee "$OUT/tests.log" | tail -40

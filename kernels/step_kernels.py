@@ -55,9 +55,9 @@ block_k 256, block_c 32), next to 44.3 µs for the GEMM path's step compiled by 
 so the gap between dependent kernels is included): input projection 2.0 µs, block GEMM2 4.0 µs,
 block LN+GEMM1 9.3 µs, final 9.7 µs. The LayerNorm prologue costs ~5 µs a launch: the target of
 ≤ 30 µs a step needs it cheaper (ideas: LN partials written by the producing launch as the fused
-sampler does — ``StepConfig(ln_partials=True)``, written in session 11 without a GPU, parity-tested
-in the interpreter and compiled for sm_90, not yet timed; the affine and (1 + scale) folded into
-the table). block_k 64 → 256 took the step
+sampler does — ``StepConfig(ln_partials=True)``; the affine and (1 + scale) folded into the table).
+H100, session 13 (same bench): default 54.0 µs, ``ln_partials`` 51.2 µs, ``pdl`` 58.8 µs, both
+53.7 µs, against 47.1 µs for the inductor step (docs/benchmarks.md). block_k 64 → 256 took the step
 from 78 to 55 µs (fewer dependent K iterations); the register prefetch and the stacked
 cond/uncond tile took the final launch from 13.4 to 11.6 µs (block_c 16) but the LN+GEMM1 launch
 from 8.6 to 9.3 µs.
@@ -352,16 +352,17 @@ class StepConfig:
     (C = 128 / 32 → 4 programs); block_ln: columns per tile of the LayerNorm statistics pass.
     ln_partials: the launches that produce h (input projection, each block's GEMM2) also write
     each row's mean and M2 over their ``block_n`` columns, and the LayerNorm launches combine these
-    w / block_n partials instead of reading the full rows of h (``_row_stats_partials``). Off by
-    default until it is timed on a GPU (written in session 11 without one; parity-tested in the
-    interpreter).
+    w / block_n partials instead of reading the full rows of h (``_row_stats_partials``):
+    51.2 against 54.0 µs a step on an H100 (session 13).
     pdl: programmatic dependent launch (Hopper, sm_90+): every launch goes out with
     ``launch_pdl=True``; its programs load their first weight tile, wait for the previous launch
     (griddepcontrol.wait) and at once let the next launch start (``_pdl_enter``), so that the
     launch gap and the first weight round trip to L2 overlap the previous launch's work instead of
     following it. Kept inside CUDA graphs as programmatic edges. Needs a GPU of compute capability
-    9.0 or more (the interpreter has no griddepcontrol): refused elsewhere. Written in session 13;
-    compiled for sm_90 here, timed and parity-tested only where a GPU is lent.
+    9.0 or more (the interpreter has no griddepcontrol): refused elsewhere. Measured slower on an
+    H100 (session 13: 58.8 against 54.0 µs a step, 53.7 against 51.2 with ``ln_partials``): in a
+    CUDA graph the launch gap is small, and the hand-prefetched weight tiles lose Triton's
+    cp.async pipeline. Parity-tested there (full size, graph replay).
     The defaults were the fastest of the configurations timed at batch 1 on an H200 (module
     docstring; ``python -m kernels.step_kernels --bench --sweep``)."""
 

@@ -204,9 +204,14 @@ def _tiny_setup(prompts, dc):
 
 
 def _backend(model, **kw):
+    """The backend under test. The head's step is not compiled unless a test asks (compile_head):
+    these tests compare head paths with tolerances of a few ulps, and on a GPU the default would
+    otherwise be inductor's fused step (its own parity test covers it); compile_head=None gives the
+    shipped default."""
     from impact_rt.cuda_backend import CudaBackend
     kw.setdefault("precision", "fp32")
     kw.setdefault("config", None if CUDA else TINY_CFG)
+    kw.setdefault("compile_head", "none")
     return CudaBackend(model, device=DEVICE, **kw)
 
 
@@ -288,8 +293,8 @@ def test_gpu_graph_replay_equals_eager_and_no_recapture():
     tables = dataclasses.replace(tables, schedule=mild_schedule(20))
     order = TorchNoise([1, 2], "cuda").order(2, model.cfg.num_tokens)
     for precision in ("fp32", "fp16"):
-        graphs = _backend(model, precision=precision, use_graphs=True)
-        eager = _backend(model, precision=precision, use_graphs=False)
+        graphs = _backend(model, precision=precision, use_graphs=True, compile_head=None)   # the shipped default
+        eager = _backend(model, precision=precision, use_graphs=False, compile_head=None)
         with torch.inference_mode():
             g1 = graphs.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
             e1 = eager.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
@@ -512,7 +517,7 @@ def test_compiled_gemm_step_traces_whole_and_equals_the_plain_one(monkeypatch):
     assert [(k["backend"], k["mode"]) for k in seen] == [("inductor", "max-autotune-no-cudagraphs"), ("eager", None)]
     monkeypatch.undo()
     monkeypatch.setenv("IMPACT_RT_COMPILE_HEAD", "eager")
-    assert _backend(model).compile_head == "eager" and _backend(model, compile_head="").compile_head == ""
+    assert _backend(model, compile_head=None).compile_head == "eager" and _backend(model, compile_head="").compile_head == ""
 
 
 def test_gemm_rows_threshold_from_argument_or_environment(monkeypatch):
@@ -522,10 +527,10 @@ def test_gemm_rows_threshold_from_argument_or_environment(monkeypatch):
     monkeypatch.delenv("IMPACT_RT_COMPILE_HEAD", raising=False)
     monkeypatch.delenv("IMPACT_RT_GEMM_ROWS", raising=False)
     want = 1 if CUDA else cuda_backend.DEFAULT_GEMM_ROWS      # on CUDA the compiled GEMM path for every row count
-    assert _backend(tiny_model(0)).gemm_rows == want
+    assert _backend(tiny_model(0), compile_head=None).gemm_rows == want
     monkeypatch.setenv("IMPACT_RT_GEMM_ROWS", "512")
-    assert _backend(tiny_model(0)).gemm_rows == 512
-    assert _backend(tiny_model(0), gemm_rows=64).gemm_rows == 64
+    assert _backend(tiny_model(0), compile_head=None).gemm_rows == 512
+    assert _backend(tiny_model(0), compile_head=None, gemm_rows=64).gemm_rows == 64
 
 
 def test_head_path_defaults_compiled_gemms_on_cuda_and_the_fused_kernel_elsewhere():
