@@ -44,18 +44,21 @@ def step_kernels_from(value):
     """The ``StepConfig`` of the step-kernel head path (kernels/step_kernels.py: 2 + 2d Triton
     launches a sampling step, captured with the iteration) from a StepConfig, None, or a string
     as IMPACT_RT_STEP_KERNELS takes it: "" / "0" / "none" / "off" → None (the path is off);
-    otherwise comma-separated flags among "on", "pdl" (programmatic dependent launch, Hopper) and
-    "partials" (LayerNorm partials written by the producing launch), e.g. "pdl,partials"."""
+    otherwise comma-separated flags among "on", "pdl" (programmatic dependent launch, Hopper),
+    "noprefetch" (with pdl: no weight prefetch before the wait) and "partials" (LayerNorm partials
+    written by the producing launch), e.g. "pdl,partials"."""
     from kernels.step_kernels import StepConfig
     if value is None or isinstance(value, StepConfig):
         return value
     flags = {f.strip().lower() for f in str(value).split(",")} - {""}
     if not flags or flags & {"0", "none", "off"}:
         return None
-    unknown = flags - {"on", "1", "pdl", "partials"}
+    unknown = flags - {"on", "1", "pdl", "noprefetch", "partials"}
     if unknown:
-        raise ConfigError(f"step kernels: unknown flags {sorted(unknown)} (known: on, pdl, partials)")
-    return StepConfig(pdl="pdl" in flags, ln_partials="partials" in flags)
+        raise ConfigError(f"step kernels: unknown flags {sorted(unknown)} (known: on, pdl, noprefetch, partials)")
+    if "noprefetch" in flags and "pdl" not in flags:
+        raise ConfigError("step kernels: noprefetch only goes with pdl")
+    return StepConfig(pdl="pdl" in flags, pdl_prefetch="noprefetch" not in flags, ln_partials="partials" in flags)
 
 
 def head_path(device_type: str, compile_head: str | None = None, gemm_rows: int | None = None,

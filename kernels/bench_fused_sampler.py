@@ -224,7 +224,7 @@ def sweep(rows_list, steps=100, dtype=torch.float16, workers=12) -> list[dict]:
 
 
 DECODE_PATHS = ("default", "tuned", "no_table", "fused", "gemm", "gemm_compiled", "gemm_compiled_max", "gemm_no_table",
-                "steps", "steps_partials", "steps_pdl", "steps_pdl_partials")
+                "steps", "steps_partials", "steps_pdl", "steps_pdl_partials", "steps_pdl_noprefetch_partials")
 
 
 def _hopper() -> bool:
@@ -263,9 +263,10 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
         "steps_partials": {"step_kernels": "partials"},
         "steps_pdl": {"step_kernels": "pdl"},
         "steps_pdl_partials": {"step_kernels": "pdl,partials"},
+        "steps_pdl_noprefetch_partials": {"step_kernels": "pdl,noprefetch,partials"},
     }
     if not _hopper():
-        for name in ("steps_pdl", "steps_pdl_partials"):
+        for name in ("steps_pdl", "steps_pdl_partials", "steps_pdl_noprefetch_partials"):
             options[name] = None
     # "default" always runs: the shipped configuration, beside whichever paths were asked for
     backends = {name: CudaBackend(model, device="cuda", precision=precision, **kw) for name, kw in options.items()

@@ -130,7 +130,7 @@ def _row_stats_partials(stats_ptr, rows, rmask, W: tl.constexpr, NT: tl.constexp
 
 @triton.jit
 def _pdl_enter(PDL: tl.constexpr):
-    """With programmatic dependent launch (``StepConfig.pdl``): wait until the previous launch of
+    """With programmatic dependent launch (PDL 1 or 2, ``StepConfig.pdl``): wait until the previous launch of
     the stream has completed and its writes are visible (griddepcontrol.wait), then let the next
     launch start (griddepcontrol.launch_dependents), so that its programs are resident and have
     issued their weight loads by the time this launch ends. Only weights (written by no launch of
@@ -182,10 +182,11 @@ def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmas
     one iteration ahead, so the K loop does not wait a round trip to L2 for each A tile (the weight
     tiles are pipelined by Triton's num_stages). With PARTIALS the statistics come from the
     producing launch's per-tile partials (``_row_stats_partials``) instead of a pass over h.
-    With PDL the first weight tile(s) are loaded before ``_pdl_enter`` and each next one an
-    iteration ahead (by hand, as the A tiles)."""
+    With PDL == 2 (``StepConfig.pdl_prefetch``) the first weight tile(s) are loaded before
+    ``_pdl_enter`` and each next one an iteration ahead (by hand, as the A tiles); with PDL == 1
+    the loop is the plain one after the wait."""
     k = tl.arange(0, BK)
-    if PDL:
+    if PDL == 2:
         wp = w_ptr + k[:, None] * ldw + n[None, :]
         wt_next = tl.load(wp)
         if TWO:
@@ -199,7 +200,7 @@ def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmas
     acc = tl.zeros([BR, BN], dtype=tl.float32)
     acc2 = tl.zeros([BR, BN], dtype=tl.float32)
     for k0 in range(0, W, BK):
-        if PDL:   # this tile was loaded an iteration ahead (the first before the wait)
+        if PDL == 2:   # this tile was loaded an iteration ahead (the first before the wait)
             wt = wt_next
             wp = w_ptr + ((k0 + BK) % W + k)[:, None] * ldw + n[None, :]
             wt_next = tl.load(wp)
@@ -232,12 +233,12 @@ def _input_proj_kernel(x_ptr, w_ptr, b_ptr, h_ptr, stats_ptr, R, ROWS,
     rmask = rows < ROWS
     xr = rows % R
     acc = tl.zeros([BR, BN], dtype=tl.float32)
-    if PDL:
+    if PDL == 2:
         wt_next = tl.load(w_ptr + tl.arange(0, BKC)[:, None] * W + n[None, :])
     _pdl_enter(PDL)
     for k0 in range(0, C, BKC):
         k = k0 + tl.arange(0, BKC)
-        if PDL:
+        if PDL == 2:
             wt = wt_next
             wt_next = tl.load(w_ptr + ((k0 + BKC) % C + tl.arange(0, BKC))[:, None] * W + n[None, :])
         else:
@@ -277,12 +278,12 @@ def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, stats_ptr, ROWS,
     rmask = rows < ROWS
     m = rmask[:, None]
     acc = tl.zeros([BR, BN], dtype=tl.float32)
-    if PDL:
+    if PDL == 2:
         wt_next = tl.load(w2_ptr + tl.arange(0, BK)[:, None] * W + n[None, :])
     _pdl_enter(PDL)
     for k0 in range(0, W, BK):
         k = k0 + tl.arange(0, BK)
-        if PDL:
+        if PDL == 2:
             wt = wt_next
             wt_next = tl.load(w2_ptr + ((k0 + BK) % W + tl.arange(0, BK))[:, None] * W + n[None, :])
         else:
@@ -363,6 +364,9 @@ class StepConfig:
     H100 (session 13: 58.8 against 54.0 µs a step, 53.7 against 51.2 with ``ln_partials``): in a
     CUDA graph the launch gap is small, and the hand-prefetched weight tiles lose Triton's
     cp.async pipeline. Parity-tested there (full size, graph replay).
+    pdl_prefetch: with ``pdl``, load the first weight tile before the wait and each next one by
+    hand (True, as timed in session 13); False keeps the plain K loops after the wait, so that only
+    the launch overlap differs from ``pdl=False`` (written after that lease, untimed).
     The defaults were the fastest of the configurations timed at batch 1 on an H200 (module
     docstring; ``python -m kernels.step_kernels --bench --sweep``)."""
 
@@ -375,6 +379,12 @@ class StepConfig:
     num_stages: int = 3
     ln_partials: bool = False
     pdl: bool = False
+    pdl_prefetch: bool = True
+
+    @property
+    def pdl_mode(self) -> int:
+        """The kernels' PDL constexpr: 0 off, 1 wait + trigger only, 2 with the weight prefetch."""
+        return 0 if not self.pdl else (2 if self.pdl_prefetch else 1)
 
     def resolve(self, rows2: int, width: int, token_dim: int) -> StepConfig:
         """The config for ``rows2`` (cond + uncond) rows: block_rows filled in, block_k/block_ln
@@ -451,7 +461,7 @@ def sampling_step(weights: HeadWeights, x: torch.Tensor, mods_i: torch.Tensor, c
     h, u = scratch.h, scratch.u
     br, bn, bk, bl = config.block_rows, config.block_n, config.block_k, config.block_ln
     prec = "ieee" if weights.dtype == torch.float32 else "tf32"
-    part = dict(NT=w // bn, PARTIALS=config.ln_partials, PDL=config.pdl)
+    part = dict(NT=w // bn, PARTIALS=config.ln_partials, PDL=config.pdl_mode)
     stats = scratch.stats if config.ln_partials else h          # unused without partials
     meta = dict(num_warps=config.num_warps, num_stages=config.num_stages, **part)
     if config.pdl:
@@ -551,7 +561,8 @@ def compile_step_kernels_for_arch(arch: int = 90, dtype: torch.dtype = torch.flo
     prec = "ieee" if dtype == torch.float32 else "tf32"
     types = dict(w_ptr=wt, w1_ptr=wt, w2_ptr=wt, wf_ptr=wt, mod_ptr=wt, gate_ptr=wt, u_ptr=wt,
                  R="i32", ROWS="i32")
-    common = dict(W=width, BR=c.block_rows, PREC=prec, NT=width // c.block_n, PARTIALS=c.ln_partials, PDL=c.pdl)
+    common = dict(W=width, BR=c.block_rows, PREC=prec, NT=width // c.block_n, PARTIALS=c.ln_partials,
+                  PDL=c.pdl_mode)
     jobs = {
         "input_proj": (_input_proj_kernel, dict(C=token_dim, BN=c.block_n, BKC=min(c.block_k, token_dim))),
         "block_in": (_block_in_kernel, dict(ADA_N=(3 * depth + 2) * width, BN=c.block_n, BK=c.block_k,
@@ -721,8 +732,7 @@ def main(argv=None) -> int:
     configs = [StepConfig(), StepConfig(ln_partials=True)]    # the LayerNorm statistics both ways
     if torch.cuda.get_device_capability()[0] >= 9:             # each with programmatic dependent launch
         configs += [replace(cfg, pdl=True) for cfg in configs]
-        configs += [StepConfig(pdl=True, ln_partials=True, block_k=512, num_warps=8),   # fewer K rounds
-                    StepConfig(pdl=True, ln_partials=True, block_n=32)]                 # fewer programs
+        configs += [replace(cfg, pdl=True, pdl_prefetch=False) for cfg in configs[:2]]   # launch overlap only
     if a.sweep:
         configs = [StepConfig(block_n=bn, block_k=bk, block_c=bc, num_warps=nw, num_stages=ns)
                    for bn, bk, bc, nw, ns in ((16, 256, 32, 4, 3), (16, 256, 16, 4, 3), (32, 256, 32, 4, 3),

@@ -363,7 +363,7 @@ def test_gpu_pipeline_generates_with_cuda_backend():
 
 
 @needs_gpu
-@pytest.mark.parametrize("flags", ["on", "partials", "pdl", "pdl,partials"])
+@pytest.mark.parametrize("flags", ["on", "partials", "pdl", "pdl,partials", "pdl,noprefetch,partials"])
 def test_gpu_step_kernel_head_path_matches_the_gemm_path_in_graphs(flags):
     """The step-kernel head path (bench cells ``*_steps*``) against the plain GEMM path, both in
     captured graphs, at batch 1 (few rows an iteration); a new seed changes the tokens without a
@@ -447,6 +447,11 @@ def test_step_kernels_option_parsing_and_pdl_refusal(monkeypatch):
     assert step_kernels_from("on") == StepConfig()
     assert step_kernels_from("pdl,partials") == StepConfig(pdl=True, ln_partials=True)
     assert step_kernels_from("partials") == StepConfig(ln_partials=True)
+    assert step_kernels_from("pdl,noprefetch") == StepConfig(pdl=True, pdl_prefetch=False)
+    assert StepConfig(pdl=True, pdl_prefetch=False).pdl_mode == 1 and StepConfig(pdl=True).pdl_mode == 2
+    assert StepConfig(pdl_prefetch=False).pdl_mode == 0
+    with pytest.raises(ConfigError, match="noprefetch only goes with pdl"):
+        step_kernels_from("noprefetch")
     cfg = StepConfig(block_n=32)
     assert step_kernels_from(cfg) is cfg
     with pytest.raises(ConfigError, match="unknown flags"):

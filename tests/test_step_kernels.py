@@ -38,7 +38,8 @@ needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (full-size sha
 AOT_SCRIPT = """
 import torch
 from kernels.step_kernels import StepConfig, compile_step_kernels_for_arch
-for config in (StepConfig(), StepConfig(ln_partials=True), StepConfig(pdl=True), StepConfig(pdl=True, ln_partials=True)):
+for config in (StepConfig(), StepConfig(ln_partials=True), StepConfig(pdl=True), StepConfig(pdl=True, ln_partials=True),
+               StepConfig(pdl=True, pdl_prefetch=False)):
     ks = compile_step_kernels_for_arch(90, torch.float16, config=config)
     assert sorted(ks) == ["block_in", "block_out", "final", "final_last", "input_proj"], sorted(ks)
     for name, k in ks.items():
@@ -341,8 +342,8 @@ def test_gpu_full_size_parity(ln_partials, pdl):
 
 
 @needs_gpu
-@pytest.mark.parametrize("pdl", [False, True])
-def test_gpu_cuda_graph_replay_equals_eager(pdl):
+@pytest.mark.parametrize("pdl,prefetch", [(False, True), (True, True), (True, False)])
+def test_gpu_cuda_graph_replay_equals_eager(pdl, prefetch):
     """Capture + replay = eager, new guidance without recapture; with pdl the graph holds
     programmatic edges between the launches (the waits must still order every read after the
     write it needs: replay must equal the eager run bit for bit)."""
@@ -353,7 +354,7 @@ def test_gpu_cuda_graph_replay_equals_eager(pdl):
     case = _base_case(steps=20)
     w, mods = pack_head(case.head, torch.float16), case.mods(torch.float16)
     g, t = torch.full((1,), 3.0, device="cuda"), torch.full((1,), 0.9, device="cuda")
-    config = StepConfig(pdl=pdl)
+    config = StepConfig(pdl=pdl, pdl_prefetch=prefetch)
     scratch = step_scratch(8, 1024, torch.float16, "cuda", config)
 
     def run():
