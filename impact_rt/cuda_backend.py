@@ -45,20 +45,24 @@ def step_kernels_from(value):
     launches a sampling step, captured with the iteration) from a StepConfig, None, or a string
     as IMPACT_RT_STEP_KERNELS takes it: "" / "0" / "none" / "off" → None (the path is off);
     otherwise comma-separated flags among "on", "pdl" (programmatic dependent launch, Hopper),
-    "noprefetch" (with pdl: no weight prefetch before the wait) and "partials" (LayerNorm partials
-    written by the producing launch), e.g. "pdl,partials"."""
+    "noprefetch" (with pdl: no weight prefetch before the wait), "partials" (LayerNorm partials
+    written by the producing launch) and "splitkN" (the block launches' K split over N programs,
+    N a power of two), e.g. "pdl,partials" or "partials,splitk4"."""
     from kernels.step_kernels import StepConfig
     if value is None or isinstance(value, StepConfig):
         return value
     flags = {f.strip().lower() for f in str(value).split(",")} - {""}
     if not flags or flags & {"0", "none", "off"}:
         return None
-    unknown = flags - {"on", "1", "pdl", "noprefetch", "partials"}
-    if unknown:
-        raise ConfigError(f"step kernels: unknown flags {sorted(unknown)} (known: on, pdl, noprefetch, partials)")
+    split = [f for f in flags if f.startswith("splitk")]
+    unknown = flags - {"on", "1", "pdl", "noprefetch", "partials"} - set(split)
+    if unknown or len(split) > 1 or any(not f[6:].isdigit() for f in split):
+        bad = sorted(unknown) or split
+        raise ConfigError(f"step kernels: unknown flags {bad} (known: on, pdl, noprefetch, partials, splitkN)")
     if "noprefetch" in flags and "pdl" not in flags:
         raise ConfigError("step kernels: noprefetch only goes with pdl")
-    return StepConfig(pdl="pdl" in flags, pdl_prefetch="noprefetch" not in flags, ln_partials="partials" in flags)
+    return StepConfig(pdl="pdl" in flags, pdl_prefetch="noprefetch" not in flags, ln_partials="partials" in flags,
+                      split_k=int(split[0][6:]) if split else 1)
 
 
 def head_path(device_type: str, compile_head: str | None = None, gemm_rows: int | None = None,

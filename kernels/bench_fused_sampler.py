@@ -224,7 +224,8 @@ def sweep(rows_list, steps=100, dtype=torch.float16, workers=12) -> list[dict]:
 
 
 DECODE_PATHS = ("default", "tuned", "no_table", "fused", "gemm", "gemm_compiled", "gemm_compiled_max", "gemm_no_table",
-                "steps", "steps_partials", "steps_pdl", "steps_pdl_partials", "steps_pdl_noprefetch_partials")
+                "steps", "steps_partials", "steps_pdl", "steps_pdl_partials", "steps_pdl_noprefetch_partials",
+                "steps_partials_splitk4")
 
 
 def _hopper() -> bool:
@@ -264,6 +265,7 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
         "steps_pdl": {"step_kernels": "pdl"},
         "steps_pdl_partials": {"step_kernels": "pdl,partials"},
         "steps_pdl_noprefetch_partials": {"step_kernels": "pdl,noprefetch,partials"},
+        "steps_partials_splitk4": {"step_kernels": "partials,splitk4"},
     }
     if not _hopper():
         for name in ("steps_pdl", "steps_pdl_partials", "steps_pdl_noprefetch_partials"):

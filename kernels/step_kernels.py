@@ -57,7 +57,9 @@ block LN+GEMM1 9.3 µs, final 9.7 µs. The LayerNorm prologue costs ~5 µs a lau
 ≤ 30 µs a step needs it cheaper (ideas: LN partials written by the producing launch as the fused
 sampler does — ``StepConfig(ln_partials=True)``; the affine and (1 + scale) folded into the table).
 H100, session 13 (same bench): default 54.0 µs, ``ln_partials`` 51.2 µs, ``pdl`` 58.8 µs, both
-53.7 µs, against 47.1 µs for the inductor step (docs/benchmarks.md). block_k 64 → 256 took the step
+53.7 µs, against 47.1 µs for the inductor step (docs/benchmarks.md). The block launches lose on
+their GEMM part (4 dependent K tiles per program at batch 1, where cuBLAS splits K):
+``StepConfig(split_k=N)`` splits it (``_splitk_total``), written after that lease, untimed. block_k 64 → 256 took the step
 from 78 to 55 µs (fewer dependent K iterations); the register prefetch and the stacked
 cond/uncond tile took the final launch from 13.4 to 11.6 µs (block_c 16) but the LN+GEMM1 launch
 from 8.6 to 9.3 µs.
@@ -174,9 +176,11 @@ def _ln_tile(h, shift, scale, lw, lb, mean, rstd, AFFINE: tl.constexpr):
 def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmask, stats_ptr,
              W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
              BL: tl.constexpr, AFFINE: tl.constexpr, TWO: tl.constexpr, PREC: tl.constexpr,
-             NT: tl.constexpr, PARTIALS: tl.constexpr, PDL: tl.constexpr):
+             NT: tl.constexpr, PARTIALS: tl.constexpr, PDL: tl.constexpr, SPLIT_K: tl.constexpr = 1):
     """A = modulate(LN(h[rows]), shift, scale); returns A @ Wt[:, n] and, with TWO, A @ Wt[:, w2_off + n]
-    ([BR, BN] fp32 each), where Wt[k, j] = w_ptr[k·ldw + j].
+    ([BR, BN] fp32 each), where Wt[k, j] = w_ptr[k·ldw + j]. With SPLIT_K > 1 only over this
+    program's K slice (columns [pid2·W/SPLIT_K, (pid2 + 1)·W/SPLIT_K) of A; the LayerNorm statistics
+    still cover the full rows).
 
     The first A tile's loads are issued before the LayerNorm statistics pass and every later tile's
     one iteration ahead, so the K loop does not wait a round trip to L2 for each A tile (the weight
@@ -185,7 +189,11 @@ def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmas
     With PDL == 2 (``StepConfig.pdl_prefetch``) the first weight tile(s) are loaded before
     ``_pdl_enter`` and each next one an iteration ahead (by hand, as the A tiles); with PDL == 1
     the loop is the plain one after the wait."""
-    k = tl.arange(0, BK)
+    KS: tl.constexpr = W // SPLIT_K
+    if SPLIT_K == 1:
+        k = tl.arange(0, BK)
+    else:
+        k = tl.program_id(2) * KS + tl.arange(0, BK)      # this slice's first K tile
     if PDL == 2:
         wp = w_ptr + k[:, None] * ldw + n[None, :]
         wt_next = tl.load(wp)
@@ -199,10 +207,10 @@ def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmas
         mean, rstd = _row_stats(h_ptr, rows, rmask, W, BR, BL)
     acc = tl.zeros([BR, BN], dtype=tl.float32)
     acc2 = tl.zeros([BR, BN], dtype=tl.float32)
-    for k0 in range(0, W, BK):
+    for k0 in range(0, KS, BK):       # k0 within the slice; k = the slice's first tile's columns
         if PDL == 2:   # this tile was loaded an iteration ahead (the first before the wait)
             wt = wt_next
-            wp = w_ptr + ((k0 + BK) % W + k)[:, None] * ldw + n[None, :]
+            wp = w_ptr + ((k0 + BK) % KS + k)[:, None] * ldw + n[None, :]
             wt_next = tl.load(wp)
             if TWO:
                 wt2 = wt2_next
@@ -213,13 +221,38 @@ def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmas
             if TWO:
                 wt2 = tl.load(wp + w2_off)
         a = _ln_tile(h, sh, sc, lw, lb, mean, rstd, AFFINE).to(wt.dtype)
-        # the next tile (after the last one: tile 0 again, a harmless reload)
-        h, sh, sc, lw, lb = _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, (k0 + BK) % W + k,
+        # the next tile (after the last one: the slice's first again, a harmless reload)
+        h, sh, sc, lw, lb = _ln_tile_load(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, rows, rmask, (k0 + BK) % KS + k,
                                           W, ADA_N, AFFINE)
         acc = tl.dot(a, wt, acc, input_precision=PREC)
         if TWO:
             acc2 = tl.dot(a, wt2, acc2, input_precision=PREC)
     return acc, acc2
+
+
+@triton.jit
+def _splitk_total(acc, part_ptr, cnt_ptr, rows, rmask, n, ROWS, W: tl.constexpr, NT: tl.constexpr,
+                  SPLIT_K: tl.constexpr):
+    """Split-K with a serial, deterministic reduction. Each of the SPLIT_K programs of an output
+    tile (grid axis 2) writes its partial sums to part [SPLIT_K, ROWS, W] (fp32) and bumps the
+    tile's counter; the last to arrive (the atomic's release/acquire orders the others' partials
+    before its loads, which bypass L1) resets the counter for the next launch and adds the slices
+    in slice order, so the sum does not depend on the arrival order and replays stay bit-identical.
+    Returns (whether this program is that last one, the sum: meaningful only then)."""
+    m = rmask[:, None]
+    base = rows[:, None] * W + n[None, :]
+    tl.store(part_ptr + tl.program_id(2) * ROWS * W + base, acc, mask=m)
+    tl.debug_barrier()
+    cidx = tl.program_id(1) * NT + tl.program_id(0)
+    old = tl.atomic_add(cnt_ptr + cidx, 1, sem="acq_rel", scope="gpu")
+    last = old == SPLIT_K - 1
+    total = tl.zeros_like(acc)
+    if last:
+        tl.debug_barrier()
+        tl.store(cnt_ptr + cidx, 0)
+        for s in tl.static_range(SPLIT_K):
+            total += tl.load(part_ptr + s * ROWS * W + base, mask=m, other=0.0, cache_modifier=".cg")
+    return last, total
 
 
 @triton.jit
@@ -252,44 +285,74 @@ def _input_proj_kernel(x_ptr, w_ptr, b_ptr, h_ptr, stats_ptr, R, ROWS,
 
 
 @triton.jit
-def _block_in_kernel(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, u_ptr, stats_ptr, ROWS,
+def _block_in_kernel(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, u_ptr, stats_ptr, part_ptr, cnt_ptr, ROWS,
                      W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
                      BK: tl.constexpr, BL: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr,
-                     PARTIALS: tl.constexpr, PDL: tl.constexpr):
-    """u[rows, n] = SiLU(modulate(LN(h), shift, scale) @ W1[:, n] + b1[n]) of one ResBlock."""
+                     PARTIALS: tl.constexpr, PDL: tl.constexpr, SPLIT_K: tl.constexpr):
+    """u[rows, n] = SiLU(modulate(LN(h), shift, scale) @ W1[:, n] + b1[n]) of one ResBlock
+    (with SPLIT_K > 1: K split over grid axis 2, ``_splitk_total``)."""
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
     rmask = rows < ROWS
     acc, _ = _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, 0, W, n, rows, rmask, stats_ptr,
-                      W, ADA_N, BR, BN, BK, BL, True, False, PREC, NT, PARTIALS, PDL)
+                      W, ADA_N, BR, BN, BK, BL, True, False, PREC, NT, PARTIALS, PDL, SPLIT_K)
+    if SPLIT_K == 1:
+        _block_in_epilogue(acc, b1_ptr, u_ptr, rows, rmask, n, W)
+    else:
+        last, total = _splitk_total(acc, part_ptr, cnt_ptr, rows, rmask, n, ROWS, W, NT, SPLIT_K)
+        if last:
+            _block_in_epilogue(total, b1_ptr, u_ptr, rows, rmask, n, W)
+
+
+@triton.jit
+def _block_in_epilogue(acc, b1_ptr, u_ptr, rows, rmask, n, W: tl.constexpr):
     v = acc + tl.load(b1_ptr + n)[None, :]
     v = v * tl.sigmoid(v)
     tl.store(u_ptr + rows[:, None] * W + n[None, :], v.to(u_ptr.dtype.element_ty), mask=rmask[:, None])
 
 
 @triton.jit
-def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, stats_ptr, ROWS,
+def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, stats_ptr, part_ptr, cnt_ptr, ROWS,
                       W: tl.constexpr, ADA_N: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr,
                       BK: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr,
-                      PDL: tl.constexpr):
-    """h[rows, n] += gate[rows, n] · (u @ W2[:, n] + b2[n]) of one ResBlock (in place)."""
+                      PDL: tl.constexpr, SPLIT_K: tl.constexpr):
+    """h[rows, n] += gate[rows, n] · (u @ W2[:, n] + b2[n]) of one ResBlock (in place; with
+    SPLIT_K > 1: K split over grid axis 2, ``_splitk_total``)."""
+    KS: tl.constexpr = W // SPLIT_K
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     rows = tl.program_id(1).to(tl.int64) * BR + tl.arange(0, BR)
     rmask = rows < ROWS
     m = rmask[:, None]
+    if SPLIT_K == 1:
+        kb = tl.arange(0, BK)
+    else:
+        kb = tl.program_id(2) * KS + tl.arange(0, BK)     # this slice's first K tile
     acc = tl.zeros([BR, BN], dtype=tl.float32)
     if PDL == 2:
-        wt_next = tl.load(w2_ptr + tl.arange(0, BK)[:, None] * W + n[None, :])
+        wt_next = tl.load(w2_ptr + kb[:, None] * W + n[None, :])
     _pdl_enter(PDL)
-    for k0 in range(0, W, BK):
-        k = k0 + tl.arange(0, BK)
+    for k0 in range(0, KS, BK):
+        k = k0 + kb
         if PDL == 2:
             wt = wt_next
-            wt_next = tl.load(w2_ptr + ((k0 + BK) % W + tl.arange(0, BK))[:, None] * W + n[None, :])
+            wt_next = tl.load(w2_ptr + ((k0 + BK) % KS + kb)[:, None] * W + n[None, :])
         else:
             wt = tl.load(w2_ptr + k[:, None] * W + n[None, :])
         a = tl.load(u_ptr + rows[:, None] * W + k[None, :], mask=m, other=0.0)
         acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=PREC)
+    if SPLIT_K == 1:
+        _block_out_epilogue(acc, b2_ptr, gate_ptr, h_ptr, stats_ptr, rows, rmask, n, W, ADA_N, BN, NT, PARTIALS)
+    else:
+        last, total = _splitk_total(acc, part_ptr, cnt_ptr, rows, rmask, n, ROWS, W, NT, SPLIT_K)
+        if last:
+            _block_out_epilogue(total, b2_ptr, gate_ptr, h_ptr, stats_ptr, rows, rmask, n, W, ADA_N, BN, NT,
+                                PARTIALS)
+
+
+@triton.jit
+def _block_out_epilogue(acc, b2_ptr, gate_ptr, h_ptr, stats_ptr, rows, rmask, n, W: tl.constexpr,
+                        ADA_N: tl.constexpr, BN: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr):
+    m = rmask[:, None]
     gate = tl.load(gate_ptr + rows[:, None] * ADA_N + n[None, :], mask=m, other=0.0).to(tl.float32)
     offs = rows[:, None] * W + n[None, :]
     h = tl.load(h_ptr + offs, mask=m, other=0.0) + gate * (acc + tl.load(b2_ptr + n)[None, :])
@@ -364,6 +427,12 @@ class StepConfig:
     H100 (session 13: 58.8 against 54.0 µs a step, 53.7 against 51.2 with ``ln_partials``): in a
     CUDA graph the launch gap is small, and the hand-prefetched weight tiles lose Triton's
     cp.async pipeline. Parity-tested there (full size, graph replay).
+    split_k: the block launches (LN + GEMM1, GEMM2) split K = w over ``split_k`` programs per
+    output tile (grid axis 2), each over w / split_k columns; the last of them to finish adds the
+    partial sums in slice order and runs the epilogue (``_splitk_total``: deterministic, so
+    replays stay bit-identical). For few rows a K loop of 4 dependent tiles becomes one, as cuBLAS
+    does for such shapes. Written in session 13 after the lease: parity-tested in the interpreter,
+    compiled for sm_90, untimed.
     pdl_prefetch: with ``pdl``, load the first weight tile before the wait and each next one by
     hand (True, as timed in session 13); False keeps the plain K loops after the wait, so that only
     the launch overlap differs from ``pdl=False`` (written after that lease, untimed).
@@ -380,6 +449,7 @@ class StepConfig:
     ln_partials: bool = False
     pdl: bool = False
     pdl_prefetch: bool = True
+    split_k: int = 1
 
     @property
     def pdl_mode(self) -> int:
@@ -390,9 +460,12 @@ class StepConfig:
         """The config for ``rows2`` (cond + uncond) rows: block_rows filled in, block_k/block_ln
         clipped to the width; raises ValueError where a tile does not divide its dimension."""
         br = self.block_rows or min(32, max(16, triton.next_power_of_2(rows2)))
-        cfg = replace(self, block_rows=br, block_k=min(self.block_k, width), block_ln=min(self.block_ln, width))
+        if self.split_k < 1 or self.split_k & (self.split_k - 1) or width % self.split_k:
+            raise ValueError(f"StepConfig.split_k must be a power of two dividing {width}, got {self.split_k}")
+        cfg = replace(self, block_rows=br, block_k=min(self.block_k, width // self.split_k),
+                      block_ln=min(self.block_ln, width))
         for name, size, dim in (("block_rows", cfg.block_rows, None), ("block_n", cfg.block_n, width),
-                                ("block_k", cfg.block_k, width), ("block_ln", cfg.block_ln, width),
+                                ("block_k", cfg.block_k, width // cfg.split_k), ("block_ln", cfg.block_ln, width),
                                 ("block_c", cfg.block_c, token_dim)):
             if size < 1 or size & (size - 1):
                 raise ValueError(f"StepConfig.{name} must be a power of two, got {size}")
@@ -409,16 +482,21 @@ class StepScratch:
     h: torch.Tensor
     u: torch.Tensor
     stats: torch.Tensor | None = None
+    part: torch.Tensor | None = None      # split-K partial sums [split_k, 2R, w] fp32
+    count: torch.Tensor | None = None     # split-K arrival counters, one per output tile (int32, zero between launches)
 
 
 def step_scratch(rows2: int, width: int, dtype: torch.dtype, device, config: StepConfig | None = None) -> StepScratch:
     """Preallocate h and u (and the LayerNorm partials when ``config.ln_partials``) for ``rows2``
     rows (cond + uncond), so a captured graph has static memory."""
-    stats = None
+    stats = part = count = None
     if config is not None and config.ln_partials:
         stats = torch.empty((rows2, 2 * (width // config.block_n)), device=device, dtype=torch.float32)
+    if config is not None and config.split_k > 1:
+        part = torch.empty((config.split_k, rows2, width), device=device, dtype=torch.float32)
+        count = torch.zeros((rows2 * (width // config.block_n),), device=device, dtype=torch.int32)  # ≥ row blocks × tiles
     return StepScratch(h=torch.empty((rows2, width), device=device, dtype=torch.float32),
-                       u=torch.empty((rows2, width), device=device, dtype=dtype), stats=stats)
+                       u=torch.empty((rows2, width), device=device, dtype=dtype), stats=stats, part=part, count=count)
 
 
 def _launch(kernel, grid, *args, **meta):
@@ -467,15 +545,18 @@ def sampling_step(weights: HeadWeights, x: torch.Tensor, mods_i: torch.Tensor, c
     if config.pdl:
         meta["launch_pdl"] = True
     grid_w = (w // bn, triton.cdiv(rows2, br))
+    sk = config.split_k
+    grid_k = grid_w + (sk,)
+    part, count = (scratch.part, scratch.count) if sk > 1 else (h, h)   # unused without split-K
     _launch(_input_proj_kernel, grid_w, x, weights.w_in, weights.b_in, h, stats, r, rows2,
             C=c, W=w, BR=br, BN=bn, BKC=min(bk, c), PREC=prec, **meta)
     for blk in range(depth):
         sh = 3 * w * blk
-        _launch(_block_in_kernel, grid_w, h, mods_i[:, sh:], weights.ln_w[blk], weights.ln_b[blk],
-                weights.w1[blk], weights.b1[blk], u, stats, rows2,
-                W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, BL=bl, PREC=prec, **meta)
-        _launch(_block_out_kernel, grid_w, u, weights.w2[blk], weights.b2[blk], mods_i[:, sh + 2 * w:], h, stats, rows2,
-                W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, PREC=prec, **meta)
+        _launch(_block_in_kernel, grid_k, h, mods_i[:, sh:], weights.ln_w[blk], weights.ln_b[blk],
+                weights.w1[blk], weights.b1[blk], u, stats, part, count, rows2,
+                W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, BL=bl, PREC=prec, SPLIT_K=sk, **meta)
+        _launch(_block_out_kernel, grid_k, u, weights.w2[blk], weights.b2[blk], mods_i[:, sh + 2 * w:], h, stats,
+                part, count, rows2, W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, PREC=prec, SPLIT_K=sk, **meta)
     _launch(_final_kernel, (c // config.block_c, triton.cdiv(r, br // 2 if cfg else br)),
             h, mods_i[:, 3 * w * depth:], weights.wf, weights.bf, x, coefs_i, x if noise_i is None else noise_i,
             guidance, temperature, stats, r,
@@ -516,6 +597,10 @@ def sample_steps(weights: HeadWeights, mods: torch.Tensor, coefs: torch.Tensor, 
     if config.ln_partials and (scratch.stats is None or tuple(scratch.stats.shape) != (rows2, 2 * (w // config.block_n))):
         raise ValueError(f"sample_steps: ln_partials needs scratch.stats [{rows2}, {2 * (w // config.block_n)}] "
                          "(step_scratch(..., config))")
+    if config.split_k > 1 and (scratch.part is None or tuple(scratch.part.shape) != (config.split_k, rows2, w)
+                               or scratch.count is None or scratch.count.numel() < rows2 * (w // config.block_n)):
+        raise ValueError(f"sample_steps: split_k {config.split_k} needs scratch.part [{config.split_k}, {rows2}, {w}] "
+                         "and scratch.count (step_scratch(..., config))")
     mods = mods.contiguous()
     coefs = coefs.to(dev, torch.float32).contiguous()
     noise = noise.to(torch.float32).contiguous()
@@ -560,14 +645,15 @@ def compile_step_kernels_for_arch(arch: int = 90, dtype: torch.dtype = torch.flo
     wt = _PTR[dtype]
     prec = "ieee" if dtype == torch.float32 else "tf32"
     types = dict(w_ptr=wt, w1_ptr=wt, w2_ptr=wt, wf_ptr=wt, mod_ptr=wt, gate_ptr=wt, u_ptr=wt,
-                 R="i32", ROWS="i32")
+                 R="i32", ROWS="i32", cnt_ptr="*i32")
     common = dict(W=width, BR=c.block_rows, PREC=prec, NT=width // c.block_n, PARTIALS=c.ln_partials,
                   PDL=c.pdl_mode)
     jobs = {
         "input_proj": (_input_proj_kernel, dict(C=token_dim, BN=c.block_n, BKC=min(c.block_k, token_dim))),
         "block_in": (_block_in_kernel, dict(ADA_N=(3 * depth + 2) * width, BN=c.block_n, BK=c.block_k,
-                                            BL=c.block_ln)),
-        "block_out": (_block_out_kernel, dict(ADA_N=(3 * depth + 2) * width, BN=c.block_n, BK=c.block_k)),
+                                            BL=c.block_ln, SPLIT_K=c.split_k)),
+        "block_out": (_block_out_kernel, dict(ADA_N=(3 * depth + 2) * width, BN=c.block_n, BK=c.block_k,
+                                              SPLIT_K=c.split_k)),
     }
     for noise in (True, False):
         jobs[f"final{'' if noise else '_last'}"] = (_final_kernel, dict(
@@ -733,6 +819,9 @@ def main(argv=None) -> int:
     # with the partials the final launch's LayerNorm is cheap: more programs may now pay (session 10
     # timed block_c 16 and block_n 32 only with the full-row statistics)
     configs = base + [StepConfig(ln_partials=True, block_c=16), StepConfig(ln_partials=True, block_n=32)]
+    # split-K of the block launches (one K tile of 256 per program at split 4)
+    configs += [StepConfig(ln_partials=True, split_k=2), StepConfig(ln_partials=True, split_k=4),
+                StepConfig(ln_partials=True, split_k=4, block_n=32)]
     if torch.cuda.get_device_capability()[0] >= 9:             # programmatic dependent launch, with and
         configs += [replace(cfg, pdl=True, pdl_prefetch=pf) for pf in (True, False) for cfg in base]   # without prefetch
     if a.sweep:

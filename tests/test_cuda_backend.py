@@ -363,7 +363,8 @@ def test_gpu_pipeline_generates_with_cuda_backend():
 
 
 @needs_gpu
-@pytest.mark.parametrize("flags", ["on", "partials", "pdl", "pdl,partials", "pdl,noprefetch,partials"])
+@pytest.mark.parametrize("flags", ["on", "partials", "pdl", "pdl,partials", "pdl,noprefetch,partials",
+                                   "partials,splitk4"])
 def test_gpu_step_kernel_head_path_matches_the_gemm_path_in_graphs(flags):
     """The step-kernel head path (bench cells ``*_steps*``) against the plain GEMM path, both in
     captured graphs, at batch 1 (few rows an iteration); a new seed changes the tokens without a
@@ -452,6 +453,10 @@ def test_step_kernels_option_parsing_and_pdl_refusal(monkeypatch):
     assert StepConfig(pdl_prefetch=False).pdl_mode == 0
     with pytest.raises(ConfigError, match="noprefetch only goes with pdl"):
         step_kernels_from("noprefetch")
+    assert step_kernels_from("partials,splitk4") == StepConfig(ln_partials=True, split_k=4)
+    for bad in ("splitk", "splitkx", "splitk2,splitk4"):
+        with pytest.raises(ConfigError, match="unknown flags"):
+            step_kernels_from(bad)
     cfg = StepConfig(block_n=32)
     assert step_kernels_from(cfg) is cfg
     with pytest.raises(ConfigError, match="unknown flags"):
