@@ -58,7 +58,8 @@ block LN+GEMM1 9.3 µs, final 9.7 µs. The LayerNorm prologue costs ~5 µs a lau
 sampler does — ``StepConfig(ln_partials=True)``; the affine and (1 + scale) folded into the table).
 H100, session 13 (same bench): default 54.0 µs, ``ln_partials`` 51.2 µs, ``pdl`` 58.8 µs, both
 53.7 µs, against 47.1 µs for the inductor step (docs/benchmarks.md). The block launches lose on
-their GEMM part (4 dependent K tiles per program at batch 1, where cuBLAS splits K):
+their GEMM part (4 dependent K tiles per program at batch 1, where cuBLAS splits K; the final
+launch has only 4 programs):
 ``StepConfig(split_k=N)`` splits it (``_splitk_total``), written after that lease, untimed. block_k 64 → 256 took the step
 from 78 to 55 µs (fewer dependent K iterations); the register prefetch and the stacked
 cond/uncond tile took the final launch from 13.4 to 11.6 µs (block_c 16) but the LN+GEMM1 launch
@@ -231,28 +232,35 @@ def _ln_gemm(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w_ptr, w2_off, ldw, n, rows, rmas
 
 
 @triton.jit
-def _splitk_total(acc, part_ptr, cnt_ptr, rows, rmask, n, ROWS, W: tl.constexpr, NT: tl.constexpr,
-                  SPLIT_K: tl.constexpr):
+def _splitk_total(acc, acc2, part_ptr, cnt_ptr, rows, rmask, n, n2, ROWS, W: tl.constexpr, NT: tl.constexpr,
+                  SPLIT_K: tl.constexpr, TWO: tl.constexpr):
     """Split-K with a serial, deterministic reduction. Each of the SPLIT_K programs of an output
-    tile (grid axis 2) writes its partial sums to part [SPLIT_K, ROWS, W] (fp32) and bumps the
-    tile's counter; the last to arrive (the atomic's release/acquire orders the others' partials
-    before its loads, which bypass L1) resets the counter for the next launch and adds the slices
-    in slice order, so the sum does not depend on the arrival order and replays stay bit-identical.
-    Returns (whether this program is that last one, the sum: meaningful only then)."""
+    tile (grid axis 2) writes its partial sums to part [SPLIT_K, ROWS, W] (fp32; at columns n, and
+    with TWO also acc2 at columns n2) and bumps the tile's counter; the last to arrive (the
+    atomic's release/acquire orders the others' partials before its loads, which bypass L1) resets
+    the counter for the next launch and adds the slices in slice order, so the sum does not depend
+    on the arrival order and replays stay bit-identical. Returns (whether this program is that
+    last one, the sum(s): meaningful only then)."""
     m = rmask[:, None]
     base = rows[:, None] * W + n[None, :]
+    base2 = rows[:, None] * W + n2[None, :]
     tl.store(part_ptr + tl.program_id(2) * ROWS * W + base, acc, mask=m)
+    if TWO:
+        tl.store(part_ptr + tl.program_id(2) * ROWS * W + base2, acc2, mask=m)
     tl.debug_barrier()
     cidx = tl.program_id(1) * NT + tl.program_id(0)
     old = tl.atomic_add(cnt_ptr + cidx, 1, sem="acq_rel", scope="gpu")
     last = old == SPLIT_K - 1
     total = tl.zeros_like(acc)
+    total2 = tl.zeros_like(acc2)
     if last:
         tl.debug_barrier()
         tl.store(cnt_ptr + cidx, 0)
         for s in tl.static_range(SPLIT_K):
             total += tl.load(part_ptr + s * ROWS * W + base, mask=m, other=0.0, cache_modifier=".cg")
-    return last, total
+            if TWO:
+                total2 += tl.load(part_ptr + s * ROWS * W + base2, mask=m, other=0.0, cache_modifier=".cg")
+    return last, total, total2
 
 
 @triton.jit
@@ -299,7 +307,7 @@ def _block_in_kernel(h_ptr, mod_ptr, lnw_ptr, lnb_ptr, w1_ptr, b1_ptr, u_ptr, st
     if SPLIT_K == 1:
         _block_in_epilogue(acc, b1_ptr, u_ptr, rows, rmask, n, W)
     else:
-        last, total = _splitk_total(acc, part_ptr, cnt_ptr, rows, rmask, n, ROWS, W, NT, SPLIT_K)
+        last, total, _ = _splitk_total(acc, acc, part_ptr, cnt_ptr, rows, rmask, n, n, ROWS, W, NT, SPLIT_K, False)
         if last:
             _block_in_epilogue(total, b1_ptr, u_ptr, rows, rmask, n, W)
 
@@ -343,7 +351,7 @@ def _block_out_kernel(u_ptr, w2_ptr, b2_ptr, gate_ptr, h_ptr, stats_ptr, part_pt
     if SPLIT_K == 1:
         _block_out_epilogue(acc, b2_ptr, gate_ptr, h_ptr, stats_ptr, rows, rmask, n, W, ADA_N, BN, NT, PARTIALS)
     else:
-        last, total = _splitk_total(acc, part_ptr, cnt_ptr, rows, rmask, n, ROWS, W, NT, SPLIT_K)
+        last, total, _ = _splitk_total(acc, acc, part_ptr, cnt_ptr, rows, rmask, n, n, ROWS, W, NT, SPLIT_K, False)
         if last:
             _block_out_epilogue(total, b2_ptr, gate_ptr, h_ptr, stats_ptr, rows, rmask, n, W, ADA_N, BN, NT,
                                 PARTIALS)
@@ -362,17 +370,19 @@ def _block_out_epilogue(acc, b2_ptr, gate_ptr, h_ptr, stats_ptr, rows, rmask, n,
 
 
 @triton.jit
-def _final_kernel(h_ptr, mod_ptr, wf_ptr, bf_ptr, x_ptr, coef_ptr, noise_ptr, guid_ptr, temp_ptr, stats_ptr, R,
+def _final_kernel(h_ptr, mod_ptr, wf_ptr, bf_ptr, x_ptr, coef_ptr, noise_ptr, guid_ptr, temp_ptr, stats_ptr,
+                  part_ptr, cnt_ptr, R,
                   C: tl.constexpr, W: tl.constexpr, ADA_N: tl.constexpr, HAS_UNCOND: tl.constexpr,
                   HAS_NOISE: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
                   BL: tl.constexpr, PREC: tl.constexpr, NT: tl.constexpr, PARTIALS: tl.constexpr,
-                  PDL: tl.constexpr):
+                  PDL: tl.constexpr, SPLIT_K: tl.constexpr):
     """Final layer for token channels ``ce`` (its ε and v columns), CFG on ε, DDPM update of x.
 
     A program owns ``BQ`` cond rows q; with CFG its A tile holds them and then their uncond rows
     (h rows R + q), so one dot per weight tile serves both halves, which are split apart for the
     guidance at the end. ``coef_ptr`` points at coefs[i], ``noise_ptr`` at the noise slot of this
-    step (unused without HAS_NOISE, i.e. at i = 0)."""
+    step (unused without HAS_NOISE, i.e. at i = 0). With SPLIT_K > 1 the K loop is split over grid
+    axis 2 (``_splitk_total``: ε and v partials in columns [0, C) and [C, 2C) of the scratch)."""
     BQ: tl.constexpr = BR // 2 if HAS_UNCOND else BR
     ce = tl.program_id(0) * BC + tl.arange(0, BC)
     q = tl.program_id(1).to(tl.int64) * BQ + tl.arange(0, BQ)
@@ -385,7 +395,22 @@ def _final_kernel(h_ptr, mod_ptr, wf_ptr, bf_ptr, x_ptr, coef_ptr, noise_ptr, gu
         rows = q
         rmask = qmask
     eps, var = _ln_gemm(h_ptr, mod_ptr, mod_ptr, mod_ptr, wf_ptr, C, 2 * C, ce, rows, rmask, stats_ptr,
-                        W, ADA_N, BR, BC, BK, BL, False, True, PREC, NT, PARTIALS, PDL)
+                        W, ADA_N, BR, BC, BK, BL, False, True, PREC, NT, PARTIALS, PDL, SPLIT_K)
+    if SPLIT_K == 1:
+        _final_epilogue(eps, var, bf_ptr, x_ptr, coef_ptr, noise_ptr, guid_ptr, temp_ptr, ce, q, qmask,
+                        C, BQ, BC, HAS_UNCOND, HAS_NOISE)
+    else:
+        last, eps, var = _splitk_total(eps, var, part_ptr, cnt_ptr, rows, rmask, ce, C + ce,
+                                       2 * R if HAS_UNCOND else R, W, NT, SPLIT_K, True)
+        if last:
+            _final_epilogue(eps, var, bf_ptr, x_ptr, coef_ptr, noise_ptr, guid_ptr, temp_ptr, ce, q, qmask,
+                            C, BQ, BC, HAS_UNCOND, HAS_NOISE)
+
+
+@triton.jit
+def _final_epilogue(eps, var, bf_ptr, x_ptr, coef_ptr, noise_ptr, guid_ptr, temp_ptr, ce, q, qmask,
+                    C: tl.constexpr, BQ: tl.constexpr, BC: tl.constexpr, HAS_UNCOND: tl.constexpr,
+                    HAS_NOISE: tl.constexpr):
     eps = eps + tl.load(bf_ptr + ce)[None, :]
     var = var + tl.load(bf_ptr + C + ce)[None, :]
     if HAS_UNCOND:   # [cond rows; uncond rows] → two [BQ, BC] halves
@@ -427,8 +452,8 @@ class StepConfig:
     H100 (session 13: 58.8 against 54.0 µs a step, 53.7 against 51.2 with ``ln_partials``): in a
     CUDA graph the launch gap is small, and the hand-prefetched weight tiles lose Triton's
     cp.async pipeline. Parity-tested there (full size, graph replay).
-    split_k: the block launches (LN + GEMM1, GEMM2) split K = w over ``split_k`` programs per
-    output tile (grid axis 2), each over w / split_k columns; the last of them to finish adds the
+    split_k: the block launches (LN + GEMM1, GEMM2) and the final launch split K = w over
+    ``split_k`` programs per output tile (grid axis 2), each over w / split_k columns; the last of them to finish adds the
     partial sums in slice order and runs the epilogue (``_splitk_total``: deterministic, so
     replays stay bit-identical). For few rows a K loop of 4 dependent tiles becomes one, as cuBLAS
     does for such shapes. Written in session 13 after the lease: parity-tested in the interpreter,
@@ -462,6 +487,9 @@ class StepConfig:
         br = self.block_rows or min(32, max(16, triton.next_power_of_2(rows2)))
         if self.split_k < 1 or self.split_k & (self.split_k - 1) or width % self.split_k:
             raise ValueError(f"StepConfig.split_k must be a power of two dividing {width}, got {self.split_k}")
+        if self.split_k > 1 and 2 * token_dim > width:
+            raise ValueError(f"StepConfig.split_k > 1 keeps the final launch's ε and v partials in a [rows, {width}] "
+                             f"scratch: needs 2·C ≤ w, got C {token_dim}")
         cfg = replace(self, block_rows=br, block_k=min(self.block_k, width // self.split_k),
                       block_ln=min(self.block_ln, width))
         for name, size, dim in (("block_rows", cfg.block_rows, None), ("block_n", cfg.block_n, width),
@@ -557,11 +585,11 @@ def sampling_step(weights: HeadWeights, x: torch.Tensor, mods_i: torch.Tensor, c
                 W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, BL=bl, PREC=prec, SPLIT_K=sk, **meta)
         _launch(_block_out_kernel, grid_k, u, weights.w2[blk], weights.b2[blk], mods_i[:, sh + 2 * w:], h, stats,
                 part, count, rows2, W=w, ADA_N=ada_n, BR=br, BN=bn, BK=bk, PREC=prec, SPLIT_K=sk, **meta)
-    _launch(_final_kernel, (c // config.block_c, triton.cdiv(r, br // 2 if cfg else br)),
+    _launch(_final_kernel, (c // config.block_c, triton.cdiv(r, br // 2 if cfg else br), sk),
             h, mods_i[:, 3 * w * depth:], weights.wf, weights.bf, x, coefs_i, x if noise_i is None else noise_i,
-            guidance, temperature, stats, r,
+            guidance, temperature, stats, part, count, r,
             C=c, W=w, ADA_N=ada_n, HAS_UNCOND=cfg, HAS_NOISE=noise_i is not None,
-            BR=br, BC=config.block_c, BK=bk, BL=bl, PREC=prec, **meta)
+            BR=br, BC=config.block_c, BK=bk, BL=bl, PREC=prec, SPLIT_K=sk, **meta)
 
 
 def sample_steps(weights: HeadWeights, mods: torch.Tensor, coefs: torch.Tensor, noise: torch.Tensor,
@@ -658,7 +686,7 @@ def compile_step_kernels_for_arch(arch: int = 90, dtype: torch.dtype = torch.flo
     for noise in (True, False):
         jobs[f"final{'' if noise else '_last'}"] = (_final_kernel, dict(
             C=token_dim, ADA_N=(3 * depth + 2) * width, HAS_UNCOND=cfg, HAS_NOISE=noise, BC=c.block_c,
-            BK=c.block_k, BL=c.block_ln))
+            BK=c.block_k, BL=c.block_ln, SPLIT_K=c.split_k))
     out = {}
     for name, (kernel, consts) in jobs.items():
         consts = {**common, **consts}
