@@ -239,14 +239,10 @@ class CudaBackend:
         kernel's stream), weights in the backend's precision, state and update in fp32; no host
         sync, so it is captured in the iteration's graph like the kernel. c_cond/c_uncond: the
         fp32 condition embeddings [R, w] (``cond_embed``)."""
-        from kernels.fused_sampler import philox_noise
-        c = self.weights.token_dim
-        steps = t_emb.shape[0]
-        noise = philox_noise(seeds, rows_per_seed, steps, c, stream=stream)
-        c_emb = c_cond if c_uncond is None else torch.cat([c_cond, c_uncond])
+        noise, c_emb = self._head_inputs(c_cond, c_uncond, t_emb.shape[0], seeds, rows_per_seed, stream)
         mods = None
-        if self.gemm_adaln_table(steps, c_emb.shape[0]):   # every step's adaLN modulation in 4 GEMMs
-            mods = self.model.head.modulations((c_emb[None] + t_emb[:, None]).to(self.dtype))
+        if self.gemm_adaln_table(t_emb.shape[0], c_emb.shape[0]):   # every step's adaLN modulation in 4 GEMMs
+            mods = self._modulation_table(c_emb, t_emb)
         return gemm_sampling_loop(self._gemm_step, c_emb, t_emb, coefs, noise, guidance, temperature, mods)
 
     def sample_step_kernels(self, c_cond, c_uncond, coefs, t_emb, seeds, rows_per_seed: int, stream: int,
@@ -254,15 +250,21 @@ class CudaBackend:
         """The head's T̂-step loop as 2 + 2d Triton launches a step (kernels/step_kernels.py), for
         few rows: the same math, the same adaLN table and the same Philox noise as ``sample_gemm``,
         no host sync (captured in the iteration's graph)."""
-        from kernels.fused_sampler import philox_noise
         from kernels.step_kernels import sample_steps
-        c = self.weights.token_dim
-        steps = t_emb.shape[0]
-        noise = philox_noise(seeds, rows_per_seed, steps, c, stream=stream)
-        c_emb = c_cond if c_uncond is None else torch.cat([c_cond, c_uncond])
-        mods = self.model.head.modulations((c_emb[None] + t_emb[:, None]).to(self.dtype))
-        return sample_steps(self.weights, mods, coefs, noise, guidance, temperature, cfg=c_uncond is not None,
-                            config=self.step_config)
+        noise, c_emb = self._head_inputs(c_cond, c_uncond, t_emb.shape[0], seeds, rows_per_seed, stream)
+        return sample_steps(self.weights, self._modulation_table(c_emb, t_emb), coefs, noise, guidance, temperature,
+                            cfg=c_uncond is not None, config=self.step_config)
+
+    def _head_inputs(self, c_cond, c_uncond, steps: int, seeds, rows_per_seed: int, stream: int):
+        """(noise [T̂, R, C]: the fused kernel's Philox stream materialised by ``philox_noise``,
+        c_emb: the cond rows then the uncond rows) for the head paths outside the fused kernel."""
+        from kernels.fused_sampler import philox_noise
+        noise = philox_noise(seeds, rows_per_seed, steps, self.weights.token_dim, stream=stream)
+        return noise, (c_cond if c_uncond is None else torch.cat([c_cond, c_uncond]))
+
+    def _modulation_table(self, c_emb, t_emb):
+        """Every step's adaLN modulations [T̂, rows, (3d+2)·w] in the backend's precision."""
+        return self.model.head.modulations((c_emb[None] + t_emb[:, None]).to(self.dtype))
 
     def gemm_adaln_table(self, steps: int, rows: int) -> bool:
         """Whether the GEMM path precomputes the adaLN modulations of all ``steps`` for ``rows``

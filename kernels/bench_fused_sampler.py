@@ -229,8 +229,9 @@ DECODE_PATHS = ("default", "tuned", "no_table", "fused", "gemm", "gemm_compiled"
 
 
 def _hopper() -> bool:
-    """Whether the GPU has programmatic dependent launch (compute capability ≥ 9.0)."""
-    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
+    """Whether programmatic dependent launch runs here (``step_kernels.pdl_unavailable``)."""
+    from kernels.step_kernels import pdl_unavailable
+    return torch.cuda.is_available() and pdl_unavailable("cuda") is None
 
 
 def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8), (64, 4)),

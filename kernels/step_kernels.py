@@ -59,9 +59,8 @@ sampler does — ``StepConfig(ln_partials=True)``; the affine and (1 + scale) fo
 H100, session 13 (same bench): default 54.0 µs, ``ln_partials`` 51.2 µs, ``pdl`` 58.8 µs, both
 53.7 µs, against 47.1 µs for the inductor step (docs/benchmarks.md). The block launches lose on
 their GEMM part (4 dependent K tiles per program at batch 1, where cuBLAS splits K; the final
-launch has only 4 programs):
-``StepConfig(split_k=N)`` splits it (``_splitk_total``), written after that lease, untimed. block_k 64 → 256 took the step
-from 78 to 55 µs (fewer dependent K iterations); the register prefetch and the stacked
+launch has only 4 programs): ``StepConfig(split_k=N)`` splits it (``_splitk_total``), written
+after that lease, untimed. block_k 64 → 256 took the step from 78 to 55 µs (fewer dependent K iterations); the register prefetch and the stacked
 cond/uncond tile took the final launch from 13.4 to 11.6 µs (block_c 16) but the LN+GEMM1 launch
 from 8.6 to 9.3 µs.
 
@@ -453,8 +452,8 @@ class StepConfig:
     CUDA graph the launch gap is small, and the hand-prefetched weight tiles lose Triton's
     cp.async pipeline. Parity-tested there (full size, graph replay).
     split_k: the block launches (LN + GEMM1, GEMM2) and the final launch split K = w over
-    ``split_k`` programs per output tile (grid axis 2), each over w / split_k columns; the last of them to finish adds the
-    partial sums in slice order and runs the epilogue (``_splitk_total``: deterministic, so
+    ``split_k`` programs per output tile (grid axis 2), each over w / split_k columns; the last of
+    them to finish adds the partial sums in slice order and runs the epilogue (``_splitk_total``: deterministic, so
     replays stay bit-identical). For few rows a K loop of 4 dependent tiles becomes one, as cuBLAS
     does for such shapes. Written in session 13 after the lease: parity-tested in the interpreter,
     compiled for sm_90, untimed.
@@ -539,19 +538,32 @@ def _device_scalar(v, device) -> torch.Tensor:
     return torch.full((1,), float(v), dtype=torch.float32, device=device)
 
 
-def check_pdl(device) -> None:
-    """Raise ValueError unless ``device`` is a CUDA GPU of compute capability ≥ 9.0 with compiled
-    Triton: programmatic dependent launch (``StepConfig.pdl``) exists nowhere else."""
-    import os
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False"):
-        raise ValueError("StepConfig.pdl needs compiled Triton on a Hopper GPU; the Triton interpreter has no "
-                         "programmatic dependent launch")
+def _compiled_triton() -> bool:
+    """Whether this process's Triton compiles the kernels (False under TRITON_INTERPRET=1, as it
+    was when Triton was first imported)."""
+    return type(_block_in_kernel).__name__ == "JITFunction"
+
+
+def pdl_unavailable(device) -> str | None:
+    """Why programmatic dependent launch (``StepConfig.pdl``) cannot run on ``device``, or None
+    where it can: compiled Triton on a CUDA GPU of compute capability ≥ 9.0."""
+    if not _compiled_triton():
+        return ("StepConfig.pdl needs compiled Triton on a Hopper GPU; the Triton interpreter has no "
+                "programmatic dependent launch")
     device = torch.device(device)
     if device.type != "cuda":
-        raise ValueError(f"StepConfig.pdl needs a CUDA GPU of compute capability >= 9.0, got device {device}")
+        return f"StepConfig.pdl needs a CUDA GPU of compute capability >= 9.0, got device {device}"
     major, minor = torch.cuda.get_device_capability(device)
     if major < 9:
-        raise ValueError(f"StepConfig.pdl needs compute capability >= 9.0 (Hopper), this GPU is sm_{major}{minor}")
+        return f"StepConfig.pdl needs compute capability >= 9.0 (Hopper), this GPU is sm_{major}{minor}"
+    return None
+
+
+def check_pdl(device) -> None:
+    """Raise ValueError with ``pdl_unavailable``'s reason where PDL cannot run on ``device``."""
+    why = pdl_unavailable(device)
+    if why:
+        raise ValueError(why)
 
 
 def sampling_step(weights: HeadWeights, x: torch.Tensor, mods_i: torch.Tensor, coefs_i: torch.Tensor,
@@ -567,9 +579,9 @@ def sampling_step(weights: HeadWeights, x: torch.Tensor, mods_i: torch.Tensor, c
     h, u = scratch.h, scratch.u
     br, bn, bk, bl = config.block_rows, config.block_n, config.block_k, config.block_ln
     prec = "ieee" if weights.dtype == torch.float32 else "tf32"
-    part = dict(NT=w // bn, PARTIALS=config.ln_partials, PDL=config.pdl_mode)
     stats = scratch.stats if config.ln_partials else h          # unused without partials
-    meta = dict(num_warps=config.num_warps, num_stages=config.num_stages, **part)
+    meta = dict(num_warps=config.num_warps, num_stages=config.num_stages, NT=w // bn, PARTIALS=config.ln_partials,
+                PDL=config.pdl_mode)
     if config.pdl:
         meta["launch_pdl"] = True
     grid_w = (w // bn, triton.cdiv(rows2, br))
@@ -667,7 +679,7 @@ def compile_step_kernels_for_arch(arch: int = 90, dtype: torch.dtype = torch.flo
     kernel twice, with and without the noise term. Must run where TRITON_INTERPRET is not set."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    if type(_block_in_kernel).__name__ != "JITFunction":
+    if not _compiled_triton():
         raise RuntimeError("compile_step_kernels_for_arch needs compiled Triton (unset TRITON_INTERPRET)")
     c = (config or StepConfig()).resolve(rows2, width, token_dim)
     wt = _PTR[dtype]
@@ -850,7 +862,7 @@ def main(argv=None) -> int:
     # split-K of the block launches (one K tile of 256 per program at split 4)
     configs += [StepConfig(ln_partials=True, split_k=2), StepConfig(ln_partials=True, split_k=4),
                 StepConfig(ln_partials=True, split_k=4, block_n=32)]
-    if torch.cuda.get_device_capability()[0] >= 9:             # programmatic dependent launch, with and
+    if pdl_unavailable("cuda") is None:                        # programmatic dependent launch, with and
         configs += [replace(cfg, pdl=True, pdl_prefetch=pf) for pf in (True, False) for cfg in base]   # without prefetch
     if a.sweep:
         configs = [StepConfig(block_n=bn, block_k=bk, block_c=bc, num_warps=nw, num_stages=ns)
