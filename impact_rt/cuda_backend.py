@@ -88,6 +88,29 @@ def head_path(device_type: str, compile_head: str | None = None, gemm_rows: int 
     return compile_head, int(gemm_rows)
 
 
+def encoder_path(compile_encoder: str | None = None, env=os.environ) -> str:
+    """torch.compile backend ("" for none, optionally "backend:mode") of the latent encoder inside
+    each captured decoding iteration. The argument wins, then IMPACT_RT_COMPILE_ENCODER; off by
+    default: untimed on a GPU. Why it may pay at batch 1 (docs/benchmarks.md, session 13): one
+    encoder call is ~320 GPU kernels, ~220 of them LayerNorms, residual adds, GELUs, transposes
+    and gathers that inductor can fuse around cuBLAS's 98 GEMMs, at ~2 µs a graph node."""
+    if compile_encoder is None:
+        compile_encoder = env.get("IMPACT_RT_COMPILE_ENCODER", "")
+    compile_encoder = compile_encoder.strip()
+    return "" if compile_encoder.lower() in ("", "none", "off", "0") else compile_encoder
+
+
+def make_encoder(encoder, compile_encoder: str = ""):
+    """The latent encoder as the iteration calls it: itself, or through torch.compile with the
+    backend (and mode) named by ``compile_encoder`` (see encoder_path). Shapes vary with the
+    iteration (visible and predicted counts), hence dynamic; the warm-up pass before capture
+    compiles every shape the captured iterations meet."""
+    if not compile_encoder:
+        return encoder
+    backend, _, mode = compile_encoder.partition(":")
+    return torch.compile(encoder, backend=backend, mode=mode or None, dynamic=True, fullgraph=True)
+
+
 def make_gemm_step(head, dtype: torch.dtype, token_dim: int, compile_head: str = ""):
     """One reverse step of the GEMM path: ``head`` (in ``dtype``) on [x; x] (CFG), guidance,
     posterior update; state fp32. Through torch.compile with the backend named by
@@ -171,7 +194,7 @@ class CudaBackend:
     def __init__(self, model: IMPACT, vae=None, vocoder=None, *, device="cuda", precision: str = DEFAULT_PRECISION,
                  use_graphs: bool | None = None, config: FusedConfig | None = None, max_graphs: int = 8,
                  gemm_rows: int | None = None, compile_head: str | None = None, adaln_table: bool | None = None,
-                 step_kernels=None, step_rows: int = STEP_KERNEL_MAX_ROWS):
+                 step_kernels=None, step_rows: int = STEP_KERNEL_MAX_ROWS, compile_encoder: str | None = None):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
@@ -198,6 +221,9 @@ class CudaBackend:
         self.compile_head, self.gemm_rows = head_path(self.device.type, compile_head, gemm_rows)
         self.adaln_table = adaln_table      # the GEMM path's adaLN table (gemm_adaln_table); None: default
         self._gemm_step = make_gemm_step(self.model.head, self.dtype, self.weights.token_dim, self.compile_head)
+        # The latent encoder of every iteration, optionally through torch.compile (encoder_path).
+        self.compile_encoder = encoder_path(compile_encoder)
+        self.encoder = make_encoder(self.model.encoder, self.compile_encoder)
         # The step-kernel head path for iterations of few rows (≤ step_rows cond rows):
         # a StepConfig (or IMPACT_RT_STEP_KERNELS, see step_kernels_from). Off by default: on an
         # H100 (session 13) batch 1 T=64 took 0.426-0.451 s with it against 0.4065 s for the
@@ -298,8 +324,8 @@ class CudaBackend:
     @torch.inference_mode()
     def encode(self, tokens, cond, cond_mask, visible_idx, predicted_idx):
         dev = self.device
-        return self.model.encoder(tokens.to(dev, self.dtype), cond.to(dev, self.dtype), cond_mask.to(dev),
-                                  visible_idx.to(dev), predicted_idx.to(dev))
+        return self.encoder(tokens.to(dev, self.dtype), cond.to(dev, self.dtype), cond_mask.to(dev),
+                            visible_idx.to(dev), predicted_idx.to(dev))
 
     @torch.inference_mode()
     def sample(self, h_cond, h_uncond, noise, guidance, temperature, schedule):
@@ -420,12 +446,12 @@ class _LoopRunner:
         pred = self.order[:, it.predicted_start:it.predicted_stop]
         tok = self.tokens.to(be.dtype)
         if self.key.cfg:
-            h = be.model.encoder(torch.cat([tok, tok]), self.cond, self.cond_mask,
+            h = be.encoder(torch.cat([tok, tok]), self.cond, self.cond_mask,
                                  torch.cat([vis, vis]), torch.cat([pred, pred]))
             cemb = be.cond_embed(h.reshape(2 * b * k, -1))
             cc, cu = cemb[:b * k], cemb[b * k:]
         else:
-            h = be.model.encoder(tok, self.cond, self.cond_mask, vis, pred)
+            h = be.encoder(tok, self.cond, self.cond_mask, vis, pred)
             cc, cu = be.cond_embed(h.reshape(b * k, -1)), None
         if be.step_config is not None and b * k <= be.step_rows:   # few rows, step kernels asked for
             x0 = be.sample_step_kernels(cc, cu, self.coefs, self.t_emb, self.seeds, k, it.stream,

@@ -225,7 +225,7 @@ def sweep(rows_list, steps=100, dtype=torch.float16, workers=12) -> list[dict]:
 
 DECODE_PATHS = ("default", "tuned", "no_table", "fused", "gemm", "gemm_compiled", "gemm_compiled_max", "gemm_no_table",
                 "steps", "steps_partials", "steps_pdl", "steps_pdl_partials", "steps_pdl_noprefetch_partials",
-                "steps_partials_splitk4")
+                "steps_partials_splitk4", "encoder_compiled", "steps_partials_splitk4_encoder_compiled")
 
 
 def _hopper() -> bool:
@@ -267,6 +267,9 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
         "steps_pdl_partials": {"step_kernels": "pdl,partials"},
         "steps_pdl_noprefetch_partials": {"step_kernels": "pdl,noprefetch,partials"},
         "steps_partials_splitk4": {"step_kernels": "partials,splitk4"},
+        # the latent encoder through inductor too (CudaBackend(compile_encoder=...)): every cell
+        "encoder_compiled": {"compile_encoder": "inductor"},
+        "steps_partials_splitk4_encoder_compiled": {"step_kernels": "partials,splitk4", "compile_encoder": "inductor"},
     }
     if not _hopper():
         for name in ("steps_pdl", "steps_pdl_partials", "steps_pdl_noprefetch_partials"):
@@ -296,7 +299,8 @@ def bench_decode(precision="fp16", eager_reference=True, cells=((1, 64), (1, 8),
         dc = DecodeConfig(iterations=t_iters, diffusion_steps=100, guidance=5.0)
         tables = tables_for(dc)
         for name, be in backends.items():
-            if b > 1 and name not in ("default", "fused", "gemm", "gemm_compiled", "gemm_compiled_max"):
+            if b > 1 and name not in ("default", "fused", "gemm", "gemm_compiled", "gemm_compiled_max",
+                                      "encoder_compiled"):
                 continue
             if b == 1 and name == "fused":   # the default at batch 1
                 continue

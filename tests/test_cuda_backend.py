@@ -212,6 +212,7 @@ def _backend(model, **kw):
     kw.setdefault("precision", "fp32")
     kw.setdefault("config", None if CUDA else TINY_CFG)
     kw.setdefault("compile_head", "none")
+    kw.setdefault("compile_encoder", "none")
     return CudaBackend(model, device=DEVICE, **kw)
 
 
@@ -528,6 +529,61 @@ def test_compiled_gemm_step_traces_whole_and_equals_the_plain_one(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("IMPACT_RT_COMPILE_HEAD", "eager")
     assert _backend(model, compile_head=None).compile_head == "eager" and _backend(model, compile_head="").compile_head == ""
+
+
+@needs_kernel
+def test_compiled_encoder_traces_whole_and_equals_the_plain_one(monkeypatch):
+    """compile_encoder: the latent encoder of each iteration through torch.compile (dynamic
+    shapes: the visible and predicted counts change with the iteration). The "eager" backend
+    checks here that dynamo traces it without graph breaks and changes nothing; on a GPU the same
+    wiring runs with inductor (bench path ``encoder_compiled``, GPU parity test below)."""
+    from impact_rt import cuda_backend as cb
+    from impact_rt.decoding import TorchNoise, decode
+    dc = DecodeConfig(iterations=3, diffusion_steps=2, guidance=4.0)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["rain", "wind"], dc)
+    order = TorchNoise([5, 6], DEVICE).order(2, model.cfg.num_tokens)
+    with torch.inference_mode():
+        plain = _backend(model).decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+        be = _backend(model, compile_encoder="eager")
+        assert be.compile_encoder == "eager" and be.encoder is not be.model.encoder
+        compiled = be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5, 6], order, tables)
+        per_step = decode(be, model.cfg, dc, cond, mask, nc, nm, PhiloxNoise([5, 6], order), tables)
+    assert torch.equal(plain, compiled)
+    assert (per_step - plain).abs().max() <= 1e-6 * plain.abs().max()
+    # the argument wins over IMPACT_RT_COMPILE_ENCODER; "backend:mode" reaches torch.compile
+    assert cb.encoder_path(None, env={}) == "" and cb.encoder_path(" off ", env={}) == ""
+    assert cb.encoder_path(None, env={"IMPACT_RT_COMPILE_ENCODER": "inductor"}) == "inductor"
+    assert cb.encoder_path("none", env={"IMPACT_RT_COMPILE_ENCODER": "inductor"}) == ""
+    seen = []
+    monkeypatch.setattr(cb.torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
+    assert cb.make_encoder(model.encoder, "") is model.encoder and not seen
+    cb.make_encoder(model.encoder, "inductor:max-autotune-no-cudagraphs")
+    assert [(k["backend"], k["mode"], k["dynamic"], k["fullgraph"]) for k in seen] == \
+        [("inductor", "max-autotune-no-cudagraphs", True, True)]
+    monkeypatch.undo()
+    monkeypatch.setenv("IMPACT_RT_COMPILE_ENCODER", "eager")
+    assert _backend(model, compile_encoder=None).compile_encoder == "eager"
+    assert _backend(model, compile_encoder="").compile_encoder == ""
+
+
+@needs_gpu
+def test_gpu_inductor_compiled_encoder_matches_the_plain_encoder():
+    """compile_encoder="inductor" (bench path ``encoder_compiled``) against the eager encoder, both
+    inside captured graphs with the same head path: inductor fuses the encoder's LayerNorms,
+    residual adds and GELUs around the GEMMs, so only rounding may differ. Not yet run on a GPU."""
+    from impact_rt.decoding import TorchNoise
+    dc = DecodeConfig(iterations=4, diffusion_steps=20, guidance=5.0)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["thunder", "rain"], dc)
+    tables = dataclasses.replace(tables, schedule=mild_schedule(20))
+    order = TorchNoise([1, 2], "cuda").order(2, model.cfg.num_tokens)
+    for precision, tol in (("fp32", 1e-4), ("fp16", 2e-2)):
+        plain = _backend(model, precision=precision, gemm_rows=1)
+        compiled = _backend(model, precision=precision, gemm_rows=1, compile_encoder="inductor")
+        with torch.inference_mode():
+            p = plain.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
+            c = compiled.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
+        assert torch.isfinite(p).all(), precision
+        torch.testing.assert_close(c, p, rtol=tol, atol=tol * p.abs().max().item())
 
 
 def test_gemm_rows_threshold_from_argument_or_environment(monkeypatch):
