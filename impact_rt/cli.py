@@ -175,7 +175,12 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    if args.output and Path(args.output).is_dir():
+        raise UsageError(f"-o/--output names a file, and {args.output} is a folder (use --out-dir for a folder)")
     fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "wav")
+    if args.output and not fmt:
+        raise UsageError(f"-o/--output {args.output} has no file extension; add one of "
+                         f"{', '.join('.' + f for f in FORMATS)} or pass --format")
     if fmt not in FORMATS:
         raise UsageError(f"unknown audio format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     from .config import DecodeConfig

@@ -86,6 +86,8 @@ CASES = [
     ("-o with many clips", ["generate", "x", "y", "-o", "two.wav"], 2, "one file"),
     ("unknown extension", ["generate", "x", "-o", "clip.mp3"], 2, "format"),
     ("unknown --format", ["generate", "x", "--format", "mp3"], 2, "invalid choice"),
+    ("-o names a folder", ["generate", "x", "-o", "."], 2, "is a folder"),
+    ("-o without an extension", ["generate", "x", "-o", "clip"], 2, "no file extension"),
     ("-n zero", ["generate", "x", "-n", "0"], 2, "-n"),
     ("batch size zero", ["generate", "x", "--batch-size", "0"], 2, "batch-size"),
     ("negative seed", ["generate", "x", "--seed", "-1"], 2, "seed"),
