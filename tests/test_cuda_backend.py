@@ -310,6 +310,24 @@ def test_gpu_graph_replay_equals_eager_and_no_recapture():
         assert graphs.stats["captures"] == 1
 
 
+def _assert_compiled_matches_plain_gemm_path(**compiled_kw):
+    """The GEMM head path with ``compiled_kw`` (a torch.compile'd part) against the plain one, both
+    in captured graphs, fp32 and fp16, on the tiny model with a mild schedule."""
+    from impact_rt.decoding import TorchNoise
+    dc = DecodeConfig(iterations=4, diffusion_steps=20, guidance=5.0)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["thunder", "rain"], dc)
+    tables = dataclasses.replace(tables, schedule=mild_schedule(20))
+    order = TorchNoise([1, 2], "cuda").order(2, model.cfg.num_tokens)
+    for precision, tol in (("fp32", 1e-4), ("fp16", 2e-2)):
+        plain = _backend(model, precision=precision, gemm_rows=1)
+        compiled = _backend(model, precision=precision, gemm_rows=1, **compiled_kw)
+        with torch.inference_mode():
+            p = plain.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
+            c = compiled.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
+        assert torch.isfinite(p).all(), precision
+        torch.testing.assert_close(c, p, rtol=tol, atol=tol * p.abs().max().item())
+
+
 @needs_gpu
 @pytest.mark.parametrize("compile_head", ["inductor", "inductor:max-autotune-no-cudagraphs"])
 def test_gpu_inductor_compiled_gemm_path_matches_the_plain_gemm_path(compile_head):
@@ -318,19 +336,7 @@ def test_gpu_inductor_compiled_gemm_path_matches_the_plain_gemm_path(compile_hea
     step's elementwise work around the GEMMs, so only rounding may differ. Passed on an H200
     (session 10) for "inductor"; the max-autotune mode (Triton GEMM templates with fused
     epilogues, session 12) has not run on a GPU yet."""
-    from impact_rt.decoding import TorchNoise
-    dc = DecodeConfig(iterations=4, diffusion_steps=20, guidance=5.0)
-    model, cond, mask, nc, nm, tables = _tiny_setup(["thunder", "rain"], dc)
-    tables = dataclasses.replace(tables, schedule=mild_schedule(20))
-    order = TorchNoise([1, 2], "cuda").order(2, model.cfg.num_tokens)
-    for precision, tol in (("fp32", 1e-4), ("fp16", 2e-2)):
-        plain = _backend(model, precision=precision, gemm_rows=1)
-        compiled = _backend(model, precision=precision, gemm_rows=1, compile_head=compile_head)
-        with torch.inference_mode():
-            p = plain.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
-            c = compiled.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
-        assert torch.isfinite(p).all(), precision
-        torch.testing.assert_close(c, p, rtol=tol, atol=tol * p.abs().max().item())
+    _assert_compiled_matches_plain_gemm_path(compile_head=compile_head)
 
 
 @needs_gpu
@@ -571,19 +577,7 @@ def test_gpu_inductor_compiled_encoder_matches_the_plain_encoder():
     """compile_encoder="inductor" (bench path ``encoder_compiled``) against the eager encoder, both
     inside captured graphs with the same head path: inductor fuses the encoder's LayerNorms,
     residual adds and GELUs around the GEMMs, so only rounding may differ. Not yet run on a GPU."""
-    from impact_rt.decoding import TorchNoise
-    dc = DecodeConfig(iterations=4, diffusion_steps=20, guidance=5.0)
-    model, cond, mask, nc, nm, tables = _tiny_setup(["thunder", "rain"], dc)
-    tables = dataclasses.replace(tables, schedule=mild_schedule(20))
-    order = TorchNoise([1, 2], "cuda").order(2, model.cfg.num_tokens)
-    for precision, tol in (("fp32", 1e-4), ("fp16", 2e-2)):
-        plain = _backend(model, precision=precision, gemm_rows=1)
-        compiled = _backend(model, precision=precision, gemm_rows=1, compile_encoder="inductor")
-        with torch.inference_mode():
-            p = plain.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
-            c = compiled.decode_all(model.cfg, dc, cond, mask, nc, nm, [1, 2], order, tables)
-        assert torch.isfinite(p).all(), precision
-        torch.testing.assert_close(c, p, rtol=tol, atol=tol * p.abs().max().item())
+    _assert_compiled_matches_plain_gemm_path(compile_encoder="inductor")
 
 
 def test_gemm_rows_threshold_from_argument_or_environment(monkeypatch):
