@@ -79,8 +79,9 @@ for d in (runs / name for name in sys.argv[3:]):
     print(d.name, "adherence", s["adherence"], "shuffled", s.get("adherence_shuffled_prompts"), "thunder",
           s.get("thunder"), "s/clip", round(s["generation_seconds_per_clip"], 3), file=log)
     if d.name.startswith("step-"):
-        best.append((int(str(s.get("thunder") or "0/1").split("/")[0]), s["adherence"], d.name))
-print(max(best)[2] if best else "")
+        # ties go to the later snapshot by step number (not by folder name: "step-987" > "step-1234")
+        best.append((int(str(s.get("thunder") or "0/1").split("/")[0]), s["adherence"], int(d.name[5:]), d.name))
+print(max(best)[3] if best else "")
 PY
 )
   cat $OUT/eval.log
