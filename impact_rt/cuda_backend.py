@@ -78,7 +78,7 @@ def head_path(device_type: str, compile_head: str | None = None, gemm_rows: int 
         compile_head = env.get("IMPACT_RT_COMPILE_HEAD")
     if compile_head is None:
         compile_head = DEFAULT_COMPILE_HEAD if device_type == "cuda" else ""
-    if compile_head.strip().lower() in ("", "none", "off", "0"):
+    if _compile_off(compile_head):
         compile_head = ""
     if gemm_rows is None:
         rows = env.get("IMPACT_RT_GEMM_ROWS")
@@ -96,8 +96,19 @@ def encoder_path(compile_encoder: str | None = None, env=os.environ) -> str:
     and gathers that inductor can fuse around cuBLAS's 98 GEMMs, at ~2 µs a graph node."""
     if compile_encoder is None:
         compile_encoder = env.get("IMPACT_RT_COMPILE_ENCODER", "")
-    compile_encoder = compile_encoder.strip()
-    return "" if compile_encoder.lower() in ("", "none", "off", "0") else compile_encoder
+    return "" if _compile_off(compile_encoder) else compile_encoder.strip()
+
+
+def _compile_off(spec: str) -> bool:
+    """Whether a compile option ("backend[:mode]") says: no torch.compile."""
+    return spec.strip().lower() in ("", "none", "off", "0")
+
+
+def _compiled(fn, spec: str):
+    """``fn`` through torch.compile with the backend and optional mode of ``spec`` ("backend[:mode]"),
+    dynamic shapes, one graph."""
+    backend, _, mode = spec.partition(":")
+    return torch.compile(fn, backend=backend, mode=mode or None, dynamic=True, fullgraph=True)
 
 
 def make_encoder(encoder, compile_encoder: str = ""):
@@ -105,10 +116,7 @@ def make_encoder(encoder, compile_encoder: str = ""):
     backend (and mode) named by ``compile_encoder`` (see encoder_path). Shapes vary with the
     iteration (visible and predicted counts), hence dynamic; the warm-up pass before capture
     compiles every shape the captured iterations meet."""
-    if not compile_encoder:
-        return encoder
-    backend, _, mode = compile_encoder.partition(":")
-    return torch.compile(encoder, backend=backend, mode=mode or None, dynamic=True, fullgraph=True)
+    return _compiled(encoder, compile_encoder) if compile_encoder else encoder
 
 
 def make_gemm_step(head, dtype: torch.dtype, token_dim: int, compile_head: str = ""):
@@ -136,10 +144,7 @@ def make_gemm_step(head, dtype: torch.dtype, token_dim: int, compile_head: str =
             x = x + torch.exp(0.5 * (coef[2] + coef[3] * v)) * (noise * temperature)
         return x
 
-    if not compile_head:
-        return step
-    backend, _, mode = compile_head.partition(":")   # e.g. "inductor:max-autotune-no-cudagraphs"
-    return torch.compile(step, backend=backend, mode=mode or None, dynamic=True, fullgraph=True)
+    return _compiled(step, compile_head) if compile_head else step   # e.g. "inductor:max-autotune-no-cudagraphs"
 
 
 def gemm_sampling_loop(step, c_emb, t_emb, coefs, noise, guidance, temperature, mods=None) -> torch.Tensor:
@@ -447,7 +452,7 @@ class _LoopRunner:
         tok = self.tokens.to(be.dtype)
         if self.key.cfg:
             h = be.encoder(torch.cat([tok, tok]), self.cond, self.cond_mask,
-                                 torch.cat([vis, vis]), torch.cat([pred, pred]))
+                           torch.cat([vis, vis]), torch.cat([pred, pred]))
             cemb = be.cond_embed(h.reshape(2 * b * k, -1))
             cc, cu = cemb[:b * k], cemb[b * k:]
         else:
