@@ -4,6 +4,7 @@
     impact.safetensors   text projection, null condition, latent encoder, diffusion head
     vae.safetensors      the VAE (+ vae.json; only the decoder is used at inference)
     vocoder.safetensors  the HiFi-GAN vocoder (+ vocoder.json), absent for Griffin-Lim
+    scorer.safetensors   optional: the best-of-K reranking scorer (+ scorer.json; impact_rt.rerank)
     MODEL_CARD.md
 
 Weights are safetensors, never pickle. ``bundle_hash`` is the sha256 over every file's name and
@@ -24,6 +25,7 @@ from .fileio import atomic_write_bytes
 FORMAT = "impact-rt-bundle"
 VERSION = 1
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
+MAX_CANDIDATES = 64
 
 
 class BundleError(RuntimeError):
@@ -37,11 +39,18 @@ class BundleConfig:
     vocoder: dict                 # {"kind": "hifigan"} or {"kind": "griffinlim", "n_iter": 32}
     decode: DecodeConfig
     vae: dict | None = None       # {"kind": "file"} or {"kind": "random", "preset": "test"}
+    rerank: dict | None = None    # {"candidates": K}: best of K by scorer.safetensors (impact_rt.rerank)
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "model": self.model.to_dict(),
                 "conditioner": self.conditioner, "vae": self.vae or {"kind": "file"}, "vocoder": self.vocoder,
-                "decode": {k: getattr(self.decode, k) for k in ("iterations", "diffusion_steps", "guidance", "temperature")}}
+                "decode": {k: getattr(self.decode, k) for k in ("iterations", "diffusion_steps", "guidance", "temperature")},
+                **({"rerank": self.rerank} if self.rerank else {})}
+
+    @property
+    def candidates(self) -> int:
+        """The default number of candidates per clip (1: no reranking)."""
+        return int((self.rerank or {}).get("candidates", 1))
 
     @classmethod
     def from_json(cls, d: dict) -> "BundleConfig":
@@ -49,8 +58,13 @@ class BundleConfig:
             raise BundleError(f"not an impact-rt bundle (format {d.get('format')!r})")
         if d.get("version") != VERSION:
             raise BundleError(f"bundle version {d.get('version')} is not supported (expected {VERSION})")
+        rerank = d.get("rerank")
+        if rerank is not None:
+            k = rerank.get("candidates") if isinstance(rerank, dict) else None
+            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CANDIDATES:
+                raise BundleError(f"config.json: rerank.candidates must be an integer in 1..{MAX_CANDIDATES}, got {k!r}")
         return cls(ModelConfig.from_dict(d["model"]), d["conditioner"], d["vocoder"],
-                   DecodeConfig(**d.get("decode", {})), d.get("vae"))
+                   DecodeConfig(**d.get("decode", {})), d.get("vae"), rerank)
 
 
 def save_generator(model: torch.nn.Module, directory: Path, dtype: torch.dtype | None = None) -> None:

@@ -77,6 +77,9 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="seed of the first clip (then +1 per clip); random if absent")
     g.add_argument("--negative-prompt", default=None, metavar="TEXT",
                    help="steer guidance away from this text (replaces the null condition in CFG)")
+    g.add_argument("--candidates", type=int, default=None, metavar="K",
+                   help="decode K clips per prompt and keep the one the bundle's scorer rates closest "
+                        "(default: the bundle's; 1 = no reranking)")
     _add_decode_args(g)
     g.add_argument("--backend", default="auto", choices=BACKENDS)
     g.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
@@ -175,6 +178,9 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    from .bundle import MAX_CANDIDATES
+    if args.candidates is not None and not 1 <= args.candidates <= MAX_CANDIDATES:
+        raise UsageError(f"--candidates must be in 1..{MAX_CANDIDATES}, got {args.candidates}")
     if args.output and Path(args.output).is_dir():
         raise UsageError(f"-o/--output names a file, and {args.output} is a folder (use --out-dir for a folder)")
     fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "wav")
@@ -191,6 +197,7 @@ def cmd_generate(args) -> int:
     paths = _plan_outputs(args, prompts, fmt)
     pipe = Pipeline.from_pretrained(args.model, backend=args.backend)
     pipe.decode_config(args.iterations, args.diffusion_steps, args.guidance, args.temperature)  # validate early
+    pipe.candidates(args.candidates)
     jobs = [(p, k) for p in prompts for k in range(args.num)]
     import secrets
     base_seed = args.seed if args.seed is not None else secrets.randbelow(2 ** 31)
@@ -201,7 +208,8 @@ def cmd_generate(args) -> int:
         seeds = [base_seed + start + j for j in range(len(batch))]
         out = pipe.generate([p for p, _ in batch], seed=seeds, iterations=args.iterations,
                             diffusion_steps=args.diffusion_steps, guidance=args.guidance,
-                            temperature=args.temperature, negative_prompt=args.negative_prompt)
+                            temperature=args.temperature, negative_prompt=args.negative_prompt,
+                            candidates=args.candidates)
         for j, (prompt, _) in enumerate(batch):
             path = paths[start + j]
             with _interrupts_deferred():   # a clip on disk is always a clip reported (SIGINT waits)
@@ -245,7 +253,8 @@ def _save_and_report(args, out, j, path, prompt, seeds, batch, bar):
         from .spectrogram import spectrogram_png
         spectrogram_png(out.audio[j], str(path.with_suffix(".png")))
     if args.json:
-        rec = {"file": str(path), "prompt": prompt, "seed": seeds[j], **out.settings,
+        per_clip = {k: v[j] for k, v in out.settings.items() if k in ("chosen", "scores", "negative_prompts")}
+        rec = {"file": str(path), "prompt": prompt, "seed": seeds[j], **out.settings, **per_clip,
                "sample_rate": out.sample_rate, "seconds": out.audio.shape[1] / out.sample_rate,
                "latency_s": round(out.timings["total_s"] / len(batch), 4)}
         print(json.dumps(rec), flush=True)

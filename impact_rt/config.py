@@ -24,9 +24,27 @@ class ConfigError(ValueError):
     """A configuration or argument is invalid. The message is one line, meant for users."""
 
 
+class DictConfig:
+    """``to_dict`` / ``from_dict`` of a config dataclass; an unknown field is a one-line ConfigError."""
+    _what = "config"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown {cls._what} fields: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictConfig):
     """The IMPACT generator: text projection, MAE-style latent encoder, diffusion head."""
+
+    _what = "model config"
 
     dim: int = 768                # D, encoder width
     enc_depth: int = 12           # Enc1 blocks
@@ -62,16 +80,9 @@ class ModelConfig:
                 raise ConfigError(f"model config field {name} must be positive, got {getattr(self, name)}")
         return self
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown model config fields: {', '.join(sorted(unknown))}")
-        return cls(**d).validate()
+        return super().from_dict(d).validate()
 
 
 PRESETS: dict[str, ModelConfig] = {

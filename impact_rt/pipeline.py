@@ -86,9 +86,10 @@ class Pipeline:
 
     def __init__(self, model: IMPACT, conditioner: TextConditioner, vae, vocoder, defaults: DecodeConfig,
                  backend: str = "torch", name: str = "", device: str = "cpu", bundle_path=None,
-                 precision: str | None = None):
+                 precision: str | None = None, scorer=None, candidates: int = 1):
         from .backends import loader
         self.model, self.conditioner, self.vae, self.vocoder = model, conditioner, vae, vocoder
+        self.scorer, self.default_candidates = scorer, candidates     # best-of-K reranking (impact_rt.rerank)
         self.defaults, self.backend_name, self.name = defaults, backend, name
         self.device = torch.device(device)
         self.backend = loader(backend)(model, vae, vocoder, bundle_path=bundle_path, device=device,
@@ -142,6 +143,11 @@ class Pipeline:
         if (conditioner.length, conditioner.dim) != (cfg.model.text_len, cfg.model.text_dim):
             raise B.BundleError(f"model bundle {path}: conditioner gives [{conditioner.length}, {conditioner.dim}], "
                                 f"model expects [{cfg.model.text_len}, {cfg.model.text_dim}]")
+        from .rerank import Scorer
+        scorer = Scorer.from_bundle(path)
+        if cfg.candidates > 1 and scorer is None:
+            raise B.BundleError(f"model bundle {path}: config.json asks for {cfg.candidates} candidates "
+                                f"but the bundle has no scorer.safetensors")
         try:
             vae = AutoencoderKL.from_pretrained(str(path), "vae")
             if cfg.vocoder.get("kind") == "hifigan":
@@ -151,7 +157,8 @@ class Pipeline:
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise B.BundleError(f"model bundle {path}: {str(e).splitlines()[0]}") from None
         return cls(model.eval().to(device), conditioner, vae.eval().to(device), vocoder, cfg.decode,
-                   backend, name=str(path), device=device, bundle_path=path, precision=precision)
+                   backend, name=str(path), device=device, bundle_path=path, precision=precision,
+                   scorer=None if scorer is None else scorer.to(device), candidates=cfg.candidates)
 
     @classmethod
     def random(cls, name: str = "test", seed: int = 0, device: str = "cpu", backend: str = "torch",
@@ -186,39 +193,64 @@ class Pipeline:
     def generate(self, prompts, *, seed: int | list[int] | None = None, iterations: int | None = None,
                  diffusion_steps: int | None = None, guidance: float | None = None,
                  temperature: float | None = None, progress=None, noise: NoiseSource | None = None,
-                 negative_prompt: str | list[str] | None = None) -> Generation:
+                 negative_prompt: str | list[str] | None = None, candidates: int | None = None) -> Generation:
         """Generate one 10.24 s clip per prompt.
 
         ``seed``: an int (sample i gets seed + i), a list (one per prompt) or None (random).
         ``negative_prompt``: text whose condition replaces the learned null condition in CFG's
         unconditional branch (one for all prompts, or one per prompt), so guidance steers away from
         it; None keeps the null condition. No effect at guidance 1 (no unconditional branch).
-        ``progress``: optional callable(iteration, total). ``noise``: injected noise (parity tests).
+        ``candidates``: decode K clips per prompt (candidate 0 from the seed itself, the others from
+        seeds derived from it) and keep the one the bundle's scorer rates closest to the prompt
+        (default: the bundle's ``rerank.candidates``, 1 without a scorer). Only the kept clips are
+        turned into audio; the decoding costs K times as much.
+        ``progress``: optional callable(iteration, total). ``noise``: injected noise (parity tests;
+        it must hold K·B rows when reranking).
         """
+        from .rerank import candidate_seeds, choose
         prompts = check_prompts(prompts)
         dc = self.decode_config(iterations, diffusion_steps, guidance, temperature)
-        seeds = _seeds(seed, len(prompts))
-        negatives = _negatives(negative_prompt, len(prompts))
+        k = self.candidates(candidates)
+        n = len(prompts)
+        seeds = _seeds(seed, n)
+        negatives = _negatives(negative_prompt, n)
+        if k > 1:   # every prompt K times, in groups: [p0 c0, p0 c1, …, p1 c0, …]
+            prompts_k = [p for p in prompts for _ in range(k)]
+            negatives_k = None if negatives is None else [q for q in negatives for _ in range(k)]
+            seeds_k = candidate_seeds(seeds, k)
+        else:
+            prompts_k, negatives_k, seeds_k = prompts, negatives, seeds
         timings = {}
         t0 = time.perf_counter()
         with torch.inference_mode():
             states, mask = self.conditioner.encode(prompts)
+            if k > 1:
+                states, mask = states.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
             cond, cmask = self.backend.project(states.to(self.device), mask.to(self.device))
-            if negatives is None:
-                null_c, null_m = self.backend.null(len(prompts))
+            if negatives_k is None:
+                null_c, null_m = self.backend.null(len(prompts_k))
             else:
-                n_states, n_mask = self.conditioner.encode(negatives)
+                n_states, n_mask = self.conditioner.encode(negatives_k)
                 null_c, null_m = self.backend.project(n_states.to(self.device), n_mask.to(self.device))
             timings["condition_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             if noise is None and hasattr(self.backend, "decode_all"):  # CUDA graphs: the whole loop replayed
-                order = TorchNoise(seeds, self.device).order(len(prompts), self.model.cfg.num_tokens)
-                tokens = self.backend.decode_all(self.model.cfg, dc, cond, cmask, null_c, null_m, seeds, order,
+                order = TorchNoise(seeds_k, self.device).order(len(prompts_k), self.model.cfg.num_tokens)
+                tokens = self.backend.decode_all(self.model.cfg, dc, cond, cmask, null_c, null_m, seeds_k, order,
                                                  self._tables_for(dc), progress)
             else:
                 tokens = decode(self.backend, self.model.cfg, dc, cond, cmask, null_c, null_m,
-                                noise or TorchNoise(seeds, self.device), self._tables_for(dc), progress)
+                                noise or TorchNoise(seeds_k, self.device), self._tables_for(dc), progress)
             timings["decode_s"] = time.perf_counter() - t1
+            rerank = {}
+            if k > 1:
+                t3 = time.perf_counter()
+                scores = self.scorer.score(tokens.float(), states.to(self.device), mask.to(self.device))
+                pick = choose(scores, k)
+                tokens = tokens[pick]
+                timings["rerank_s"] = time.perf_counter() - t3
+                rerank = {"candidates": k, "chosen": (pick % k).tolist(),
+                          "scores": [round(float(x), 4) for x in scores[pick]]}
             t2 = time.perf_counter()
             wav = self.backend.audio(tokens)
             timings["audio_s"] = time.perf_counter() - t2
@@ -226,7 +258,16 @@ class Pipeline:
         return Generation(wav.float().cpu().numpy(), SAMPLE_RATE, prompts, seeds, timings,
                           {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
                            "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name,
-                           **({} if negatives is None else {"negative_prompts": negatives})})
+                           **({} if negatives is None else {"negative_prompts": negatives}), **rerank})
+
+    def candidates(self, candidates: int | None = None) -> int:
+        """The number of candidates a generation decodes per prompt (validated)."""
+        k = self.default_candidates if candidates is None else candidates
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= B.MAX_CANDIDATES:
+            raise ConfigError(f"candidates must be an integer in 1..{B.MAX_CANDIDATES}, got {k!r}")
+        if k > 1 and self.scorer is None:
+            raise ConfigError(f"{k} candidates need a reranking scorer, and model {self.name} has none")
+        return int(k)
 
     # -- resources ----------------------------------------------------------------------------
     def close(self) -> None:

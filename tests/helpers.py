@@ -11,12 +11,12 @@ def tiny_model(seed: int = 0, scale: float = 1.0) -> IMPACT:
     return randomize_(IMPACT(preset("test")), seed=seed, scale=scale).eval()
 
 
-def save_bundle(pipe, directory, vocoder: dict | None = None, defaults=None):
+def save_bundle(pipe, directory, vocoder: dict | None = None, defaults=None, rerank: dict | None = None):
     """Write ``pipe`` (e.g. ``Pipeline.random("test")``) as a model bundle folder: config.json (its
-    conditioner, ``vocoder`` or its own vocoder spec, ``defaults`` or its own), generator, VAE."""
+    conditioner, ``vocoder`` or its own vocoder spec, ``defaults`` or its own, ``rerank``), generator, VAE."""
     from impact_rt import bundle as B
     B.write_config(B.BundleConfig(pipe.model.cfg, pipe.conditioner.spec(), vocoder or pipe.vocoder.spec(),
-                                  defaults or pipe.defaults), directory)
+                                  defaults or pipe.defaults, rerank=rerank), directory)
     B.save_generator(pipe.model, directory)
     pipe.vae.save_pretrained(str(directory), "vae")
     return directory

@@ -3,7 +3,6 @@ no traceback, nothing written or clobbered."""
 import os
 import subprocess
 import sys
-import warnings
 
 import pytest
 
@@ -38,6 +37,14 @@ def _corrupt_bundle(tmp, kind):
         (d / "config.json").write_text(json.dumps(raw))
     elif kind == "missing-vae":
         (d / "vae.safetensors").unlink()
+    elif kind in ("bad-rerank", "rerank-without-scorer", "corrupt-scorer"):
+        import json
+        raw = json.loads((d / "config.json").read_text())
+        raw["rerank"] = {"candidates": 0 if kind == "bad-rerank" else 2}
+        (d / "config.json").write_text(json.dumps(raw))
+        if kind == "corrupt-scorer":
+            (d / "scorer.json").write_text('{"dim": 8}')
+            (d / "scorer.safetensors").write_bytes(b"\x00" * 64)
     elif kind == "wrong-format":
         import json
         raw = json.loads((d / "config.json").read_text())
@@ -75,6 +82,13 @@ CASES = [
     ("weights do not match config", ["generate", "x", "--model", "@wrong-shapes"] + FAST, 1, "do not match"),
     ("missing VAE", ["generate", "x", "--model", "@missing-vae"] + FAST, 1, "vae"),
     ("not a bundle", ["generate", "x", "--model", "@wrong-format"] + FAST, 1, "not an impact-rt bundle"),
+    ("bad candidate count in a bundle", ["generate", "x", "--model", "@bad-rerank"] + FAST, 1, "rerank.candidates"),
+    ("reranking bundle without its scorer", ["generate", "x", "--model", "@rerank-without-scorer"] + FAST, 1, "no scorer"),
+    ("corrupt scorer", ["generate", "x", "--model", "@corrupt-scorer"] + FAST, 1, "scorer"),
+    ("candidates zero", ["generate", "x", "--candidates", "0"], 2, "--candidates"),
+    ("candidates too many", ["generate", "x", "--candidates", "65"], 2, "--candidates"),
+    ("candidates without a scorer", ["generate", "x", "--model", "@plain", "--candidates", "2"] + FAST,
+     2, "scorer"),
     ("non-UTF-8 prompts file", ["generate", "--prompts-file", "latin1.txt"], 2, "not UTF-8"),
     ("missing prompts file", ["generate", "--prompts-file", "nope.txt"], 2, "not found"),
     ("empty prompts file", ["generate", "--prompts-file", "empty.txt"], 2, "no prompt"),
@@ -102,7 +116,8 @@ def workdir(tmp_path_factory):
     (d / "empty.txt").write_text("\n \n")
     (d / "bad.csv").write_text("id,text\n1,thunder\n")
     (d / "existing.wav").write_bytes(b"keep me")
-    for kind in ("garbage-weights", "missing-weights", "bad-json", "wrong-shapes", "missing-vae", "wrong-format"):
+    for kind in ("garbage-weights", "missing-weights", "bad-json", "wrong-shapes", "missing-vae", "wrong-format",
+                 "bad-rerank", "rerank-without-scorer", "corrupt-scorer", "plain"):
         _corrupt_bundle(d, kind)
     return d
 
@@ -164,6 +179,7 @@ def test_api_bad_input(pipe, case):
 @pytest.mark.parametrize("kind,match", [
     ("garbage-weights", "corrupt"), ("missing-weights", "impact.safetensors"), ("bad-json", "JSON"),
     ("wrong-shapes", "do not match"), ("missing-vae", "vae"), ("wrong-format", "not an impact-rt bundle"),
+    ("bad-rerank", "rerank.candidates"), ("rerank-without-scorer", "no scorer"), ("corrupt-scorer", "scorer"),
 ])
 def test_api_bad_bundles(tmp_path, kind, match):
     d = _corrupt_bundle(tmp_path, kind)

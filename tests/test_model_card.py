@@ -114,3 +114,27 @@ def test_a_new_card_keeps_the_previous_cards_rows_marked(tmp_path):
     assert lines[lines.index("## Data") + 2] == "Built from 7 clips."     # no --corpus: the old data section
     notes = lines.index("## Notes")
     assert lines[notes + 2:notes + 4] == ["- a new note", "- an old note"]
+
+
+def test_rows_of_cards_before_the_candidate_column_get_k_1_and_the_scorer_is_named(tmp_path):
+    from impact_rt.config import preset
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"model": preset("small").__dict__, "vocoder": {"kind": "griffinlim"},
+                                                    "rerank": {"candidates": 8}}))
+    (bundle / "scorer.json").write_text(json.dumps({"dim": 192, "depth": 2, "references": 3175}))
+    ev = tmp_path / "summary.json"
+    ev.write_text(json.dumps({**_summary(0.45, 0.1, "7/10", 9.5), "candidates": 8}))
+    old_row = "| main | cpu | 16 | 100 | 992 | 5.0 | 180 | 40.6 % | 7.2 % | 5/10 | 25.48 | — | 3.71 | 37 % | 2.88 |"
+    prev = tmp_path / "OLD.md"
+    prev.write_text("## Evaluation\n\n| run | backend |\n|---|---|\n" + old_row + "\n")
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,lr,val_top1,wall_s\n100,2.0,1e-4,0.3,100\n200,1.0,1e-4,0.4,200\n")
+    assert main(["--bundle", str(bundle), "--eval", f"main={ev}", "--previous", str(prev),
+                 "--train-log", f"=reranking scorer={log}"]) == 0
+    card = (bundle / "MODEL_CARD.md").read_text()
+    lines = card.splitlines()
+    assert any(ln.startswith("| main | cpu | 16 | 100 | 999 | 5.0 | 8 | 180 | 45.0 % |") for ln in lines)
+    assert "| main (previous card) | cpu | 16 | 100 | 992 | 5.0 | 1 | 180 | 40.6 % |" in card
+    assert "best of 8 candidates" in card and "3,175 reference captions" in card
+    assert "| reranking scorer | 200 |" in card

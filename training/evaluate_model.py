@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--temperature", type=float, default=None)
     ap.add_argument("--negative-prompt", default=None, help="one negative prompt for every clip")
+    ap.add_argument("--candidates", type=int, default=None, metavar="K",
+                    help="best of K by the bundle's reranking scorer (default: the bundle's; 1 = none)")
     ap.add_argument("--backend", default="torch")
     ap.add_argument("--reference", default=None, help="folder of real clips for FD")
     ap.add_argument("--prompts", default=None)
@@ -135,12 +137,13 @@ def main(argv=None) -> int:
     for i in tqdm(range(0, len(jobs), a.batch_size), unit="batch", file=sys.stderr):
         batch = jobs[i:i + a.batch_size]
         g = pipe.generate([p for p, _ in batch], seed=[s for _, s in batch], negative_prompt=a.negative_prompt,
-                          **settings)
+                          candidates=a.candidates, **settings)
         n_gen += len(batch)
         for j, (p, s) in enumerate(batch):
             name = f"{i + j:04d}.wav"
             g.save(clips / name, index=j, force=True)
-            records.append({"file": name, "prompt": p, "seed": s})
+            records.append({"file": name, "prompt": p, "seed": s,
+                            **({"candidate": g.settings["chosen"][j]} if "chosen" in g.settings else {})})
     gen_seconds = time.perf_counter() - t0
     (clips / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     report, scores = score(clips, records, prompts, prompts_path, a.reference)
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
         "settings": {**dc.__dict__,   # + the step the DDPM loop started from (T̂ = 1 starts at t = 0)
                      "sampling_start": int(ddpm.sampling_schedule(pipe.model.cfg.train_steps,
                                                                   dc.diffusion_steps).timestep_map[-1])},
-        "negative_prompt": a.negative_prompt, "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
+        "negative_prompt": a.negative_prompt, "candidates": pipe.candidates(a.candidates), "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
         **scores, "generation_seconds_per_clip": gen_seconds / max(1, n_gen), "reference": a.reference,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -135,6 +135,22 @@ def previous_rows(card: str) -> dict[str, list[str]]:
     return out
 
 
+EVAL_HEADER = ("| run | backend | T | T̂ | t₀ | β_max | K | clips | adherence | shuffled | thunder | FD | KL (softmax) "
+               "| IS | silent | s/clip |")
+
+
+def _with_candidates(rows: list[str]) -> list[str]:
+    """Evaluation rows of cards written before the K column (best of K candidates): K = 1 inserted."""
+    width = EVAL_HEADER.count("|") + 1
+    out = []
+    for r in rows:
+        cells = r.split("|")
+        if len(cells) == width - 1:
+            cells.insert(7, " 1 ")
+        out.append("|".join(cells))
+    return out
+
+
 def _marked(rows: list[str], mark: str) -> list[str]:
     """Each row with ``mark`` appended to its first cell."""
     out = []
@@ -150,6 +166,8 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
            previous: dict[str, list[str]] | None = None) -> str:
     previous = previous or {}
     previous = {k: v if k in ("data", "notes") else _marked(v, "(previous card)") for k, v in previous.items()}
+    if "evaluation" in previous:
+        previous["evaluation"] = _with_candidates(previous["evaluation"])
     cfg = json.loads((bundle / "config.json").read_text())
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file() and f.name != "MODEL_CARD.md")
     lines = ["# Model card: impact-rt default model", ""]
@@ -164,7 +182,15 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
               + (f" ({', '.join(f'{k} {v}' for k, v in cfg['vocoder'].items() if k != 'kind')})"
                  if len(cfg.get("vocoder", {})) > 1 else "") + ".",
               f"- Bundle: {size / 1e6:.1f} MB on disk (weights fp16 safetensors), default decoding "
-              f"{json.dumps(cfg.get('decode', {}))}.", ""]
+              f"{json.dumps(cfg.get('decode', {}))}."]
+    if (bundle / "scorer.json").is_file():
+        sc = json.loads((bundle / "scorer.json").read_text())
+        k = (cfg.get("rerank") or {}).get("candidates", 1)
+        lines.append(f"- Reranking: {f'best of {k} candidates' if k > 1 else 'off by default (`--candidates K` turns it on)'}"
+                     f" by the text–audio scorer `scorer.safetensors` (`impact_rt.rerank`: audio tower width "
+                     f"{sc.get('dim')}, {sc.get('depth')} blocks; {sc.get('references', 0):,} reference captions), "
+                     f"trained contrastively on the corpus's captioned latents by `training.train_scorer`.")
+    lines.append("")
     if corpus:
         rep = corpus["report"]
         tot = rep["total"]
@@ -194,7 +220,7 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
     if vae:
         lines.append(row("VAE (L1 on log-mel)", vae, 3))
     for name, p in phases.items():
-        lines.append(row(f"generator, {name}", p, 4))
+        lines.append(row(name[1:] if name.startswith("=") else f"generator, {name}", p, 4))
     lines.append("")
     if evals or previous.get("evaluation"):
         lines += ["## Evaluation", "",
@@ -204,13 +230,13 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
                   "prompt's classes. FD / KL against the corpus's test split.", "",
                   "Column t₀: the DDPM step sampling starts from (999 before session 4 — see Notes).", "",
                   "Column silent: the share of 32 ms frames below −50 dBFS, generated (real test clips).", "",
-                  "| run | backend | T | T̂ | t₀ | β_max | clips | adherence | shuffled | thunder | FD | KL (softmax) | IS | silent | s/clip |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "Column K: best of K candidates by the bundle's reranking scorer (1: no reranking).", "",
+                  EVAL_HEADER, "|---" * (EVAL_HEADER.count("|") - 1) + "|"]
         for name, e in evals.items():
             s, mt = e["settings"], e["metrics"]
             # evaluations written before the sampling start was recorded all started at t = 999
             lines.append(f"| {name} | {e['backend']} | {s['iterations']} | {s['diffusion_steps']} | "
-                         f"{s.get('sampling_start', 999)} | {s['guidance']} | "
+                         f"{s.get('sampling_start', 999)} | {s['guidance']} | {e.get('candidates', 1)} | "
                          f"{e['clips']} | {100 * e['adherence']:.1f} % | {_pct(e.get('adherence_shuffled_prompts'))} | "
                          f"{e.get('thunder')} | {_fmt(mt.get('fd'))} | {_fmt(mt.get('kl_softmax'))} | "
                          f"{_fmt(mt.get('is_mean'))} | {_silent(mt)} | {e['generation_seconds_per_clip']:.2f} |")
@@ -271,7 +297,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--corpus", default=None, help="corpus folder (report.json, manifest.csv)")
     ap.add_argument("--vae-log", default=None)
-    ap.add_argument("--train-log", action="append", default=[], help="PHASE=log.csv (in order)")
+    ap.add_argument("--train-log", action="append", default=[],
+                    help="PHASE=log.csv (in order; the row reads 'generator, PHASE', or PHASE alone when it starts with '=')")
     ap.add_argument("--eval", action="append", default=[], help="NAME=evaluation folder (summary.json) or a summary .json file; "
                     "names main, T=1, β_max=1, no-pre-training drive the checks")
     ap.add_argument("--probe", action="append", default=[], help="NAME=text_probe JSON (training.text_probe --out)")
