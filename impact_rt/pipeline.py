@@ -214,12 +214,9 @@ class Pipeline:
         n = len(prompts)
         seeds = _seeds(seed, n)
         negatives = _negatives(negative_prompt, n)
-        if k > 1:   # every prompt K times, in groups: [p0 c0, p0 c1, …, p1 c0, …]
-            prompts_k = [p for p in prompts for _ in range(k)]
-            negatives_k = None if negatives is None else [q for q in negatives for _ in range(k)]
-            seeds_k = candidate_seeds(seeds, k)
-        else:
-            prompts_k, negatives_k, seeds_k = prompts, negatives, seeds
+        # K rows per prompt, in groups: [p0 c0, p0 c1, …, p1 c0, …] (K = 1: the prompts as given)
+        negatives_k = None if negatives is None else [q for q in negatives for _ in range(k)]
+        seeds_k = candidate_seeds(seeds, k)
         timings = {}
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -228,14 +225,14 @@ class Pipeline:
                 states, mask = states.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
             cond, cmask = self.backend.project(states.to(self.device), mask.to(self.device))
             if negatives_k is None:
-                null_c, null_m = self.backend.null(len(prompts_k))
+                null_c, null_m = self.backend.null(n * k)
             else:
                 n_states, n_mask = self.conditioner.encode(negatives_k)
                 null_c, null_m = self.backend.project(n_states.to(self.device), n_mask.to(self.device))
             timings["condition_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             if noise is None and hasattr(self.backend, "decode_all"):  # CUDA graphs: the whole loop replayed
-                order = TorchNoise(seeds_k, self.device).order(len(prompts_k), self.model.cfg.num_tokens)
+                order = TorchNoise(seeds_k, self.device).order(n * k, self.model.cfg.num_tokens)
                 tokens = self.backend.decode_all(self.model.cfg, dc, cond, cmask, null_c, null_m, seeds_k, order,
                                                  self._tables_for(dc), progress)
             else:

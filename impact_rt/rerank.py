@@ -7,7 +7,7 @@ candidates per prompt are scored against the prompt's conditioner states and the
 before the VAE decoder and the vocoder run (only the chosen clip is turned into audio).
 
     scorer = Scorer(ScorerConfig(...))                 # or Scorer.from_bundle(path)
-    s = scorer.score(tokens, text_states, text_mask)   # [B] cosine similarity, higher = closer
+    s = scorer.score(tokens, text_states, text_mask)   # [B] higher = closer (Scorer.score)
     pick = choose(s, candidates=K)                     # [B // K] index of the best of each group
 
 Candidate 0 of seed ``s`` is the plain seed ``s``: with K = 1 nothing changes. Candidates 1.. get
@@ -79,7 +79,7 @@ class Scorer(nn.Module):
         if states.dim() != 3 or states.shape[-1] != self.cfg.text_dim or mask.shape != states.shape[:2]:
             raise ConfigError(f"scorer expects text states [B, L, {self.cfg.text_dim}] and a mask [B, L], "
                               f"got {tuple(states.shape)} and {tuple(mask.shape)}")
-        m = mask.to(states.dtype if states.is_floating_point() else torch.float32)[..., None].float()
+        m = mask[..., None].float()
         pooled = (states.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
         return F.normalize(self.text_mlp(pooled), dim=-1)
 

@@ -145,7 +145,7 @@ def _with_candidates(rows: list[str]) -> list[str]:
     out = []
     for r in rows:
         cells = r.split("|")
-        if len(cells) == width - 1:
+        if len(cells) == width - 1:      # cells[0] is the text before the first '|'; cells[6] is β_max
             cells.insert(7, " 1 ")
         out.append("|".join(cells))
     return out
