@@ -67,3 +67,22 @@ def test_write_prompt_table_encodes_the_prompts_and_the_negative_with_the_bundle
         assert torch.equal(got, want)
     with pytest.raises(SystemExit):                   # every other use needs --out
         main(["--model", str(d), "--prompts", str(tsv)])
+
+
+def test_threads_sets_the_cpu_thread_count_and_refuses_zero(tmp_path, capsys):
+    import torch
+
+    from training.evaluate_model import main
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("prompt\texpected\nthunder\tThunder\n")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(SystemExit):             # --threads is applied before --out is checked
+            main(["--threads", "1", "--prompts", str(tsv)])
+        assert torch.get_num_threads() == 1
+        with pytest.raises(SystemExit):
+            main(["--threads", "0", "--out", str(tmp_path / "o")])
+        assert "--threads must be at least 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

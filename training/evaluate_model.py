@@ -96,6 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", default=None, help="folder of real clips for FD")
     ap.add_argument("--prompts", default=None)
     ap.add_argument("--batch-size", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for generation and scoring (torch's and the native sampler's; default: torch's)")
     ap.add_argument("--rescore", action="store_true",
                     help="score the clips already in OUT again (no generation; settings kept from OUT/summary.json)")
     ap.add_argument("--prompt-table", default=None,
@@ -104,6 +106,11 @@ def main(argv=None) -> int:
                     help="write the encodings of the prompts (and the negative prompt) with the bundle's text "
                          "encoder to FILE, then stop")
     a = ap.parse_args(argv)
+    if a.threads is not None:
+        if a.threads < 1:
+            ap.error(f"--threads must be at least 1, got {a.threads}")
+        import torch
+        torch.set_num_threads(a.threads)
     prompts_path = Path(a.prompts) if a.prompts else default_prompts_path()
     if not a.out and not a.write_prompt_table:
         ap.error("--out is required")
