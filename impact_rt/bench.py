@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 CLIP_SECONDS = 10.24
-FIELDS = ("backend", "batch", "iterations", "diffusion_steps", "latency_s", "rtf", "peak_rss_mb",
+FIELDS = ("backend", "precision", "batch", "iterations", "diffusion_steps", "latency_s", "rtf", "peak_rss_mb",
           "speedup_vs_reference")
 DEFAULT_PROMPTS = ["thunder", "a dog barking", "rain falling on a roof", "a piano playing",
                    "a man speaking", "birds singing", "a car engine running", "footsteps"]
@@ -65,7 +65,7 @@ def run_cells(model: str, backend: str, cells: list[dict], repeats: int, warmup:
         torch.set_num_threads(threads)
     from .pipeline import Pipeline
     if model.startswith("random:"):
-        pipe = Pipeline.random(model.split(":", 1)[1], backend=backend)
+        pipe = Pipeline.random(model.split(":", 1)[1], backend=backend, precision=precision)
     else:
         pipe = Pipeline.from_pretrained(None if model == "default" else model, backend=backend, precision=precision)
     out = []
@@ -84,7 +84,7 @@ def run_cells(model: str, backend: str, cells: list[dict], repeats: int, warmup:
             lat.append(time.perf_counter() - t0)
             parts.append(g.timings)
         med = statistics.median(lat)
-        out.append({"backend": backend, **cell, "latency_s": med, "latency_min_s": min(lat),
+        out.append({"backend": backend, "precision": g.settings.get("precision", "fp32"), **cell, "latency_s": med, "latency_min_s": min(lat),
                     "latency_max_s": max(lat), "repeats": repeats,
                     "rtf": med / (cell["batch"] * CLIP_SECONDS), "peak_rss_mb": round(_peak_rss_mb(), 1),
                     "parts_s": {k: statistics.median(p[k] for p in parts) for k in parts[0]}})
@@ -110,18 +110,20 @@ def bench(model: str, backends: list[str], batches: list[int], iterations: list[
     cells = [{"batch": b, "iterations": t, "diffusion_steps": k} for b in batches for t in iterations for k in steps]
     order = ["torch"] + [b for b in backends if b != "torch"]
     records = []
-    for be in order:
+    for spec in order:
+        be, _, precision = spec.partition(":")       # "cpu:bf16": a backend in a given precision
+        precision = precision or None
         if isolate:
             payload = json.dumps({"model": model, "backend": be, "cells": cells, "repeats": repeats,
-                                  "warmup": warmup, "threads": threads})
+                                  "warmup": warmup, "threads": threads, "precision": precision})
             p = subprocess.run([sys.executable, "-m", "impact_rt.bench", "--worker", payload],
                                capture_output=True, text=True)
             if p.returncode != 0:
                 err = (p.stderr.strip().splitlines() or ["worker failed"])[-1]
-                raise RuntimeError(f"benchmark of backend {be} failed: {err}")
+                raise RuntimeError(f"benchmark of backend {spec} failed: {err}")
             records += json.loads(p.stdout.strip().splitlines()[-1])
         else:
-            records += run_cells(model, be, cells, repeats, warmup, threads)
+            records += run_cells(model, be, cells, repeats, warmup, threads, precision)
     ref = {(r["batch"], r["iterations"], r["diffusion_steps"]): r["latency_s"] for r in records if r["backend"] == "torch"}
     for r in records:
         r["speedup_vs_reference"] = ref[(r["batch"], r["iterations"], r["diffusion_steps"])] / r["latency_s"]
@@ -137,7 +139,8 @@ def markdown(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["records"]:
         p = r.get("parts_s", {})
-        lines.append(f"| {r['backend']} | {r['batch']} | {r['iterations']} | {r['diffusion_steps']} | "
+        prec = f" ({r['precision']})" if r.get("precision") else ""
+        lines.append(f"| {r['backend']}{prec} | {r['batch']} | {r['iterations']} | {r['diffusion_steps']} | "
                      f"{r['latency_s']:.3f} ({r['latency_min_s']:.3f}–{r['latency_max_s']:.3f}) | {r['rtf']:.4f} | "
                      f"{r['peak_rss_mb']:.0f} | {r['speedup_vs_reference']:.2f}x | "
                      f"{p.get('condition_s', 0):.3f} / {p.get('decode_s', 0):.3f} / {p.get('audio_s', 0):.3f} |")
@@ -153,7 +156,9 @@ def _ints(s: str) -> list[int]:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default="default", help="bundle folder, 'default' (shipped) or random:PRESET")
-    ap.add_argument("--backends", default="torch", help="comma-separated; the torch reference always runs")
+    ap.add_argument("--backends", default="torch",
+                    help="comma-separated, each NAME or NAME:PRECISION (e.g. cpu:fp32,cpu:bf16); "
+                         "the torch reference always runs")
     ap.add_argument("--batch-sizes", type=_ints, default=[1])
     ap.add_argument("--iterations", type=_ints, default=[16])
     ap.add_argument("--diffusion-steps", type=_ints, default=[100])
@@ -169,8 +174,11 @@ def run(args) -> int:
     from .pipeline import BACKENDS
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
-        if b not in BACKENDS or b == "auto":
-            raise ConfigError(f"unknown backend {b!r} for bench")
+        name, _, precision = b.partition(":")
+        if name not in BACKENDS or name == "auto":
+            raise ConfigError(f"unknown backend {name!r} for bench")
+        if ":" in b and precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"unknown precision {precision!r} in --backends {b} (use fp32, bf16 or fp16)")
     if args.repeats < 1 or args.warmup < 0:
         raise ConfigError("--repeats must be >= 1 and --warmup >= 0")
     for name, vals, hi in (("batch size", args.batch_sizes, 1024), ("iterations", args.iterations, 256),
@@ -193,7 +201,7 @@ def _worker(payload: str) -> int:
     import warnings
     warnings.simplefilter("ignore")
     a = json.loads(payload)
-    recs = run_cells(a["model"], a["backend"], a["cells"], a["repeats"], a["warmup"], a["threads"])
+    recs = run_cells(a["model"], a["backend"], a["cells"], a["repeats"], a["warmup"], a["threads"], a.get("precision"))
     print(json.dumps(recs))
     return 0
 

@@ -29,9 +29,32 @@ def available() -> tuple[bool, str]:
     return True, f"native fused head sampler ({', '.join(native_sampler.isas())}) + eager PyTorch"
 
 
-def default_precision() -> str:
-    """bf16 where the CPU multiplies bf16 natively (AMX), fp32 elsewhere: the benchmark's verdict."""
-    return "bf16" if "amx-bf16" in native_sampler.isas() else "fp32"
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id ("GenuineIntel", "AuthenticAMD", ...), "" where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def default_precision(isas: tuple[str, ...] | list[str] | None = None, vendor: str | None = None) -> str:
+    """bf16 where it was measured faster than fp32 (docs/native.md, docs/benchmarks.md), fp32 elsewhere.
+
+    * AMX (Intel Xeon): the AMX kernel is 5–7x the fp32 one.
+    * AVX-512 BF16 on AMD (Zen 4): ``vdpbf16ps`` is 1.75x the fp32 kernel and the clip 1.6x faster
+      (session 16). On the Intel Xeon it was measured *slower* than fp32 (AMX's absence there is a
+      kernel or OS matter), so an Intel CPU without AMX stays fp32.
+    """
+    isas = native_sampler.isas() if isas is None else isas
+    if "amx-bf16" in isas:
+        return "bf16"
+    if "avx512-bf16" in isas and (cpu_vendor() if vendor is None else vendor) == "AuthenticAMD":
+        return "bf16"
+    return "fp32"
 
 
 class CpuBackend(TorchBackend):

@@ -255,6 +255,7 @@ class Pipeline:
         return Generation(wav.float().cpu().numpy(), SAMPLE_RATE, prompts, seeds, timings,
                           {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
                            "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name,
+                           "precision": getattr(self.backend, "precision", "fp32"),
                            **({} if negatives is None else {"negative_prompts": negatives}), **rerank})
 
     def candidates(self, candidates: int | None = None) -> int:

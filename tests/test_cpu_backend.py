@@ -65,6 +65,25 @@ def test_pipeline_runs_on_the_cpu_backend():
     assert g.audio.shape == (1, 163840) and g.settings["backend"] == "cpu"
 
 
+@pytest.mark.parametrize("isas,vendor,want", [
+    (["avx2", "avx512", "amx-bf16"], "GenuineIntel", "bf16"),      # AMX: 5-7x the fp32 kernel
+    (["avx2", "avx512", "avx512-bf16"], "AuthenticAMD", "bf16"),    # Zen 4: 1.75x the fp32 kernel
+    (["avx2", "avx512", "avx512-bf16"], "GenuineIntel", "fp32"),    # measured slower than fp32 on the Xeon
+    (["avx2", "avx512"], "AuthenticAMD", "fp32"),                  # no bf16 instructions: fp32
+    (["avx2"], "", "fp32"),
+])
+def test_default_precision_is_bf16_only_where_it_was_measured_faster(isas, vendor, want):
+    assert cpu_backend.default_precision(isas, vendor) == want
+
+
+def test_generation_reports_its_precision():
+    from impact_rt.pipeline import Pipeline
+    for backend, precision, want in (("torch", None, "fp32"), ("cpu", "fp32", "fp32"), ("cpu", "bf16", "bf16")):
+        g = Pipeline.random("test", backend=backend, precision=precision).generate(
+            ["thunder"], seed=0, iterations=1, diffusion_steps=2)
+        assert g.settings["precision"] == want
+
+
 def _vae():
     from impact_rt.vae import AutoencoderKL
     torch.manual_seed(1)

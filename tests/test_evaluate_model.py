@@ -86,3 +86,24 @@ def test_threads_sets_the_cpu_thread_count_and_refuses_zero(tmp_path, capsys):
         assert "--threads must be at least 1" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_run_records_its_backend_and_precision(tmp_path, monkeypatch):
+    import json
+
+    import training.evaluate_model as E
+    from helpers import save_bundle
+    from impact_rt import cpu_backend
+    from impact_rt.pipeline import Pipeline
+    if not cpu_backend.available()[0]:
+        pytest.skip(cpu_backend.available()[1])
+    d = save_bundle(Pipeline.random("test"), tmp_path / "bundle")
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("prompt\texpected\nthunder\tThunder\nrain\tRain\n")
+    monkeypatch.setattr(E, "score", lambda *a: ({"clips": []}, {"adherence": 0.0}))
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert E.main(["--model", str(d), "--prompts", str(tsv), "--out", str(out), "--seeds", "1",
+                       "--backend", "cpu", "--precision", precision, "--iterations", "1", "--diffusion-steps", "2"]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["backend"] == "cpu" and summary["precision"] == precision and summary["clips"] == 2

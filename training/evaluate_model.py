@@ -93,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", type=int, default=None, metavar="K",
                     help="best of K by the bundle's reranking scorer (default: the bundle's; 1 = none)")
     ap.add_argument("--backend", default="torch")
+    ap.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+                    help="the backend's compute precision (default: the backend's own)")
     ap.add_argument("--reference", default=None, help="folder of real clips for FD")
     ap.add_argument("--prompts", default=None)
     ap.add_argument("--batch-size", type=int, default=10)
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     clips = out / "clips"
     clips.mkdir(parents=True, exist_ok=True)
-    pipe = Pipeline.from_pretrained(a.model, backend=a.backend, prompt_table=a.prompt_table)
+    pipe = Pipeline.from_pretrained(a.model, backend=a.backend, precision=a.precision, prompt_table=a.prompt_table)
     settings = dict(iterations=a.iterations, diffusion_steps=a.diffusion_steps, guidance=a.guidance,
                     temperature=a.temperature)
     records, t0, n_gen = [], time.perf_counter(), 0
@@ -160,7 +162,8 @@ def main(argv=None) -> int:
         "settings": {**dc.__dict__,   # + the step the DDPM loop started from (T̂ = 1 starts at t = 0)
                      "sampling_start": int(ddpm.sampling_schedule(pipe.model.cfg.train_steps,
                                                                   dc.diffusion_steps).timestep_map[-1])},
-        "negative_prompt": a.negative_prompt, "candidates": pipe.candidates(a.candidates), "backend": a.backend, "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
+        "negative_prompt": a.negative_prompt, "candidates": pipe.candidates(a.candidates), "backend": a.backend,
+        "precision": getattr(pipe.backend, "precision", "fp32"), "clips": len(records), "seeds_per_prompt": a.seeds, "first_seed": a.first_seed,
         **scores, "generation_seconds_per_clip": gen_seconds / max(1, n_gen), "reference": a.reference,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
