@@ -94,12 +94,8 @@ def run_cells(model: str, backend: str, cells: list[dict], repeats: int, warmup:
 
 def machine() -> dict:
     import torch
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from .cpu_backend import cpuinfo
+    cpu = cpuinfo("model name") or platform.processor() or ""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
             "python": platform.python_version(), "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None}

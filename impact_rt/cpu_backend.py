@@ -29,16 +29,21 @@ def available() -> tuple[bool, str]:
     return True, f"native fused head sampler ({', '.join(native_sampler.isas())}) + eager PyTorch"
 
 
-def cpu_vendor() -> str:
-    """/proc/cpuinfo's vendor_id ("GenuineIntel", "AuthenticAMD", ...), "" where it cannot be read."""
+def cpuinfo(field: str) -> str:
+    """The first value of a /proc/cpuinfo field ("model name", "vendor_id"), "" where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
+
+
+def cpu_vendor() -> str:
+    """"GenuineIntel", "AuthenticAMD", ... or ""."""
+    return cpuinfo("vendor_id")
 
 
 def default_precision(isas: tuple[str, ...] | list[str] | None = None, vendor: str | None = None) -> str:

@@ -32,14 +32,8 @@ from impact_rt.sampler import sample_head
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from impact_rt.cpu_backend import cpuinfo
+    return cpuinfo("model name") or platform.processor() or "unknown CPU"
 
 
 def main(argv=None):
