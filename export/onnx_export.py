@@ -166,7 +166,7 @@ class TextEncoderGraph(nn.Module):
         self.bert = bert
 
     def forward(self, input_ids, attention_mask):
-        states = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
+        states = self.bert(input_ids, attention_mask).float()     # impact_rt.minilm.BertEncoder
         w = attention_mask[..., None].float()
         pooled = (states * w).sum(1) / w.sum(1).clamp(min=1.0)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)[:, None]

