@@ -124,7 +124,7 @@ class T5ClapConditioner(TextConditioner):
     length = 78
 
     def __init__(self, t5_path, clap_path, device="cpu"):
-        from transformers import AutoTokenizer, ClapModel, T5EncoderModel
+        from transformers import ClapModel, T5EncoderModel
         _quiet_transformers()
         t5_dir, clap_dir = _require_dir(t5_path, "Flan-T5"), _require_dir(clap_path, "CLAP")
         self.t5_tok = _fast_tokenizer(t5_dir, T5_VOCAB if _vocab_hint(t5_dir) is None else _vocab_hint(t5_dir), "Flan-T5")
