@@ -27,16 +27,17 @@ def _module(name: str):
         raise
 
 
+def available(name: str) -> tuple[bool, str]:
+    """Whether one backend runs here, and why not (imports only that backend's module)."""
+    mod = _module(name)
+    if mod is None:
+        return False, f"the {name} backend is not implemented yet (issue {ISSUE[name]})"
+    ok, why = mod.available()
+    return bool(ok), why
+
+
 def availability() -> dict[str, tuple[bool, str]]:
-    out = {}
-    for name in MODULES:
-        mod = _module(name)
-        if mod is None:
-            out[name] = (False, f"the {name} backend is not implemented yet (issue {ISSUE[name]})")
-        else:
-            ok, why = mod.available()
-            out[name] = (bool(ok), why)
-    return out
+    return {name: available(name) for name in MODULES}
 
 
 def loader(name: str):

@@ -167,12 +167,12 @@ def _interpreting() -> bool:
 
 
 def available() -> tuple[bool, str]:
+    if not torch.cuda.is_available():   # first: on a CPU machine triton's import (~0.1 s) is not needed
+        return False, f"no CUDA device (torch {torch.__version__}: torch.cuda.is_available() is False)"
     try:
         import triton
     except ImportError:
         return False, "triton is not installed (pip install 'impact-rt[gpu]')"
-    if not torch.cuda.is_available():
-        return False, f"no CUDA device (torch {torch.__version__}: torch.cuda.is_available() is False)"
     major, minor = torch.cuda.get_device_capability()
     if major < 8:
         return False, f"needs a GPU of compute capability >= 8.0, found sm_{major}{minor}"

@@ -300,14 +300,12 @@ def _check_seed(s) -> int:
 
 
 def resolve_backend(name: str) -> str:
-    from .backends import availability
+    from .backends import auto_order, available
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
-    avail = availability()
-    if name == "auto":
-        from .backends import auto_order
-        return next(b for b in auto_order() if avail[b][0])
-    ok, why = avail[name]
+    if name == "auto":     # the first that runs here; the ones after it are not even imported
+        return next(b for b in auto_order() if available(b)[0])
+    ok, why = available(name)
     if not ok:
         raise ConfigError(f"backend {name} is not available here: {why}")
     return name

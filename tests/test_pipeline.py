@@ -150,3 +150,15 @@ def test_shipped_model_samples_latents_at_the_data_scale(monkeypatch):
     monkeypatch.setattr(ddpm, "sampling_schedule", lambda train, steps: ddpm.Schedule.cosine(train).respace(steps))
     pipe._tables.clear()
     assert _latent_std(pipe) > 10.0
+
+
+def test_auto_checks_backends_in_order_and_stops_at_the_first_that_runs(monkeypatch):
+    import impact_rt.backends as B
+    from impact_rt.pipeline import resolve_backend
+    seen = []
+    monkeypatch.setattr(B, "available", lambda name: (seen.append(name), (name == "cpu", "why"))[1])
+    assert resolve_backend("auto") == "cpu" and seen == ["tensorrt", "cuda", "cpu"]
+    seen.clear()
+    with pytest.raises(ConfigError, match="backend onnxruntime is not available here: why"):
+        resolve_backend("onnxruntime")
+    assert seen == ["onnxruntime"]
