@@ -272,3 +272,14 @@ def test_model_bundle_engines_are_keyed_by_bundle_hash(tmp_path, capfd):
     B.write_config(B.BundleConfig(src.model.cfg, src.conditioner.spec(), {"kind": "griffinlim", "n_iter": 3},
                                   DecodeConfig(iterations=2, diffusion_steps=3)), d)
     assert Pipeline.from_pretrained(d, backend="onnxruntime").backend.root != root
+
+
+def test_session_threads_default_to_one_per_cpu_and_follow_the_override(monkeypatch):
+    import os
+
+    from impact_rt.ort_backend import session_options
+    monkeypatch.delenv("IMPACT_RT_ORT_THREADS", raising=False)
+    assert session_options().intra_op_num_threads == (os.cpu_count() or 1)
+    monkeypatch.setenv("IMPACT_RT_ORT_THREADS", "1")
+    assert session_options().intra_op_num_threads == 1
+    assert session_options(threads=3).intra_op_num_threads == 3
