@@ -235,3 +235,24 @@ def test_category_weights_scale_every_clip_where_the_category_is_heard(tmp_path,
                  "--preset", "test", "--category-weights", "thundr=2"]) == 2
     err = capsys.readouterr().err
     assert "no training row of category 'thundr'" in err and err.count("\n") == 1
+
+
+def test_trainable_trains_only_the_named_parameters(tmp_path):
+    import pytest
+
+    st = _store(tmp_path)
+    cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=1, trainable="text_proj")
+    tr = Trainer(cfg, st, tmp_path / "run")
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    for _ in range(2):
+        tr.train_step()
+    after = tr.model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "text_proj.weight" in moved and moved <= {"text_proj.weight", "text_proj.bias"}
+    tr2 = Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=1), st,
+                  tmp_path / "run2")
+    tr2.train_step()
+    assert any(not torch.equal(v, tr2.model.state_dict()[k]) for k, v in before.items() if k.startswith("encoder."))
+    with pytest.raises(ValueError, match="no parameter under 'text_projection'"):
+        Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, trainable="text_projection"),
+                st, tmp_path / "run3")

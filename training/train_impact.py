@@ -56,6 +56,7 @@ class TrainConfig:
     category_weights: str = ""       # e.g. "thunder=3": row weights times these, by caption category
     grad_clip: float = 3.0
     ema_warmup: bool = True          # EMA decay ramps (1+s)/(10+s) → ema_decay; off: full decay from step 0
+    trainable: str = ""              # e.g. "text_proj,null_condition": train only parameters under these names
     bf16: bool = True
     seed: int = 0
 
@@ -143,6 +144,29 @@ def category_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch
     return w
 
 
+def trainable_parameters(model: torch.nn.Module, spec: str) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser updates: all, or (``spec`` "text_proj,null_condition") those whose
+    names equal or lie under one of the given prefixes; the others are frozen (requires_grad off).
+    A prefix that names no parameter is an error, so that a misspelt one cannot pass unnoticed."""
+    params = dict(model.named_parameters())
+    prefixes = [p.strip() for p in spec.split(",") if p.strip()]
+    if not prefixes:
+        return list(params.values())
+
+    def under(name, prefix):
+        return name == prefix or name.startswith(prefix + ".")
+    unknown = [p for p in prefixes if not any(under(n, p) for n in params)]
+    if unknown:
+        raise ValueError(f"trainable: no parameter under {', '.join(map(repr, unknown))} "
+                         f"(top-level names: {', '.join(sorted({n.split('.')[0] for n in params}))})")
+    keep = []
+    for n, p in params.items():
+        p.requires_grad_(any(under(n, x) for x in prefixes))
+        if p.requires_grad:
+            keep.append(p)
+    return keep
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, store: LatentStore, out: Path, model_cfg: ModelConfig | None = None,
                  device: str = "cpu", rank: int = 0, world: int = 1):
@@ -153,8 +177,8 @@ class Trainer:
             mc = ModelConfig(**{**mc.to_dict(), "text_dim": store.text_dim})
         self.model = IMPACT(mc).to(self.device)
         self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     betas=(0.9, 0.95))
+        self.opt = torch.optim.AdamW(trainable_parameters(self.model, cfg.trainable), lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
         self.step = 0
         self.schedule = self.model.train_schedule(self.device)
