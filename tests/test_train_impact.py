@@ -256,3 +256,14 @@ def test_trainable_trains_only_the_named_parameters(tmp_path):
     with pytest.raises(ValueError, match="no parameter under 'text_projection'"):
         Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, trainable="text_projection"),
                 st, tmp_path / "run3")
+
+
+def test_trainable_on_the_command_line(tmp_path, capsys):
+    from training.train_impact import main
+    st = _store(tmp_path)
+    args = ["--latents", str(tmp_path / "lat.safetensors"), "--phase", "text", "--preset", "test", "--steps", "1",
+            "--batch-size", "2", "--precision", "fp32", "--threads", "1"]
+    assert main(args + ["--out", str(tmp_path / "a"), "--trainable", "text_projection"]) == 2
+    assert "no parameter under 'text_projection'" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "b"), "--trainable", "text_proj,null_condition"]) == 0
+    del st

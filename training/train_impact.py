@@ -335,7 +335,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ema-warmup", action="store_true",
                     help="full EMA decay from the first step (continuing trained weights with --init)")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
-              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights", "seed"):
+              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights", "trainable", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
     args = ap.parse_args(argv)
