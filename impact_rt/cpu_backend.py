@@ -51,8 +51,8 @@ def default_precision(isas: tuple[str, ...] | list[str] | None = None, vendor: s
 
     * AMX (Intel Xeon): the AMX kernel is 5–7x the fp32 one.
     * AVX-512 BF16 on AMD (Zen 4): ``vdpbf16ps`` is 1.75x the fp32 kernel and the clip 1.6x faster
-      (session 16). On the Intel Xeon it was measured *slower* than fp32 (AMX's absence there is a
-      kernel or OS matter), so an Intel CPU without AMX stays fp32.
+      (session 16). On the Intel Xeon of sessions 1–7 the same kernel was measured slower than
+      fp32, so an Intel CPU without AMX (or whose OS does not enable it) stays fp32.
     """
     isas = native_sampler.isas() if isas is None else isas
     if "amx-bf16" in isas:
