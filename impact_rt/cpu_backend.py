@@ -26,7 +26,8 @@ def available() -> tuple[bool, str]:
     ok, why = native_sampler.available()
     if not ok:
         return False, f"the native sampler library is not built ({why})"
-    return True, f"native fused head sampler ({', '.join(native_sampler.isas())}) + eager PyTorch"
+    return True, (f"native fused head sampler ({', '.join(native_sampler.isas())}) + eager PyTorch; "
+                  f"{default_precision()} by default here")
 
 
 def cpuinfo(field: str) -> str:

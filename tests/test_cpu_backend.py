@@ -76,6 +76,11 @@ def test_default_precision_is_bf16_only_where_it_was_measured_faster(isas, vendo
     assert cpu_backend.default_precision(isas, vendor) == want
 
 
+def test_info_says_which_precision_runs_by_default_here():
+    ok, why = cpu_backend.available()
+    assert ok and why.endswith(f"; {cpu_backend.default_precision()} by default here")
+
+
 def test_generation_reports_its_precision():
     from impact_rt.pipeline import Pipeline
     for backend, precision, want in (("torch", None, "fp32"), ("cpu", "fp32", "fp32"), ("cpu", "bf16", "bf16")):
