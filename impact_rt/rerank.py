@@ -109,14 +109,9 @@ class Scorer(nn.Module):
 
     # -- bundle I/O ----------------------------------------------------------------------------
     def save(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> None:
-        from safetensors.torch import save
-        from .fileio import atomic_write_bytes
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to(dtype if v.is_floating_point() else v.dtype).cpu().contiguous()
-                   for k, v in self.state_dict().items()}
-        atomic_write_bytes(d / SCORER_WEIGHTS, save(tensors))
-        atomic_write_bytes(d / SCORER_CONFIG, (json.dumps(self.cfg.to_dict(), indent=2) + "\n").encode())
+        """scorer.safetensors + scorer.json (the config and the stored dtype), as every bundle component."""
+        from .audio import save_component
+        save_component(self, str(directory), Path(SCORER_WEIGHTS).stem, self.cfg.to_dict(), dtype=dtype)
 
     @classmethod
     def from_bundle(cls, directory: str | Path) -> "Scorer | None":
@@ -129,7 +124,9 @@ class Scorer(nn.Module):
         if not w.is_file() and not c.is_file():
             return None
         try:
-            cfg = ScorerConfig.from_dict(json.loads(c.read_text()))
+            info = json.loads(c.read_text())
+            info.pop("dtype", None)            # written by audio.save_component beside the config
+            cfg = ScorerConfig.from_dict(info)
             scorer = cls(cfg)
             scorer.load_state_dict({k: v.float() for k, v in load_file(str(w)).items()})
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
