@@ -214,9 +214,7 @@ class Pipeline:
         n = len(prompts)
         seeds = _seeds(seed, n)
         negatives = _negatives(negative_prompt, n)
-        # K rows per prompt, in groups: [p0 c0, p0 c1, …, p1 c0, …] (K = 1: the prompts as given)
-        negatives_k = None if negatives is None else [q for q in negatives for _ in range(k)]
-        seeds_k = candidate_seeds(seeds, k)
+        seeds_k = candidate_seeds(seeds, k)     # K rows per prompt, grouped: [p0 c0, p0 c1, …, p1 c0, …]
         timings = {}
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -224,10 +222,12 @@ class Pipeline:
             if k > 1:
                 states, mask = states.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
             cond, cmask = self.backend.project(states.to(self.device), mask.to(self.device))
-            if negatives_k is None:
+            if negatives is None:
                 null_c, null_m = self.backend.null(n * k)
-            else:
-                n_states, n_mask = self.conditioner.encode(negatives_k)
+            else:   # each negative encoded once, then repeated for its prompt's K rows
+                n_states, n_mask = self.conditioner.encode(negatives)
+                if k > 1:
+                    n_states, n_mask = n_states.repeat_interleave(k, 0), n_mask.repeat_interleave(k, 0)
                 null_c, null_m = self.backend.project(n_states.to(self.device), n_mask.to(self.device))
             timings["condition_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()

@@ -82,6 +82,23 @@ def test_pipeline_keeps_the_best_candidate_and_it_is_that_seeds_clip(tmp_path):
         assert any(np.abs(np_audio[o] - g.audio[i]).max() > 1e-2 for o in range(3) if o != j)
 
 
+def test_candidates_keep_each_prompts_own_negative(tmp_path):
+    """With K rows per prompt, prompt i's K rows are steered away from negative i (not a neighbour's)."""
+    from impact_rt.pipeline import Pipeline
+    import numpy as np
+    pipe = Pipeline.from_pretrained(_bundle(tmp_path), backend="torch")
+    prompts, negatives = ["thunder", "a dog barking"], ["speech", "music"]
+    g = pipe.generate(prompts, seed=5, iterations=2, diffusion_steps=3, negative_prompt=negatives)
+    assert g.settings["negative_prompts"] == negatives
+    for i, (seed, j) in enumerate(zip(g.seeds, g.settings["chosen"])):
+        alone = pipe.generate([prompts[i]], seed=candidate_seeds([seed], 3)[j], iterations=2, diffusion_steps=3,
+                              candidates=1, negative_prompt=negatives[i])
+        other = pipe.generate([prompts[i]], seed=candidate_seeds([seed], 3)[j], iterations=2, diffusion_steps=3,
+                              candidates=1, negative_prompt=negatives[1 - i])
+        assert np.abs(alone.audio[0] - g.audio[i]).max() < 1e-3
+        assert np.abs(other.audio[0] - g.audio[i]).max() > 1e-2
+
+
 def test_one_candidate_is_the_plain_seed(tmp_path):
     from impact_rt.pipeline import Pipeline
     import numpy as np
