@@ -166,15 +166,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .config import ConfigError
+    from .config import PRECISIONS, ConfigError
     from .pipeline import BACKENDS
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         name, _, precision = b.partition(":")
         if name not in BACKENDS or name == "auto":
             raise ConfigError(f"unknown backend {name!r} for bench")
-        if ":" in b and precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"unknown precision {precision!r} in --backends {b} (use fp32, bf16 or fp16)")
+        if ":" in b and precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r} in --backends {b} (use {', '.join(PRECISIONS)})")
     if args.repeats < 1 or args.warmup < 0:
         raise ConfigError("--repeats must be >= 1 and --warmup >= 0")
     for name, vals, hi in (("batch size", args.batch_sizes, 1024), ("iterations", args.iterations, 256),

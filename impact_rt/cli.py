@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import ConfigError
+from .config import PRECISIONS, ConfigError
 
 FORMATS = ("wav", "flac", "ogg")
 
@@ -82,7 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(default: the bundle's; 1 = no reranking)")
     _add_decode_args(g)
     g.add_argument("--backend", default="auto", choices=BACKENDS)
-    g.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+    g.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="compute precision (default: the backend's; cpu: bf16 where the CPU was measured "
                         "faster in it (AMX, AMD AVX-512 BF16), else fp32)")
     g.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")

@@ -18,6 +18,7 @@ LATENT_CHANNELS = 8
 LATENT_TIME = 256
 LATENT_FREQ = 16
 PATCH = 4
+PRECISIONS = ("fp32", "bf16", "fp16")   # every backend's; each accepts a subset (and says which)
 
 
 class ConfigError(ValueError):

@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from impact_rt.config import PRECISIONS
 from impact_rt.evaluation.adherence import default_prompts_path, load_prompts_tsv
 
 
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", type=int, default=None, metavar="K",
                     help="best of K by the bundle's reranking scorer (default: the bundle's; 1 = none)")
     ap.add_argument("--backend", default="torch")
-    ap.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+    ap.add_argument("--precision", default=None, choices=PRECISIONS,
                     help="the backend's compute precision (default: the backend's own)")
     ap.add_argument("--reference", default=None, help="folder of real clips for FD")
     ap.add_argument("--prompts", default=None)
