@@ -37,8 +37,6 @@ from .config import ConfigError
 from .patchify import unpatchify
 
 PRECISIONS = ("fp32", "fp16")
-DEFAULT_THREADS = None       # one per CPU (os.cpu_count()): docs/export.md (session 16, idle 2-core Zen 4:
-                             # 2.35 s a clip against 3.29 s with 1 thread)
 OPSET = 17
 
 
@@ -58,7 +56,9 @@ def session_options(threads: int | None = None):
     import onnxruntime as ort
     so = ort.SessionOptions()
     env = os.environ.get("IMPACT_RT_ORT_THREADS")
-    n = threads if threads is not None else (int(env) if env else (DEFAULT_THREADS or os.cpu_count() or 1))
+    # default: one intra-op thread per CPU (docs/export.md, session 16: on an idle 2-core Zen 4,
+    # 2.35 s a clip against 3.29 s with a single thread)
+    n = threads if threads is not None else (int(env) if env else (os.cpu_count() or 1))
     so.intra_op_num_threads = max(1, n)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
