@@ -478,3 +478,34 @@ def test_build_arguments_reach_the_plan_and_bad_counts_are_refused(tmp_path):
         parse_args(["--out", str(tmp_path), "--supplementary", "widelands-data"])
     with pytest.raises(BuildError, match="also in --packages"):
         parse_args(["--out", str(tmp_path), "--packages", "pachi-data", "--supplementary", "pachi-data"])
+
+
+def test_procedural_clips_join_the_training_split_and_leave_every_other_clip_unchanged(built, tmp_path):
+    from dataclasses import replace
+    from training.data.procedural import NATURE_LICENSE, NATURE_PACKAGE
+    out0, rows0, _ = built
+    make_tree(tmp_path)
+    rep = build(replace(tiny_config(tmp_path), nature=3))
+    with open(tmp_path / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r for r in rows if r["kind"] != "procedural"] == rows0
+    new = [r for r in rows if r["kind"] == "procedural"]
+    assert len(new) == 3
+    for r in new:
+        assert r["split"] == "train" and r["category"] == "wind" and r["source_package"] == NATURE_PACKAGE
+        assert r["license"] == NATURE_LICENSE and "wind" in r["caption"]
+        assert sf.info(str(tmp_path / r["file"])).frames == CLIP_SAMPLES
+    assert rep["licenses"][NATURE_PACKAGE] == NATURE_LICENSE
+    assert rep["by_kind"]["procedural"]["train"] == 3 and rep["by_source_package"][NATURE_PACKAGE]["clips"] == 3
+    # a rebuild keeps them as they are
+    mtimes = {r["file"]: (tmp_path / r["file"]).stat().st_mtime_ns for r in new}
+    build(replace(tiny_config(tmp_path), nature=3))
+    assert all((tmp_path / f).stat().st_mtime_ns == t for f, t in mtimes.items())
+
+
+def test_nature_argument_reaches_the_config_and_bad_counts_are_refused(tmp_path):
+    from training.data.build import BuildError, parse_args
+    assert parse_args(["--out", str(tmp_path)]).nature == 0
+    assert parse_args(["--out", str(tmp_path), "--nature", "240"]).nature == 240
+    with pytest.raises(BuildError, match="--nature"):
+        parse_args(["--out", str(tmp_path), "--nature", "-1"])

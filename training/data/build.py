@@ -22,6 +22,7 @@ from .audio import CLIP_SAMPLES, SR
 from .clips import remove_stale, render_all
 from .manifest import build_report, format_report, manifest_rows, write_manifest, write_report
 from .plan import Planner, PlanConfig, dedupe
+from .procedural import NATURE_LICENSE, NATURE_PACKAGE, nature_specs, render_nature
 from .render import INSTRUMENT_BY_NAME, piece_specs, render_midi, render_speech, utterance_specs
 from .sources import PACKAGES, SUPPLEMENTARY, BuildError, Item, fetch_debs, load_cache, log, read_copyright, \
     save_cache, scan_package, unpack
@@ -43,12 +44,23 @@ class BuildConfig:
     midi_scale: float = 1.0
     tts_male: int = 420
     tts_female: int = 160
+    nature: int = 0                  # procedural clips per kind (training/data/procedural.py: wind); train split only
     plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 def rendered_items(cfg: BuildConfig) -> tuple[list[Item], dict[str, dict], dict[str, str]]:
-    """Render (or reuse) GM pieces and TTS; return their items, captions and eval prompts."""
+    """Render (or reuse) GM pieces, TTS and procedural nature clips; return their items, captions and
+    eval prompts."""
     items, meta, prompts = [], {}, {}
+    if cfg.nature:                   # pure numpy: no tools to install, so not behind --no-render
+        nature_dir = cfg.out / "render" / "nature"
+        specs = nature_specs(cfg.seed, cfg.nature)
+        render_nature(specs, nature_dir)
+        for s in specs:
+            key = f"{NATURE_PACKAGE}/{s.id}.wav"
+            items.append(Item(key, NATURE_PACKAGE, f"{s.id}.wav", str(nature_dir / f"{s.id}.wav"), "render:" + s.id,
+                              CLIP_SAMPLES / SR, s.categories[0], NATURE_LICENSE, meta=s.caption))
+            meta[key] = {"caption": s.caption, "categories": list(s.categories)}
     if not cfg.render:
         return items, meta, prompts
     pieces = piece_specs(cfg.seed, cfg.midi_scale)
@@ -110,6 +122,8 @@ def build(cfg: BuildConfig) -> dict:
         log(f"[scan] {pkg}: {len(got)} audio files, {sum(i.duration for i in got) / 3600:.2f} h")
         items += got
     licenses["render-gm"], licenses["render-tts"] = GM_LICENSE, TTS_LICENSE
+    if cfg.nature:
+        licenses[NATURE_PACKAGE] = NATURE_LICENSE
     n_all = len(items)
     items = dedupe(items) + r_items
     log(f"[stage] inventory: {n_all} package files ({n_all - (len(items) - len(r_items))} byte-identical "
@@ -164,6 +178,10 @@ def parse_args(argv: list[str]) -> BuildConfig:
     ap.add_argument("--natural-fg-scenes", type=float, default=0.0,
                     help="more natural scenes per event source, captioned with the event alone (kind natural_fg: "
                          "'thunder rumbling' over rain); their own random stream")
+    ap.add_argument("--nature", type=int, default=0,
+                    help="procedural clips per kind (wind; "
+                         "training/data/procedural.py), train split only; their own ids, so the rest of "
+                         "the corpus stays as built without them")
     args = ap.parse_args(argv)
     if args.out is None:
         raise BuildError("missing --out DIR (where the corpus is built)")
@@ -186,9 +204,11 @@ def parse_args(argv: list[str]) -> BuildConfig:
         raise BuildError("--natural-scenes must be in 0..100")
     if not 0 <= args.natural_fg_scenes <= 100:
         raise BuildError("--natural-fg-scenes must be in 0..100")
+    if not 0 <= args.nature <= 10_000:
+        raise BuildError("--nature must be in 0..10000")
     return BuildConfig(out=args.out.resolve(), seed=args.seed, packages=pkgs, supplementary=supp, fmt=args.format,
                        install_tools=not args.no_install_tools, fetch=not args.no_fetch,
-                       render=not args.no_render, midi_scale=args.midi_scale,
+                       render=not args.no_render, midi_scale=args.midi_scale, nature=args.nature,
                        plan=PlanConfig(seed=args.seed, extra_train_scenes_per_event=args.extra_train_scenes,
                                        natural_scenes_per_event=args.natural_scenes,
                                        natural_fg_scenes_per_event=args.natural_fg_scenes))

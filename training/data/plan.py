@@ -28,6 +28,7 @@ import numpy as np
 from .audio import CLIP_SAMPLES, SR
 from .captions import BY_NAME, LANGUAGES, Category, event_caption, footstep_surface, gender_from_f0, \
     scene_caption, speech_caption
+from .procedural import NATURE_PACKAGE
 from .sources import Item
 
 CLIP_SECONDS = CLIP_SAMPLES / SR
@@ -81,7 +82,8 @@ class ClipSpec:
     id: str
     split: str
     kind: str                 # crop, loop, event, scene, scene_fg (bed not captioned), natural_fg (a natural
-                              # bed not captioned: thunder over rain), speech, render, steps
+                              # bed not captioned: thunder over rain), speech, render, procedural
+                              # (training/data/procedural.py), steps
     caption: str
     categories: list[str]     # every caption category heard in the clip
     layers: list[Layer] = field(default_factory=list)
@@ -233,10 +235,13 @@ class Planner:
         self.supplementary = frozenset(supplementary)
         self.groups, self.split = {}, {}
         for part in (False, True):          # main packages, then supplementary ones: split apart
-            its = [i for i in items if (i.package in self.supplementary) == part]
+            its = [i for i in items if (i.package in self.supplementary) == part and i.package != NATURE_PACKAGE]
             groups = source_groups(its)
             self.groups.update(groups)
             self.split.update(assign_splits(its, groups, cfg))
+        for i in items:                     # procedural clips: each its own recording, training split only
+            if i.package == NATURE_PACKAGE:
+                self.groups[i.key], self.split[i.key] = i.key, "train"
         self.render_meta = render_meta or {}
 
     def cat(self, it: Item) -> Category | None:
@@ -299,8 +304,9 @@ class Planner:
 
     def _render_clip(self, it, split):
         meta = self.render_meta.get(it.key, {})
-        kind = "speech" if it.category.startswith("tts") else "render"
-        return _clip(split, kind, meta.get("caption", ""), [it.category], [Layer(it.key, "crop")])
+        kind = "procedural" if it.package == NATURE_PACKAGE else "speech" if it.category.startswith("tts") else "render"
+        cats = meta.get("categories", [it.category])
+        return _clip(split, kind, meta.get("caption", ""), cats, [Layer(it.key, "crop")])
 
     def _uncaptioned(self, it, split):
         if it.duration >= CLIP_SECONDS:
