@@ -12,6 +12,7 @@ tested with injected noise like every other backend.
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 
@@ -30,8 +31,10 @@ def available() -> tuple[bool, str]:
                   f"{default_precision()} by default here")
 
 
+@functools.lru_cache(maxsize=None)
 def cpuinfo(field: str) -> str:
-    """The first value of a /proc/cpuinfo field ("model name", "vendor_id"), "" where it cannot be read."""
+    """The first value of a /proc/cpuinfo field ("model name", "vendor_id"), "" where it cannot be read.
+    Read once per field and process (start-up asks for the vendor more than once)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
