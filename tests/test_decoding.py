@@ -1,10 +1,7 @@
-import time
-
-import pytest
 import torch
 
 from impact_rt.config import DecodeConfig
-from impact_rt.decoding import DecodeTables, RecordedNoise, TorchNoise, decode
+from impact_rt.decoding import RecordedNoise, TorchNoise, decode
 from impact_rt.reference import TorchBackend
 
 from helpers import tiny_condition, tiny_model

@@ -1,6 +1,6 @@
 import torch
 
-from impact_rt.latent_encoder import LatentEncoder, key_bias
+from impact_rt.latent_encoder import key_bias
 
 from helpers import tiny_condition, tiny_model
 

@@ -4,7 +4,7 @@ import torch
 from impact_rt.config import ConfigError, DecodeConfig, ModelConfig, preset
 from impact_rt.model import IMPACT
 
-from helpers import tiny_condition, tiny_model
+from helpers import tiny_model
 
 
 @pytest.mark.parametrize("name,target", [("base", 193e6), ("large", 427e6)])
