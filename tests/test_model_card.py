@@ -99,7 +99,8 @@ def test_a_new_card_keeps_the_previous_cards_rows_marked(tmp_path):
     log.write_text("step,seconds,loss\n1,1,2.0\n2,2,1.0\n")
     prev = tmp_path / "OLD.md"
     prev.write_text("# old\n\n## Training\n\n| stage | steps | hours | loss |\n|---|---|---|---|\n"
-                    "| VAE (L1 on log-mel) | 10 | 1.00 | 2.0 → 1.0 |\n\n## Evaluation\n\n"
+                    "| VAE (L1 on log-mel) | 10 | 1.00 | 2.0 → 1.0 |\n"
+                    "| older stage (previous card) | 5 | 0.50 | 3.0 → 2.0 |\n\n## Evaluation\n\n"
                     "| run | backend | T |\n|---|---|---|\n| main | cpu | 16 |\n\nHits per prompt\n\n"
                     "| prompt | hits |\n|---|---|\n| thunder | 5/10 |\n\n## Data\n\nBuilt from 7 clips.\n\n"
                     "## Notes\n\n- an old note\n")
@@ -107,7 +108,8 @@ def test_a_new_card_keeps_the_previous_cards_rows_marked(tmp_path):
                  "--previous", str(prev), "--note", "a new note"]) == 0
     lines = (bundle / "MODEL_CARD.md").read_text().splitlines()
     vae = lines.index("| VAE (L1 on log-mel) (previous card) | 10 | 1.00 | 2.0 → 1.0 |")
-    assert lines[vae + 1].startswith("| generator, text | 2 |")          # history first, then this stage
+    assert lines[vae + 1] == "| older stage (previous card) | 5 | 0.50 | 3.0 → 2.0 |"   # marked once, not twice
+    assert lines[vae + 2].startswith("| generator, text | 2 |")          # history first, then this stage
     new_main = next(i for i, ln in enumerate(lines) if ln.startswith("| main | cpu | 16 | 100 |"))
     assert lines[new_main + 1] == "| main (previous card) | cpu | 16 |"   # the old main row, marked
     assert "| thunder | 5/10 |" not in lines                              # only these tables travel

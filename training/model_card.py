@@ -152,11 +152,13 @@ def _with_candidates(rows: list[str]) -> list[str]:
 
 
 def _marked(rows: list[str], mark: str) -> list[str]:
-    """Each row with ``mark`` appended to its first cell."""
+    """Each row with ``mark`` appended to its first cell, once: rows an older card had already marked
+    (a card regenerated from a card that kept its predecessors' rows) keep a single mark."""
     out = []
     for r in rows:
         cells = r.split("|")
-        cells[1] = f"{cells[1].rstrip()} {mark} "
+        if not cells[1].rstrip().endswith(mark):
+            cells[1] = f"{cells[1].rstrip()} {mark} "
         out.append("|".join(cells))
     return out
 
