@@ -26,16 +26,15 @@ evaluation's reference set, stay recorded audio.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import signal
 
-from training.data.audio import CLIP_SAMPLES, SR, write_clip
+from training.data.audio import CLIP_SAMPLES, SR
+# the building blocks and the wind model are the ones kept in training/data/procedural.py
+from training.data.procedural import _butter, _normalise, slow_control, wind
 
 SPEED_OF_SOUND = 343.0
-NATURE_PACKAGE = "render-nature"
-NATURE_LICENSE = "procedurally synthesised (impact-rt training/data/procedural.py, MIT)"
 KINDS = ("thunder", "wind", "fire", "storm")
 CATEGORIES = {"thunder": ("thunder",), "wind": ("wind",), "fire": ("fire",), "storm": ("thunder", "wind")}
 
@@ -54,37 +53,6 @@ class NatureSpec:
 
 
 # ---- building blocks ---------------------------------------------------------------------------
-
-def _butter(order: int, hz, kind: str = "low"):
-    return signal.butter(order, np.asarray(hz, dtype=float) / (SR / 2), kind)
-
-
-def slow_control(rng: np.random.Generator, n: int, rate_hz: float, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
-    """A slowly varying control signal in [lo, hi]: random points at `rate_hz`, interpolated and smoothed."""
-    k = int(n / SR * rate_hz) + 4
-    x = np.interp(np.arange(n), np.linspace(0, n, k), rng.uniform(0, 1, k))
-    x = signal.lfilter(*_butter(2, rate_hz), x)
-    x = (x - x.min()) / (np.ptp(x) + 1e-9)
-    return lo + (hi - lo) * x
-
-
-def varying_bandpass(x: np.ndarray, centre_hz: np.ndarray, q: float) -> np.ndarray:
-    """A state-variable band-pass whose centre frequency follows `centre_hz` sample by sample."""
-    f = 2 * np.sin(np.pi * np.clip(centre_hz, 20, SR / 4) / SR)
-    d = 1.0 / q
-    y = np.empty_like(x)
-    low = band = 0.0
-    for i in range(len(x)):
-        high = x[i] - low - d * band
-        band += f[i] * high
-        low += f[i] * band
-        y[i] = band
-    return y
-
-
-def _normalise(y: np.ndarray, peak: float) -> np.ndarray:
-    return (y / (np.abs(y).max() + 1e-9) * peak).astype(np.float32)
-
 
 # ---- thunder -------------------------------------------------------------------------------------
 
@@ -148,18 +116,6 @@ def thunder(rng, strokes: int = 1, distance: float = 3000.0) -> np.ndarray:
 
 
 # ---- wind and fire -------------------------------------------------------------------------------
-
-def wind(rng, whistle: bool = False) -> np.ndarray:
-    n = CLIP_SAMPLES
-    gust = slow_control(rng, n, rng.uniform(0.3, 0.8), 0.15, 1.0) ** 1.5
-    centre = 150 + gust * rng.uniform(300, 900)
-    q = rng.uniform(8.0, 15.0) if whistle else rng.uniform(1.0, 3.0)
-    y = varying_bandpass(rng.normal(0, 1, n), centre, q) * gust
-    if whistle:
-        y *= 3.0
-    rumble = signal.lfilter(*_butter(2, 120), rng.normal(0, 1, n)) * gust * rng.uniform(0.5, 2.0) * 4
-    return y + rumble
-
 
 def fire(rng) -> np.ndarray:
     n = CLIP_SAMPLES
@@ -246,12 +202,3 @@ def synthesise(spec: NatureSpec) -> np.ndarray:
         wi = _normalise(wind(rng, False), 1.0) * rng.uniform(0.25, 0.5)
         return _normalise(th + wi, 0.8)
     raise ValueError(f"unknown procedural kind {spec.kind!r}")
-
-
-def render_nature(specs: list[NatureSpec], out_dir: Path) -> None:
-    """Write `<id>.wav` for every spec not already on disk."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for s in specs:
-        path = out_dir / f"{s.id}.wav"
-        if not path.exists():
-            write_clip(path, synthesise(s))          # atomic: a crash never leaves half a file

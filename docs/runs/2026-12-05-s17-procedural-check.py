@@ -11,7 +11,7 @@ import sys, json, numpy as np, torch
 import importlib.util, pathlib
 _p = pathlib.Path(__file__).with_name("2026-12-05-s17-procedural-all-kinds.py")
 _spec = importlib.util.spec_from_file_location("procedural_all_kinds", _p)
-_m = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(_m)
+_m = importlib.util.module_from_spec(_spec); sys.modules[_spec.name] = _m; _spec.loader.exec_module(_m)
 nature_specs, synthesise = _m.nature_specs, _m.synthesise
 from impact_rt.evaluation.yamnet import YamNet
 from impact_rt.audio import MelSpectrogram
