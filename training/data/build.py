@@ -60,7 +60,7 @@ def rendered_items(cfg: BuildConfig) -> tuple[list[Item], dict[str, dict], dict[
             key = f"{NATURE_PACKAGE}/{s.id}.wav"
             items.append(Item(key, NATURE_PACKAGE, f"{s.id}.wav", str(nature_dir / f"{s.id}.wav"), "render:" + s.id,
                               CLIP_SAMPLES / SR, s.categories[0], NATURE_LICENSE, meta=s.caption))
-            meta[key] = {"caption": s.caption, "categories": list(s.categories)}
+            meta[key] = {"caption": s.caption}
     if not cfg.render:
         return items, meta, prompts
     pieces = piece_specs(cfg.seed, cfg.midi_scale)

@@ -305,8 +305,7 @@ class Planner:
     def _render_clip(self, it, split):
         meta = self.render_meta.get(it.key, {})
         kind = "procedural" if it.package == NATURE_PACKAGE else "speech" if it.category.startswith("tts") else "render"
-        cats = meta.get("categories", [it.category])
-        return _clip(split, kind, meta.get("caption", ""), cats, [Layer(it.key, "crop")])
+        return _clip(split, kind, meta.get("caption", ""), [it.category], [Layer(it.key, "crop")])
 
     def _uncaptioned(self, it, split):
         if it.duration >= CLIP_SECONDS:

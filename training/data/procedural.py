@@ -26,7 +26,6 @@ from scipy import signal
 
 from .audio import CLIP_SAMPLES, SR, write_clip
 
-SPEED_OF_SOUND = 343.0
 NATURE_PACKAGE = "render-nature"
 NATURE_LICENSE = "procedurally synthesised (impact-rt training/data/procedural.py, MIT)"
 KINDS = ("wind",)
