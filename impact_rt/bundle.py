@@ -3,7 +3,7 @@
     config.json          format, version, model config, conditioner spec, VAE / vocoder, defaults
     impact.safetensors   text projection, null condition, latent encoder, diffusion head
     vae.safetensors      the VAE (+ vae.json; only the decoder is used at inference)
-    vocoder.safetensors  the HiFi-GAN vocoder (+ vocoder.json), absent for Griffin-Lim
+    vocoder.safetensors  a trained vocoder, HiFi-GAN or Vocos (+ vocoder.json), absent for Griffin-Lim
     scorer.safetensors   optional: the best-of-K reranking scorer (+ scorer.json; impact_rt.rerank)
     MODEL_CARD.md
 
@@ -36,7 +36,7 @@ class BundleError(RuntimeError):
 class BundleConfig:
     model: ModelConfig
     conditioner: dict
-    vocoder: dict                 # {"kind": "hifigan"} or {"kind": "griffinlim", "n_iter": 32}
+    vocoder: dict                 # {"kind": "hifigan" | "vocos"} or {"kind": "griffinlim", "n_iter": 4, ...}
     decode: DecodeConfig
     vae: dict | None = None       # {"kind": "file"} or {"kind": "random", "preset": "test"}
     rerank: dict | None = None    # {"candidates": K}: best of K by scorer.safetensors (impact_rt.rerank)

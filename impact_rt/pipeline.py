@@ -122,9 +122,8 @@ class Pipeline:
     @classmethod
     def _load(cls, path: Path, backend: str, device: str, precision: str | None = None,
               prompt_table: str | os.PathLike | None = None) -> "Pipeline":
-        from .audio import GriffinLim
         from .vae import AutoencoderKL
-        from .vocoder import HifiGan
+        from .vocoder import from_spec as vocoder_from_spec
         cfg = B.read_config(path)
         model = IMPACT(cfg.model)
         try:
@@ -150,10 +149,7 @@ class Pipeline:
                                 f"but the bundle has no scorer.safetensors")
         try:
             vae = AutoencoderKL.from_pretrained(str(path), "vae")
-            if cfg.vocoder.get("kind") == "hifigan":
-                vocoder = HifiGan.from_pretrained(str(path), "vocoder")
-            else:
-                vocoder = GriffinLim.from_spec(cfg.vocoder)
+            vocoder = vocoder_from_spec(str(path), cfg.vocoder)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise B.BundleError(f"model bundle {path}: {str(e).splitlines()[0]}") from None
         return cls(model.eval().to(device), conditioner, vae.eval().to(device), vocoder, cfg.decode,

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from .audio import N_MELS, SAMPLE_RATE, GriffinLim, load_component, save_component
+from .audio import (HOP, N_FFT, N_FREQS, N_MELS, SAMPLE_RATE, GriffinLim, istft, load_component, mel_filterbank,
+                    save_component, stft)
 
 LRELU_SLOPE = 0.1
 
@@ -176,11 +177,188 @@ class HifiGan(nn.Module):
         return model.to(device=device, dtype=dtype).eval()
 
 
+@dataclass
+class VocosConfig:
+    num_mels: int = N_MELS
+    dim: int = 192
+    layers: int = 6
+    mult: int = 3                 # ConvNeXt hidden width = mult * dim
+    kernel: int = 7
+    phase: str = "predicted"      # "predicted" (noise-mixed, see Vocos) or "griffinlim"
+    gl_iter: int = 4              # Griffin-Lim iterations from noise phases when phase == "griffinlim"
+
+    def __post_init__(self):
+        if self.phase not in ("predicted", "griffinlim"):
+            raise ValueError(f"Vocos phase must be 'predicted' or 'griffinlim', not {self.phase!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VocosConfig":
+        return cls(**d)
+
+
+VOCOS_PRESETS = {
+    "small": VocosConfig(),                                   # 1.8M parameters
+    "small-gl": VocosConfig(phase="griffinlim"),              # 1.5M: magnitude only, Griffin-Lim phases
+    "test": VocosConfig(dim=16, layers=1, mult=2, kernel=3),  # builds in milliseconds
+    "test-gl": VocosConfig(dim=16, layers=1, mult=2, kernel=3, phase="griffinlim", gl_iter=2),
+}
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depth-wise conv over frames, LayerNorm, pointwise MLP (GELU), layer scale, residual."""
+
+    def __init__(self, dim: int, mult: int, kernel: int):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1, self.pw2 = nn.Linear(dim, mult * dim), nn.Linear(mult * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:          # [B, T, dim]
+        h = self.dwconv(x.transpose(1, 2)).transpose(1, 2)
+        return x + self.gamma * self.pw2(F.gelu(self.pw1(self.norm(h))))
+
+
+class Vocos(nn.Module):
+    """A frame-rate neural vocoder: log-mel [B, T, 64] -> waveform [B, T * 160] in [-1, 1].
+
+    Vocos' shape (Siuzdak, 2023): ConvNeXt blocks at the mel's frame rate predict every STFT
+    frame's magnitude and phase, and the inverse STFT (the same 1024/160 frames as the front end)
+    makes the waveform, so nothing runs at the sample rate. Two changes for training on a CPU
+    without discriminators:
+    - the magnitude is predicted as a log-domain correction of the filterbank's pseudo-inverse
+      (the start Griffin-Lim uses), so an untrained network is already a noise-phase vocoder;
+    - each bin's phase is that of  w * N + (x + iy): N the unit phases of white noise's STFT drawn
+      from `seed` (as GriffinLim's init="noise"), w >= 0 and x + iy predicted. Noise-like bins
+      keep the noise's phases (what a deterministic network cannot invent), tonal bins get
+      predicted, frame-to-frame coherent ones. Same seed, same waveform.
+    """
+
+    def __init__(self, config: str | VocosConfig | dict = "small", seed: int = 0):
+        super().__init__()
+        if isinstance(config, str):
+            config = dataclasses.replace(VOCOS_PRESETS[config])
+        elif isinstance(config, dict):
+            config = VocosConfig.from_dict(config)
+        cfg = self.config = config
+        self.seed, self.sample_rate, self.hop_length = seed, SAMPLE_RATE, HOP
+        self.embed = nn.Conv1d(cfg.num_mels, cfg.dim, cfg.kernel, padding=cfg.kernel // 2)
+        self.norm_in = nn.LayerNorm(cfg.dim)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.dim, cfg.mult, cfg.kernel) for _ in range(cfg.layers))
+        self.norm_out = nn.LayerNorm(cfg.dim)
+        # log-magnitude correction (+ x, y, noise weight with predicted phases)
+        self.head = nn.Linear(cfg.dim, (4 if cfg.phase == "predicted" else 1) * N_FREQS)
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():                         # start: the pseudo-inverse magnitude, noise phases
+            self.head.bias.zero_()
+            self.head.bias[3 * N_FREQS:] = 1.0
+        basis = mel_filterbank().astype("float64")
+        import numpy as np
+        self.register_buffer("mel_pinv", torch.from_numpy(np.linalg.pinv(basis)).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self._phases: dict = {}
+
+    def noise_phases(self, batch: int, n_frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Unit phases [batch, n_frames, 513] of white noise's STFT; from `seed` unless a generator
+        is given (training draws fresh ones). Every row gets the same phases with the seed, so a
+        clip's waveform does not depend on its batch."""
+        if generator is not None:
+            noise = torch.randn(batch, n_frames * HOP, generator=generator)
+            return torch.sgn(stft(noise.to(self.window.device), self.window))
+        key = (n_frames, self.window.device, self.seed)
+        if key not in self._phases:                   # one row per frame count, device and seed, cached
+            gen = torch.Generator().manual_seed(self.seed)
+            noise = torch.randn(1, n_frames * HOP, generator=gen, dtype=torch.float64).float()
+            self._phases = {key: torch.sgn(stft(noise.to(self.window.device), self.window))}
+        return self._phases[key].expand(batch, -1, -1)
+
+    def predict(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log-mel [B, T, 64] -> (linear magnitude [B, T, 513] fp32, the head's other outputs)."""
+        with torch.autocast(log_mel.device.type, enabled=False):
+            base = torch.matmul(torch.exp(log_mel.float()), self.mel_pinv.T).clamp_min(0.0)
+        h = self.norm_in(self.embed(log_mel.transpose(1, 2)).transpose(1, 2))
+        for block in self.blocks:
+            h = block(h)
+        out = self.head(self.norm_out(h)).float()
+        dlog, rest = out[..., :N_FREQS], out[..., N_FREQS:]
+        with torch.autocast(log_mel.device.type, enabled=False):
+            return torch.exp((torch.log(base + 1e-5) + dlog).clamp(max=6.0)), rest
+
+    def spectrum(self, log_mel: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+        """log-mel [B, T, 64] + unit noise phases [B, T, 513] -> complex STFT [B, T, 513]."""
+        mag, rest = self.predict(log_mel)
+        with torch.autocast(log_mel.device.type, enabled=False):
+            if self.config.phase == "predicted":
+                x, y, w = rest.split(N_FREQS, dim=-1)
+                return mag * torch.sgn(F.softplus(w) * phases + torch.complex(x, y))
+            for _ in range(self.config.gl_iter):      # Griffin-Lim (plain) from the noise phases
+                phases = torch.sgn(stft(istft(mag * phases, self.window), self.window))
+            return mag * phases
+
+    def forward(self, log_mel: torch.Tensor, phases: torch.Tensor | None = None,
+                magnitude_only: bool = False) -> torch.Tensor:
+        """-> waveform [B, T * 160]; with magnitude_only the predicted magnitude [B, T, 513]
+        (what training of the Griffin-Lim form regresses)."""
+        if magnitude_only:
+            return self.predict(log_mel)[0]
+        if phases is None:
+            phases = self.noise_phases(log_mel.shape[0], log_mel.shape[1])
+        wav = istft(self.spectrum(log_mel, phases), self.window)
+        return wav.clamp(-1.0, 1.0)
+
+    def save_pretrained(self, directory: str, name: str = "vocoder", dtype: torch.dtype | None = None) -> None:
+        info = {"class": "Vocos", "config": self.config.to_dict(), "seed": self.seed,
+                "sample_rate": self.sample_rate}
+        save_component(self, directory, name, info, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, name: str = "vocoder", dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu") -> "Vocos":
+        info, state = load_component(directory, name)
+        model = cls(VocosConfig.from_dict(info["config"]), seed=info.get("seed", 0))
+        model.load_state_dict(state)
+        return model.to(device=device, dtype=dtype).eval()
+
+
+NEURAL = {"hifigan": HifiGan, "vocos": Vocos}     # bundle kind -> class
+
+
+def neural_kind(vocoder) -> str | None:
+    """The bundle kind of a trained vocoder ('hifigan', 'vocos'), None for anything else."""
+    return next((k for k, c in NEURAL.items() if isinstance(vocoder, c)), None)
+
+
+def load_trained(directory: str, name: str = "vocoder", **kwargs):
+    """A trained vocoder from <name>.safetensors/.json, of the class its JSON names."""
+    info, _ = load_component(directory, name)
+    cls = {c.__name__: c for c in NEURAL.values()}.get(info.get("class", "HifiGan"))
+    if cls is None:
+        raise ValueError(f"{directory}/{name}.json names an unknown vocoder class {info.get('class')!r}")
+    return cls.from_pretrained(directory, name=name, **kwargs)
+
+
+def from_spec(directory: str, spec: dict) -> Vocoder:
+    """A bundle config's vocoder entry -> the vocoder: Griffin-Lim from its settings, a trained one
+    from <directory>/vocoder.safetensors (its class must be the entry's kind)."""
+    kind = spec.get("kind")
+    if kind == "griffinlim":
+        return GriffinLim.from_spec(spec)
+    if kind not in NEURAL:
+        raise ValueError(f"unknown vocoder kind {kind!r} (known: griffinlim, {', '.join(NEURAL)})")
+    vocoder = load_trained(directory, "vocoder")
+    if not isinstance(vocoder, NEURAL[kind]):
+        raise ValueError(f"config.json says vocoder kind {kind!r} but vocoder.json holds a {type(vocoder).__name__}")
+    return vocoder
+
+
 def load_vocoder(spec: str = "griffinlim", name: str = "vocoder", **kwargs) -> Vocoder:
     """'griffinlim' -> GriffinLim(**kwargs); anything else is a folder holding <name>.safetensors."""
     if spec == "griffinlim":
         return GriffinLim(**kwargs)
-    return HifiGan.from_pretrained(spec, name=name, **kwargs)
+    return load_trained(spec, name=name, **kwargs)
 
 
 def count_parameters(module: nn.Module) -> int:

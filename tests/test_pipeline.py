@@ -90,6 +90,28 @@ def test_bundle_round_trip(tmp_path):
         Pipeline.from_pretrained(d)
 
 
+@pytest.mark.parametrize("preset", ["test", "test-gl"])
+def test_bundle_with_a_vocos_vocoder(tmp_path, preset):
+    """A bundle whose config names a trained Vocos loads it from vocoder.safetensors and every
+    CPU backend runs it; a kind that disagrees with the file is a one-line BundleError."""
+    from impact_rt.vocoder import Vocos
+    src = Pipeline.random("test")
+    d = save_bundle(src, tmp_path / "bundle", vocoder={"kind": "vocos"})
+    voc = Vocos(preset, seed=2).eval()
+    torch.nn.init.normal_(voc.head.weight, std=0.02)
+    voc.save_pretrained(str(d), "vocoder", dtype=torch.float16)
+    loaded = Pipeline.from_pretrained(d, backend="torch")
+    assert isinstance(loaded.vocoder, Vocos) and loaded.vocoder.config.phase == voc.config.phase
+    a = loaded.generate("thunder", seed=1, iterations=2, diffusion_steps=3)
+    b = Pipeline.from_pretrained(d, backend="cpu", precision="fp32").generate("thunder", seed=1, iterations=2,
+                                                                              diffusion_steps=3)
+    assert a.audio.shape == b.audio.shape and np.isfinite(a.audio).all()
+    np.testing.assert_allclose(a.audio, b.audio, atol=2e-3)
+    save_bundle(src, d, vocoder={"kind": "hifigan"})
+    with pytest.raises(B.BundleError, match="Vocos"):
+        Pipeline.from_pretrained(d)
+
+
 def test_a_prompt_table_stands_in_for_the_text_encoder(tmp_path):
     from impact_rt.text_conditioner import HashConditioner, write_prompt_table
     src = Pipeline.random("test")

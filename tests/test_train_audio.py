@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from impact_rt.vae import AutoencoderKL
-from impact_rt.vocoder import HifiGan
+from impact_rt.vocoder import HifiGan, Vocos
 from training import audio_dataset as D
 from training import train_vae, train_vocoder
 
@@ -117,6 +117,7 @@ def _row(out, step):
 @pytest.mark.parametrize("module,extra,keys", [
     (train_vae, ["--lr", "1e-3", "--scale-batches", "2"], ["loss", "l1", "kl"]),
     (train_vocoder, ["--disc-width", "0.0625"], ["loss", "d_loss", "mel_l1", "fm"]),
+    (train_vocoder, ["--arch", "vocos", "--no-gan", "--lr", "1e-3"], ["loss", "mel_l1", "stft"]),
 ])
 def test_resume_gives_the_same_next_step(tmp_path, corpus, module, extra, keys):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -176,6 +177,33 @@ def test_vocoder_no_gan_mode_and_export(tmp_path, corpus):
     assert not voc.has_weight_norm
     with torch.no_grad():
         assert voc(torch.randn(1, 10, 64)).shape == (1, 1600)
+
+
+def test_vocos_training_lowers_loss_and_exports(tmp_path, corpus):
+    """--arch vocos: one step of the frame-rate vocoder lowers the mel loss on a fixed batch (with
+    that batch's noise phases), and --export-only writes the export from a checkpoint."""
+    args = train_vocoder.build_parser().parse_args(
+        ["--manifest", corpus["manifest"], "--out", "unused", "--arch", "vocos", "--no-gan", "--lr", "3e-3", *COMMON])
+    torch.manual_seed(0)
+    trainer = train_vocoder.VocoderTrainer(args, torch.device("cpu"))
+    assert isinstance(trainer.gen, Vocos) and trainer.disc is None
+    batch = D.StepBatches(D.list_audio_files(manifest=corpus["manifest"]), 2, 160 * 32)[0]
+    losses = [trainer.train_step(batch, 0)["mel_l1"] for _ in range(10)]
+    assert losses[-1] < 0.92 * losses[0]
+
+    out = tmp_path / "vocos"
+    _run(train_vocoder, out, corpus, 2, ["--arch", "vocos", "--no-gan"])
+    exported = Vocos.from_pretrained(str(out / "export"))
+    (out / "export" / "vocoder.safetensors").unlink()
+    result = train_vocoder.main(["--manifest", corpus["manifest"], "--out", str(out), "--arch", "vocos",
+                                 "--export-only", *COMMON])
+    assert result["step"] == 2
+    again = Vocos.from_pretrained(str(out / "export"))
+    for k, t in exported.state_dict().items():
+        assert torch.equal(t, again.state_dict()[k]), k
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train_vocoder.main(["--manifest", corpus["manifest"], "--out", str(tmp_path / "none"), "--arch", "vocos",
+                            "--export-only", *COMMON])
 
 
 def test_minutes_limit_stops_and_checkpoints(tmp_path, corpus):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from impact_rt.audio import GriffinLim
-from impact_rt.vocoder import PRESETS, HifiGan, HifiGanConfig, Vocoder, count_parameters, load_vocoder
+from impact_rt.vocoder import PRESETS, HifiGan, HifiGanConfig, Vocoder, Vocos, count_parameters, load_vocoder
 
 
 def test_audioldm_preset_names_and_shapes():
@@ -100,3 +100,78 @@ def test_bf16_autocast_runs():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         y = m(torch.randn(1, 8, 64))
     assert y.shape == (1, 1280) and torch.isfinite(y.float()).all()
+
+
+# ----------------------------------------------------------------------------- Vocos (frame rate)
+
+def test_vocos_untrained_is_the_pseudo_inverse_with_noise_phases():
+    """Before training the head's weights are zero: magnitude = the filterbank's pseudo-inverse,
+    phases = white noise's, so the untrained vocoder is already a usable weight-free one."""
+    from impact_rt.audio import istft
+    v = Vocos("test").eval()
+    mel = torch.randn(2, 12, 64) - 4.0
+    with torch.no_grad():
+        got = v(mel)
+        base = torch.matmul(mel.exp(), v.mel_pinv.T).clamp_min(0.0)
+        want = istft((base + 1e-5) * v.noise_phases(2, 12), v.window).clamp(-1, 1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert got.shape == (2, 12 * 160)
+
+
+def test_vocos_seeded_and_batch_independent():
+    v = Vocos("test").eval()
+    torch.nn.init.normal_(v.head.weight, std=0.05)
+    mel = torch.randn(3, 20, 64) - 4.0
+    with torch.no_grad():
+        a, b = v(mel), v(mel)
+        single = v(mel[1:2])
+        other = Vocos("test", seed=1).eval()
+        other.load_state_dict(v.state_dict())
+        c = other(mel)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(single[0], a[1], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(a, c)                                        # the seed draws the noise phases
+    # a generator draws fresh phases per row (training)
+    g = v.noise_phases(2, 20, generator=torch.Generator().manual_seed(5))
+    assert g.shape == (2, 20, 513) and not torch.allclose(g[0], g[1])
+    torch.testing.assert_close(g.abs(), torch.ones_like(g.abs()))
+
+
+def test_vocos_noise_weight_chooses_between_noise_and_predicted_phases():
+    v = Vocos("test").eval()
+    mel = torch.randn(1, 8, 64) - 3.0
+    phases = v.noise_phases(1, 8)
+    with torch.no_grad():
+        v.head.bias[3 * 513:] = -30.0               # softplus ~ 0: the predicted phase x + iy alone
+        v.head.bias[513:2 * 513] = 1.0              # x = 1, y = 0: phase 0
+        spec = v.spectrum(mel, phases)
+    torch.testing.assert_close(torch.angle(spec), torch.zeros(1, 8, 513), rtol=0, atol=1e-6)
+
+
+def test_vocos_files_and_bundle_dispatch(tmp_path):
+    from impact_rt.vocoder import from_spec, neural_kind
+    v = Vocos("test", seed=3).eval()
+    torch.nn.init.normal_(v.head.weight, std=0.05)
+    v.save_pretrained(str(tmp_path), dtype=torch.float16)
+    info = json.loads((tmp_path / "vocoder.json").read_text())
+    assert info["class"] == "Vocos" and info["dtype"] == "float16" and info["seed"] == 3
+    w = load_vocoder(str(tmp_path))
+    assert isinstance(w, Vocos) and w.seed == 3 and neural_kind(w) == "vocos"
+    mel = torch.randn(1, 10, 64) - 4.0
+    with torch.no_grad():
+        ref = Vocos("test", seed=3).eval()                                # the fp16-rounded weights
+        ref.load_state_dict({k: t.half().float() for k, t in v.state_dict().items()})
+        torch.testing.assert_close(w(mel), ref(mel), rtol=1e-5, atol=1e-6)
+    assert isinstance(from_spec(str(tmp_path), {"kind": "vocos"}), Vocos)
+    with pytest.raises(ValueError, match="hifigan"):
+        from_spec(str(tmp_path), {"kind": "hifigan"})
+    with pytest.raises(ValueError, match="unknown vocoder kind"):
+        from_spec(str(tmp_path), {"kind": "wavenet"})
+    assert isinstance(from_spec(str(tmp_path), {"kind": "griffinlim", "n_iter": 2}), GriffinLim)
+
+
+def test_vocos_bf16_autocast_runs():
+    v = Vocos("test").eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = v(torch.randn(1, 8, 64, dtype=torch.bfloat16) - 4.0)
+    assert y.shape == (1, 1280) and y.dtype == torch.float32 and torch.isfinite(y).all()

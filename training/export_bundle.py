@@ -39,9 +39,10 @@ def export(ckpt: Path, vae_dir: Path, out: Path, vocoder_dir: Path | None = None
     vae = AutoencoderKL.from_pretrained(str(vae_dir), "vae")
     vae.save_pretrained(str(tmp), "vae", dtype=dtype)
     if vocoder_dir is not None:
-        from impact_rt.vocoder import HifiGan
-        HifiGan.from_pretrained(str(vocoder_dir), "vocoder").save_pretrained(str(tmp), "vocoder", dtype=dtype)
-        vocoder = {"kind": "hifigan"}
+        from impact_rt.vocoder import load_trained, neural_kind
+        trained = load_trained(str(vocoder_dir), "vocoder")
+        trained.save_pretrained(str(tmp), "vocoder", dtype=dtype)
+        vocoder = {"kind": neural_kind(trained)}
     else:
         from impact_rt.audio import GriffinLim
         gl = GriffinLim() if griffin_lim_iters is None else GriffinLim(n_iter=griffin_lim_iters)

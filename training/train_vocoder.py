@@ -1,7 +1,9 @@
-"""Train the HiFi-GAN vocoder (impact_rt.vocoder.HifiGan) on log-mels of the AudioLDM front end.
+"""Train a vocoder (impact_rt.vocoder: HifiGan or Vocos) on log-mels of the AudioLDM front end.
 
     python -m training.train_vocoder --manifest M.csv --out runs/voc [--preset small] [--minutes N]
     python -m training.train_vocoder ... --no-gan      # fast mode: mel L1 + multi-resolution STFT
+    python -m training.train_vocoder ... --arch vocos --no-gan --crop-frames 256   # the CPU vocoder
+    python -m training.train_vocoder --out runs/voc --export-only   # export a running run's checkpoint
 
 HiFi-GAN's recipe (Kong et al., 2020): generator loss = 45 * mel L1 + LSGAN adversarial +
 2 * feature matching against a multi-period (periods 2, 3, 5, 7, 11) and a multi-scale (3 scales)
@@ -10,6 +12,10 @@ discriminator; AdamW(betas 0.8, 0.99). Crops are short (--crop-frames 64 = 0.64 
 no discriminators and a multi-resolution STFT loss (spectral convergence + log magnitude) is added.
 Weight norm is on during training; the export (<out>/export/vocoder.safetensors + vocoder.json)
 has it folded. Resumable like train_vae (see training.audio_dataset).
+
+--arch vocos trains impact_rt.vocoder.Vocos instead: ConvNeXt blocks at the frame rate and an
+inverse STFT, ~40x cheaper a step than HiFi-GAN's sample-rate convolutions, with white-noise phases
+drawn afresh each step from (seed, step) so that a resumed run sees the same ones.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
-from impact_rt.audio import MelSpectrogram
-from impact_rt.vocoder import HifiGan, count_parameters
-from training.audio_dataset import add_common_args, autocast, run_training, set_lr, start
+from impact_rt.audio import MelSpectrogram, stft
+from impact_rt.vocoder import HifiGan, Vocos, count_parameters
+from training.audio_dataset import (add_common_args, autocast, find_checkpoint, load_checkpoint, run_training, set_lr,
+                                    start)
 
 LRELU = 0.1
 
@@ -127,7 +134,10 @@ def multi_resolution_stft_loss(y_hat: torch.Tensor, y: torch.Tensor,
 class VocoderTrainer:
     def __init__(self, args, device: torch.device, world: int = 1):
         self.args, self.device = args, device
-        self.gen = HifiGan(args.preset, weight_norm=True).to(device)
+        if args.arch == "vocos":
+            self.gen = Vocos(args.preset).to(device)
+        else:
+            self.gen = HifiGan(args.preset, weight_norm=True).to(device)
         self.mel = MelSpectrogram(n_frames=None, soft=True).to(device)  # loss front end
         self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=args.lr, betas=(0.8, 0.99),
                                        weight_decay=args.weight_decay)
@@ -142,6 +152,9 @@ class VocoderTrainer:
             self.modules["discriminators"] = self.disc
             self.optimizers["discriminators"] = self.opt_d
             self.dnet = nn.parallel.DistributedDataParallel(self.disc) if world > 1 else self.disc
+        self.magnitude_only = args.arch == "vocos" and self.gen.config.phase == "griffinlim"
+        if self.magnitude_only and self.disc is not None:
+            raise SystemExit("a Vocos with Griffin-Lim phases trains its magnitude only: add --no-gan")
         self.stft_weight = args.stft_weight if args.stft_weight is not None else (1.0 if args.no_gan else 0.0)
 
     def train_step(self, batch: dict, step: int) -> dict:
@@ -149,8 +162,24 @@ class VocoderTrainer:
         wav, mel = batch["wav"].to(self.device), batch["mel"].to(self.device)
         lr = set_lr(self.opt_g, args.lr, step, args.warmup)
         self.gen.train()
+        if self.magnitude_only:               # Vocos with Griffin-Lim phases: regress |STFT|
+            with amp:
+                mag = self.net(mel, magnitude_only=True)
+            target = stft(wav, self.mel.window).abs()
+            log_l1 = ((mag + 1e-5).log() - (target + 1e-5).log()).abs().mean()
+            sc = torch.linalg.vector_norm(target - mag) / torch.linalg.vector_norm(target).clamp_min(1e-7)
+            loss = log_l1 + sc
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_g.step()
+            return {"mag_l1": log_l1.item(), "sc": sc.item(), "loss": loss.item(), "lr": lr}
         with amp:
-            y_hat = self.net(mel)
+            if self.args.arch == "vocos":   # fresh noise phases per step, a function of (seed, step)
+                gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+                phases = self.gen.noise_phases(mel.shape[0], mel.shape[1], generator=gen)
+                y_hat = self.net(mel, phases)
+            else:
+                y_hat = self.net(mel)
         y_hat = y_hat.float()
         out = {}
         if self.disc is not None:  # discriminator step (LSGAN)
@@ -189,14 +218,30 @@ class VocoderTrainer:
         return out
 
     def extra_state(self) -> dict:
-        return {"kind": "vocoder", "config": self.gen.config.to_dict()}
+        return {"kind": "vocoder", "arch": self.args.arch, "config": self.gen.config.to_dict()}
 
 
-def export(trainer: VocoderTrainer, args) -> str:
+def export(gen: nn.Module, args) -> str:
     dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.export_dtype]
     directory = os.path.join(args.out, "export")
-    trainer.gen.save_pretrained(directory, "vocoder", dtype=dtype)  # weight norm folded
+    gen.save_pretrained(directory, "vocoder", dtype=dtype)  # weight norm folded
     return directory
+
+
+def export_checkpoint(args) -> dict:
+    """--export-only: the generator of <out>/checkpoint, rebuilt from the architecture and config
+    its state.json records (the command line's --arch / --preset do not matter), to <out>/export."""
+    found = find_checkpoint(os.path.join(args.out, "checkpoint"))
+    if not found:
+        raise SystemExit(f"no checkpoint in {args.out}")
+    with open(os.path.join(found, "state.json")) as f:
+        state = json.load(f)
+    arch = state.get("arch", "hifigan")
+    gen = Vocos(state["config"]) if arch == "vocos" else HifiGan(state["config"], weight_norm=True)
+    load_checkpoint(found, {"generator": gen}, {})
+    result = {"step": state["step"], "export": export(gen, args)}
+    print(json.dumps(result))
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(ap)
     ap.set_defaults(lr=2e-4, batch_size=16, crop_frames=64, warmup=0)
+    ap.add_argument("--arch", default="hifigan", choices=["hifigan", "vocos"],
+                    help="hifigan: HiFi-GAN V1 (sample-rate upsampling); vocos: frame-rate ConvNeXt + inverse STFT")
     ap.add_argument("--no-gan", action="store_true", help="no discriminators: mel L1 + MR-STFT only")
     ap.add_argument("--disc-width", type=float, default=1.0, help="discriminator channel multiplier")
     ap.add_argument("--mel-weight", type=float, default=45.0)
@@ -211,22 +258,26 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stft-weight", type=float, default=None, help="default: 1 with --no-gan, else 0")
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--clip-grad", type=float, default=0.0, help="0 turns clipping off (default)")
+    ap.add_argument("--export-only", action="store_true",
+                    help="write <out>/export from the run's checkpoint without training (e.g. while it runs)")
     ap.add_argument("--export-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     return ap
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.export_only:
+        return export_checkpoint(args)
     rank, world, device = start(args)
     trainer = VocoderTrainer(args, device, world)
     if rank == 0 and not args.quiet:
         n_d = count_parameters(trainer.disc) if trainer.disc is not None else 0
-        print(f"HifiGan[{args.preset}]: {count_parameters(trainer.gen):,} parameters, "
+        print(f"{type(trainer.gen).__name__}[{args.preset}]: {count_parameters(trainer.gen):,} parameters, "
               f"discriminators {n_d:,}, on {device}", file=sys.stderr)
     step = run_training(trainer, args, rank, world)
     result = {"step": step}
     if rank == 0:
-        result["export"] = export(trainer, args)
+        result["export"] = export(trainer.gen, args)
         print(json.dumps(result))
     return result
 
