@@ -162,14 +162,15 @@ def test_category_balance_refuses_a_manifest_that_no_longer_matches(tmp_path):
         category_weights(st, st.rows("uncond"), 0.5)
 
 
-def _kind_manifest(tmp_path, kinds, cats=None):
+def _kind_manifest(tmp_path, kinds, cats=None, sources=None):
     import csv
     p = tmp_path / "kinds.csv"
     with open(p, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "file", "caption", "split", "category", "kind"])
+        w.writerow(["id", "file", "caption", "split", "category", "kind", "source_package"])
         for i, k in enumerate(kinds):
-            w.writerow([f"c{i}", f"clips/{i}.flac", "x", "train", (cats or ["x"] * len(kinds))[i], k])
+            w.writerow([f"c{i}", f"clips/{i}.flac", "x", "train", (cats or ["x"] * len(kinds))[i], k,
+                        (sources or ["pkg"] * len(kinds))[i]])
     return p
 
 
@@ -235,6 +236,36 @@ def test_category_weights_scale_every_clip_where_the_category_is_heard(tmp_path,
                  "--preset", "test", "--category-weights", "thundr=2"]) == 2
     err = capsys.readouterr().err
     assert "no training row of category 'thundr'" in err and err.count("\n") == 1
+
+
+def test_source_weights_scale_every_clip_with_a_sound_of_the_package(tmp_path, capsys):
+    import pytest
+
+    from training.train_impact import main, source_factors
+    st = _store(tmp_path)
+    st.meta["manifest"] = str(_kind_manifest(
+        tmp_path, ["event", "scene", "event", "scene", "crop", "speech"],
+        ["thunder", "rain;thunder", "thunder", "dog;rain", "rain", "speech"],
+        ["stk", "bed;sc3d", "sc3d", "bed;stk", "bed", "tts"]))
+    rows = st.rows("uncond")
+    torch.testing.assert_close(source_factors(st, rows, "sc3d=0,bed=2"),
+                               torch.tensor([1, 0, 0, 2, 2, 1], dtype=torch.double))
+    cfg = TrainConfig(phase="uncond", preset="test", batch_size=8, bf16=False, category_weights="thunder=3",
+                      source_weights="sc3d=0")
+    tr = Trainer(cfg, st, tmp_path / "run")             # times the category weights
+    torch.testing.assert_close(tr.row_weights, torch.tensor([3, 0, 0, 1, 1, 1], dtype=torch.double))
+    with pytest.raises(ValueError, match="no training row from package 'sc3'"):
+        source_factors(st, rows, "sc3=0")
+    with pytest.raises(ValueError, match="weight 0"):
+        source_factors(st, rows, "stk=0,bed=0,sc3d=0,tts=0")
+    st.save(tmp_path / "src.safetensors")
+    capsys.readouterr()
+    assert main(["--latents", str(tmp_path / "src.safetensors"), "--out", str(tmp_path / "cli"), "--steps", "1",
+                 "--preset", "test", "--source-weights", "sc3=0"]) == 2
+    err = capsys.readouterr().err
+    assert "no training row from package 'sc3'" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["--latents", "x", "--out", "y", "--steps", "1", "--source-weights", "sc3d"])
 
 
 def test_trainable_trains_only_the_named_parameters(tmp_path):

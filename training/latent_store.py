@@ -51,6 +51,10 @@ class LatentStore:
         """The manifest kind of each clip index (crop, loop, event, scene, speech, render, steps)."""
         return self.clip_column("kind")
 
+    def clip_sources(self) -> list[str]:
+        """The manifest source_package of each clip index (a scene's packages joined by ';')."""
+        return self.clip_column("source_package")
+
     def clip_column(self, column: str) -> list[str]:
         """A manifest column of each clip index (``clip``), from the manifest the store was built from.
 

@@ -54,6 +54,7 @@ class TrainConfig:
     category_balance: float = 0.0    # sample rows with weight count(category)^-a (0: uniform over clips)
     kind_weights: str = ""           # e.g. "event=0.25": row weights times these, by manifest kind
     category_weights: str = ""       # e.g. "thunder=3": row weights times these, by caption category
+    source_weights: str = ""         # e.g. "scorched3d-data=0": row weights times these, by source package
     grad_clip: float = 3.0
     ema_warmup: bool = True          # EMA decay ramps (1+s)/(10+s) → ema_decay; off: full decay from step 0
     trainable: str = ""              # e.g. "text_proj,null_condition": train only parameters under these names
@@ -144,6 +145,23 @@ def category_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch
     return w
 
 
+def source_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.Tensor:
+    """Each row's factor from ``spec`` by its clip's source packages: the product of the named
+    packages' weights (a scene's packages are joined by ';'), 1 for packages not named; so
+    "scorched3d-data=0" leaves out every clip with a sound from that package. Every named package
+    must occur among ``rows``."""
+    want = parse_kind_weights(spec, "source")
+    sources = store.clip_sources()
+    row_src = [[p for p in sources[int(store.clip[r])].split(";") if p] for r in rows]
+    absent = sorted(set(want) - {p for ps in row_src for p in ps})
+    if absent:
+        raise ValueError(f"source weights: no training row from package {', '.join(map(repr, absent))}")
+    w = torch.tensor([math.prod(want.get(p, 1.0) for p in ps) for ps in row_src], dtype=torch.double)
+    if not (w > 0).any():
+        raise ValueError("source weights: every training row has weight 0")
+    return w
+
+
 def trainable_parameters(model: torch.nn.Module, spec: str) -> list[torch.nn.Parameter]:
     """The parameters the optimiser updates: all, or (``spec`` "text_proj,null_condition") those whose
     names equal or lie under one of the given prefixes; the others are frozen (requires_grad off).
@@ -204,6 +222,9 @@ class Trainer:
             self.row_weights = w if self.row_weights is None else self.row_weights * w
         if cfg.category_weights:
             w = category_factors(store, self.rows, cfg.category_weights)
+            self.row_weights = w if self.row_weights is None else self.row_weights * w
+        if cfg.source_weights:
+            w = source_factors(store, self.rows, cfg.source_weights)
             self.row_weights = w if self.row_weights is None else self.row_weights * w
         if self.row_weights is not None and not (self.row_weights > 0).any():
             raise ValueError("row weights: every training row has weight 0")
@@ -335,7 +356,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ema-warmup", action="store_true",
                     help="full EMA decay from the first step (continuing trained weights with --init)")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
-              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights", "trainable", "seed"):
+              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights", "source_weights", "trainable", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
     args = ap.parse_args(argv)
@@ -346,6 +367,7 @@ def main(argv=None) -> int:
     try:
         parse_kind_weights(args.kind_weights)
         parse_kind_weights(args.category_weights, "category")
+        parse_kind_weights(args.source_weights, "source")
     except ValueError as e:
         ap.error(str(e))
     if args.threads:
