@@ -128,21 +128,27 @@ def kind_weights(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.Ten
     return w
 
 
+def _joined_factors(values: list[str], rows: torch.Tensor, store: LatentStore, spec: str, what: str,
+                    absent_msg: str) -> torch.Tensor:
+    """Each row's factor: the product of ``spec``'s weights over its clip's ';'-joined ``values``
+    (1 for values not named). Every named value must occur among ``rows``."""
+    want = parse_kind_weights(spec, what)
+    row_vals = [[v for v in values[int(store.clip[r])].split(";") if v] for r in rows]
+    absent = sorted(set(want) - {v for vs in row_vals for v in vs})
+    if absent:
+        raise ValueError(f"{what} weights: no training row {absent_msg} {', '.join(map(repr, absent))}")
+    w = torch.tensor([math.prod(want.get(v, 1.0) for v in vs) for vs in row_vals], dtype=torch.double)
+    if not (w > 0).any():
+        raise ValueError(f"{what} weights: every training row has weight 0")
+    return w
+
+
 def category_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.Tensor:
     """Each row's factor from ``spec`` by its clip's caption categories: the product of the named
     categories' weights (a scene's categories are joined by ';'; 1 for categories not named, so
     "thunder=3" triples every clip where thunder is heard). Every named category must occur among
     ``rows``, so that a misspelt one cannot pass unnoticed."""
-    want = parse_kind_weights(spec, "category")
-    cats = store.clip_categories()
-    row_cats = [[c for c in cats[int(store.clip[r])].split(";") if c] for r in rows]
-    absent = sorted(set(want) - {c for cs in row_cats for c in cs})
-    if absent:
-        raise ValueError(f"category weights: no training row of category {', '.join(map(repr, absent))}")
-    w = torch.tensor([math.prod(want.get(c, 1.0) for c in cs) for cs in row_cats], dtype=torch.double)
-    if not (w > 0).any():
-        raise ValueError("category weights: every training row has weight 0")
-    return w
+    return _joined_factors(store.clip_categories(), rows, store, spec, "category", "of category")
 
 
 def source_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.Tensor:
@@ -150,16 +156,7 @@ def source_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.T
     packages' weights (a scene's packages are joined by ';'), 1 for packages not named; so
     "scorched3d-data=0" leaves out every clip with a sound from that package. Every named package
     must occur among ``rows``."""
-    want = parse_kind_weights(spec, "source")
-    sources = store.clip_sources()
-    row_src = [[p for p in sources[int(store.clip[r])].split(";") if p] for r in rows]
-    absent = sorted(set(want) - {p for ps in row_src for p in ps})
-    if absent:
-        raise ValueError(f"source weights: no training row from package {', '.join(map(repr, absent))}")
-    w = torch.tensor([math.prod(want.get(p, 1.0) for p in ps) for ps in row_src], dtype=torch.double)
-    if not (w > 0).any():
-        raise ValueError("source weights: every training row has weight 0")
-    return w
+    return _joined_factors(store.clip_sources(), rows, store, spec, "source", "from package")
 
 
 def trainable_parameters(model: torch.nn.Module, spec: str) -> list[torch.nn.Parameter]:
