@@ -221,6 +221,19 @@ class MelSpectrogram(nn.Module):
 
 # ----------------------------------------------------------------------------- Griffin-Lim
 
+def mel_pseudo_inverse() -> torch.Tensor:
+    """The filterbank's pseudo-inverse [513, 64] (fp32, computed in fp64): mel -> linear magnitude."""
+    return torch.from_numpy(np.linalg.pinv(mel_filterbank().astype(np.float64))).float()
+
+
+def noise_phases(n_frames: int, seed: int, window: torch.Tensor) -> torch.Tensor:
+    """Unit phases [1, n_frames, 513] of the STFT of white noise drawn from ``seed`` (fp64 draw,
+    so the noise does not depend on the device), on ``window``'s device; 0 where the STFT is 0."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, n_frames * HOP, generator=gen, dtype=torch.float64).float()
+    return torch.sgn(stft(noise.to(window.device), window)[:, :n_frames])
+
+
 class GriffinLim(nn.Module):
     """The weight-free vocoder: log-mel [B, T, 64] -> waveform [B, T * 160].
 
@@ -257,7 +270,7 @@ class GriffinLim(nn.Module):
         basis = mel_filterbank().astype(np.float64)
         lipschitz = np.linalg.norm(basis, ord=2) ** 2
         self.register_buffer("mel_basis", torch.from_numpy(basis).float(), persistent=False)
-        self.register_buffer("mel_pinv", torch.from_numpy(np.linalg.pinv(basis)).float(), persistent=False)
+        self.register_buffer("mel_pinv", mel_pseudo_inverse(), persistent=False)
         self.register_buffer("window", torch.hann_window(WIN_LENGTH), persistent=False)
         self.step = 1.0 / lipschitz
         self.sample_rate, self.hop_length = SAMPLE_RATE, HOP
@@ -286,10 +299,9 @@ class GriffinLim(nn.Module):
 
     def initial_phases(self, n_frames: int) -> torch.Tensor:
         """Unit complex phases [n_frames, 513] (0 where white noise's STFT is exactly 0)."""
-        gen = torch.Generator().manual_seed(self.seed)
         if self.init == "noise":
-            noise = torch.randn(1, n_frames * HOP, generator=gen, dtype=torch.float64).float()
-            return torch.sgn(stft(noise, self.window.cpu())[0, :n_frames])
+            return noise_phases(n_frames, self.seed, self.window.cpu())[0]
+        gen = torch.Generator().manual_seed(self.seed)
         phase = torch.rand((n_frames, N_FREQS), generator=gen, dtype=torch.float64)
         return torch.polar(torch.ones(n_frames, N_FREQS), (2 * math.pi * phase).float())
 

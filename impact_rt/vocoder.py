@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from .audio import (HOP, N_FFT, N_FREQS, N_MELS, SAMPLE_RATE, GriffinLim, istft, load_component, mel_filterbank,
-                    save_component, stft)
+from .audio import (HOP, N_FFT, N_FREQS, N_MELS, SAMPLE_RATE, GriffinLim, istft, load_component, mel_pseudo_inverse,
+                    noise_phases, save_component, stft)
 
 LRELU_SLOPE = 0.1
 
@@ -254,10 +254,9 @@ class Vocos(nn.Module):
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():                         # start: the pseudo-inverse magnitude, noise phases
             self.head.bias.zero_()
-            self.head.bias[3 * N_FREQS:] = 1.0
-        basis = mel_filterbank().astype("float64")
-        import numpy as np
-        self.register_buffer("mel_pinv", torch.from_numpy(np.linalg.pinv(basis)).float(), persistent=False)
+            if cfg.phase == "predicted":
+                self.head.bias[3 * N_FREQS:] = 1.0    # noise weight softplus(1) against x + iy = 0
+        self.register_buffer("mel_pinv", mel_pseudo_inverse(), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         self._phases: dict = {}
 
@@ -270,9 +269,7 @@ class Vocos(nn.Module):
             return torch.sgn(stft(noise.to(self.window.device), self.window))
         key = (n_frames, self.window.device, self.seed)
         if key not in self._phases:                   # one row per frame count, device and seed, cached
-            gen = torch.Generator().manual_seed(self.seed)
-            noise = torch.randn(1, n_frames * HOP, generator=gen, dtype=torch.float64).float()
-            self._phases = {key: torch.sgn(stft(noise.to(self.window.device), self.window))}
+            self._phases = {key: noise_phases(n_frames, self.seed, self.window)}
         return self._phases[key].expand(batch, -1, -1)
 
     def predict(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -118,6 +118,12 @@ class Discriminators(nn.Module):
         return outs, fmaps
 
 
+def spectral_terms(s_hat: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(spectral convergence, L1 of log magnitudes) of magnitude s_hat against s."""
+    sc = torch.linalg.vector_norm(s - s_hat) / torch.linalg.vector_norm(s).clamp_min(1e-7)
+    return sc, ((s + 1e-5).log() - (s_hat + 1e-5).log()).abs().mean()
+
+
 def multi_resolution_stft_loss(y_hat: torch.Tensor, y: torch.Tensor,
                                resolutions=((256, 64), (512, 128), (1024, 256), (2048, 512))) -> torch.Tensor:
     """Mean over resolutions of spectral convergence + L1 of log magnitudes (Parallel WaveGAN)."""
@@ -126,8 +132,7 @@ def multi_resolution_stft_loss(y_hat: torch.Tensor, y: torch.Tensor,
         win = torch.hann_window(n_fft, device=y.device)
         s_hat, s = (torch.stft(v.float(), n_fft, hop, window=win, return_complex=True).abs()
                     for v in (y_hat, y))
-        sc = torch.linalg.vector_norm(s - s_hat) / torch.linalg.vector_norm(s).clamp_min(1e-7)
-        total = total + sc + ((s + 1e-5).log() - (s_hat + 1e-5).log()).abs().mean()
+        total = total + sum(spectral_terms(s_hat, s))
     return total / len(resolutions)
 
 
@@ -165,14 +170,9 @@ class VocoderTrainer:
         if self.magnitude_only:               # Vocos with Griffin-Lim phases: regress |STFT|
             with amp:
                 mag = self.net(mel, magnitude_only=True)
-            target = stft(wav, self.mel.window).abs()
-            log_l1 = ((mag + 1e-5).log() - (target + 1e-5).log()).abs().mean()
-            sc = torch.linalg.vector_norm(target - mag) / torch.linalg.vector_norm(target).clamp_min(1e-7)
+            sc, log_l1 = spectral_terms(mag, stft(wav, self.mel.window).abs())
             loss = log_l1 + sc
-            self.opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt_g.step()
-            return {"mag_l1": log_l1.item(), "sc": sc.item(), "loss": loss.item(), "lr": lr}
+            return self._generator_step(loss, {"mag_l1": log_l1.item(), "sc": sc.item()}, lr)
         with amp:
             if self.args.arch == "vocos":   # fresh noise phases per step, a function of (seed, step)
                 gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
@@ -209,10 +209,13 @@ class VocoderTrainer:
                      for fr, fg in zip(fmap_r, fmap_g) for r, g in zip(fr, fg))
             loss = loss + g_adv + args.fm_weight * fm
             out["g_adv"], out["fm"] = g_adv.item(), fm.item()
+        return self._generator_step(loss, out, lr)
+
+    def _generator_step(self, loss: torch.Tensor, out: dict, lr: float) -> dict:
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
-        if args.clip_grad > 0:
-            out["grad_norm"] = float(nn.utils.clip_grad_norm_(self.gen.parameters(), args.clip_grad))
+        if self.args.clip_grad > 0:
+            out["grad_norm"] = float(nn.utils.clip_grad_norm_(self.gen.parameters(), self.args.clip_grad))
         self.opt_g.step()
         out["loss"], out["lr"] = loss.item(), lr
         return out
