@@ -81,6 +81,8 @@ class DiffusionHead(nn.Module):
 
     def initialize_weights(self):
         """MAR's initialisation: xavier linears, zeroed adaLN and output (the head starts at ε̂ = 0)."""
+        if self.final_layer.linear.weight.is_meta:     # as LatentEncoder.initialize_weights
+            return
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)

@@ -86,6 +86,8 @@ class LatentEncoder(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self):
+        if self.mask_token.is_meta:    # built by bundle.load_module: the weights come from a file
+            return                     # (and normal_ on meta tensors imports torch._dynamo, ~1 s)
         for p in (self.encoder_pos_embed_learned, self.decoder_pos_embed_learned,
                   self.diffusion_pos_embed_learned, self.mask_token):
             nn.init.normal_(p, std=0.02)

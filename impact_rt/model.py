@@ -20,7 +20,9 @@ class IMPACT(nn.Module):
         super().__init__()
         self.cfg = cfg.validate()
         self.text_proj = nn.Linear(cfg.text_dim, cfg.dim)
-        self.null_condition = nn.Parameter(torch.randn(1, cfg.text_len, cfg.dim) * 0.02)
+        self.null_condition = nn.Parameter(torch.empty(1, cfg.text_len, cfg.dim))
+        if not self.null_condition.is_meta:    # as LatentEncoder.initialize_weights
+            nn.init.normal_(self.null_condition, std=0.02)     # = randn(...) * 0.02, bit for bit
         self.encoder = LatentEncoder(cfg.token_dim, cfg.num_tokens, cfg.text_len, cfg.dim,
                                      cfg.enc_depth, cfg.dec_depth, cfg.num_heads, cfg.mlp_ratio)
         self.head = DiffusionHead(cfg.token_dim, cfg.dim, cfg.head_width, cfg.head_depth)

@@ -125,9 +125,8 @@ class Pipeline:
         from .vae import AutoencoderKL
         from .vocoder import from_spec as vocoder_from_spec
         cfg = B.read_config(path)
-        model = IMPACT(cfg.model)
         try:
-            model.load_state_dict({k: v.float() for k, v in B.load_generator_state(path).items()})
+            model = B.load_module(lambda: IMPACT(cfg.model), B.load_generator_state(path))
         except RuntimeError as e:
             raise B.BundleError(f"model bundle {path}: weights do not match config.json ({str(e).splitlines()[0]})") from None
         if prompt_table is None:

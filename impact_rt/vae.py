@@ -310,8 +310,9 @@ class AutoencoderKL(nn.Module):
                         device: str | torch.device = "cpu") -> "AutoencoderKL":
         """Load what save_pretrained wrote; weights stored in fp16 are computed in `dtype`."""
         info, state = load_component(directory, name)
-        model = cls(VAEConfig.from_dict(info["config"]))
-        model.load_state_dict(state)
+        from .bundle import load_module
+        cfg = VAEConfig.from_dict(info["config"])
+        model = load_module(lambda: cls(cfg), state)
         return model.to(device=device, dtype=dtype).eval()
 
 

@@ -90,6 +90,46 @@ def test_bundle_round_trip(tmp_path):
         Pipeline.from_pretrained(d)
 
 
+def test_load_module_takes_every_tensor_from_the_state_and_draws_no_random_numbers():
+    from impact_rt.config import preset
+    from impact_rt.model import IMPACT
+    torch.manual_seed(0)
+    src = IMPACT(preset("test"))
+    state = {k: v.half() for k, v in src.state_dict().items()}      # as a bundle stores them
+    rng = torch.get_rng_state()
+    got = B.load_module(lambda: IMPACT(preset("test")), state)
+    assert torch.equal(torch.get_rng_state(), rng)                     # no random initialisation ran
+    for k, v in got.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, state[k].float()), k
+    assert all(p.requires_grad for p in got.parameters())
+    with pytest.raises(RuntimeError, match="Missing key"):
+        B.load_module(lambda: IMPACT(preset("test")), {k: v for k, v in state.items() if k != "null_condition"})
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        B.load_module(lambda: IMPACT(preset("test")), {**state, "null_condition": state["null_condition"][:, :2]})
+
+    class WithTable(torch.nn.Module):                                   # a buffer no file holds
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.register_buffer("table", torch.ones(3), persistent=False)
+    with pytest.raises(RuntimeError, match="not given by the weights.*table"):
+        B.load_module(WithTable, {"lin.weight": torch.ones(2, 2), "lin.bias": torch.ones(2)})
+
+
+def test_loading_a_bundle_does_not_import_dynamo(tmp_path):
+    """Meta-device normal_ (nn.Embedding's init, MAR's) goes through torch._refs, which imports
+    torch._dynamo: ~1 s of every CLI run (session 19). Checked in a fresh interpreter."""
+    import subprocess
+    import sys
+    d = save_bundle(Pipeline.random("test"), tmp_path / "bundle")
+    code = ("import sys, torch; before = 'torch._dynamo' in sys.modules; from impact_rt.pipeline import Pipeline; "
+            f"Pipeline.from_pretrained({str(d)!r}, backend='torch'); "
+            "from impact_rt.text_conditioner import MiniLMConditioner; MiniLMConditioner(); "
+            "assert before or 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("preset", ["test", "test-gl"])
 def test_bundle_with_a_vocos_vocoder(tmp_path, preset):
     """A bundle whose config names a trained Vocos loads it from vocoder.safetensors and every
