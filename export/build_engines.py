@@ -239,7 +239,8 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def main(argv=None, prog: str = "python -m export.build_engines") -> int:
-    ap = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    from impact_rt.cli import HelpFormatter
+    ap = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter,
                                  description="Export IMPACT components to ONNX (and TensorRT engines), checked against PyTorch.")
     ap.add_argument("--model", required=True, help="model bundle folder, or random:test / random:small / random:base")
     ap.add_argument("--out", default=None, help="engine bundle folder (default: the backends' cache folder)")

@@ -15,6 +15,7 @@ MODULES = {
     "tensorrt": "impact_rt.trt_backend",
     "cuda": "impact_rt.cuda_backend",
 }
+BACKENDS = ("auto", *MODULES)    # what --backend takes (torch-free, so that the CLI's parser is quick)
 ISSUE = {"cpu": 5, "onnxruntime": 4, "tensorrt": 4, "cuda": 6}
 
 

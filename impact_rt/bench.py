@@ -167,7 +167,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from .config import PRECISIONS, ConfigError
-    from .pipeline import BACKENDS
+    from .backends import BACKENDS
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         name, _, precision = b.partition(":")

@@ -61,16 +61,26 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="noise temperature (default: the bundle's)")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default where it says something: not None or False, nor where the help gives it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .pipeline import BACKENDS
+    from .backends import BACKENDS
     ap = _Parser(prog="impact-rt", description="Fast IMPACT text-to-audio runtime.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--version", action="version", version=f"impact-rt {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate 10.24 s clips from text prompts",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     g.add_argument("prompts", nargs="*", metavar="PROMPT")
     g.add_argument("--prompts-file", help="text file (one prompt a line) or AudioCaps-style CSV (caption column)")
     g.add_argument("-n", "--num", type=int, default=1, help="clips per prompt")
@@ -99,19 +109,19 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="export a model bundle to ONNX / TensorRT (same as python -m export.build_engines)")
 
     i = sub.add_parser("info", help="presets, parameter counts and available backends",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     i.add_argument("--json", action="store_true")
 
     from . import bench
     bp = sub.add_parser("bench", help="latency / RTF / peak memory grid against the eager reference",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     bench.add_arguments(bp)
     bp.set_defaults(_run=bench.run)
 
     try:
         from .evaluation import cli as eval_cli
         e = sub.add_parser("eval", help="evaluate generated clips (YAMNet FD, KL, IS, prompt adherence)",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         eval_cli.add_arguments(e)
         e.set_defaults(_run=eval_cli.run)
     except ImportError:  # pragma: no cover - evaluation is part of the package

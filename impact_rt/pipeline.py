@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import bundle as B
+from .backends import BACKENDS
 from .config import ConfigError, DecodeConfig, preset
 from .decoding import DecodeTables, NoiseSource, TorchNoise, decode
 from .model import IMPACT, randomize_
@@ -25,7 +26,6 @@ from .text_conditioner import HashConditioner, PromptTable, TextConditioner, bui
 
 SAMPLE_RATE = 16000
 MAX_PROMPT_CHARS = 2000
-BACKENDS = ("auto", "torch", "cpu", "onnxruntime", "tensorrt", "cuda")
 
 
 def check_prompts(prompts) -> list[str]:

@@ -93,3 +93,12 @@ def test_every_command_has_help(cmd):
     assert rc == 0 and "usage:" in out
     if cmd in ("generate", "bench", "export"):
         assert "default" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+
+
+def test_help_and_usage_errors_do_not_import_torch():
+    """--help and a mistyped option answer before torch is imported (~0.9 s of every run)."""
+    code = ("import sys; from impact_rt.cli import _build_parser; _build_parser().format_help(); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
