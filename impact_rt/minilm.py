@@ -167,6 +167,10 @@ class BertTokenizer:
         tok.enable_padding(length=length, pad_id=pad, pad_token="[PAD]")
         self.tok, self.length, self.vocab_size = tok, length, tok.get_vocab_size()
 
+    def __len__(self) -> int:
+        """The vocabulary size, as ``len()`` of a transformers tokenizer (the exporter draws ids below it)."""
+        return self.vocab_size
+
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """→ input ids [B, length] int64, attention mask [B, length] int64."""
         enc = self.tok.encode_batch(list(prompts))
