@@ -74,11 +74,15 @@ class _Layer(nn.Module):
 class _Embeddings(nn.Module):
     def __init__(self, vocab: int, d: int, positions: int, types: int, eps: float):
         super().__init__()
-        # uninitialised tables (_weight): from_folder loads them all, and nn.Embedding's own normal_
-        # init costs ~0.1 s on the CPU and, on the meta device, an import of torch._dynamo (~1 s)
-        self.word_embeddings = nn.Embedding(vocab, d, _weight=torch.empty(vocab, d))
-        self.position_embeddings = nn.Embedding(positions, d, _weight=torch.empty(positions, d))
-        self.token_type_embeddings = nn.Embedding(types, d, _weight=torch.empty(types, d))
+        def table(n: int) -> nn.Embedding:
+            # built on the meta device (bundle.load_module, from_folder): no init, the file gives the
+            # weights; nn.Embedding's normal_ init on meta tensors would import torch._dynamo (~1 s)
+            if torch.empty(0).is_meta:
+                return nn.Embedding(n, d, _weight=torch.empty(n, d))
+            return nn.Embedding(n, d)
+        self.word_embeddings = table(vocab)
+        self.position_embeddings = table(positions)
+        self.token_type_embeddings = table(types)
         self.LayerNorm = nn.LayerNorm(d, eps=eps)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

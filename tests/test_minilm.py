@@ -93,3 +93,20 @@ def test_the_conditioner_does_not_import_transformers(path):
             "print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_bert_built_directly_is_initialised():
+    """Random weights when built directly (tests, export checks); only a meta-device build (from
+    the files) skips the initialisation. Session 19 left the embedding tables uninitialised for a
+    commit: garbage, and NaN in the export test on a later run."""
+    cfg = {"vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+           "intermediate_size": 16, "max_position_embeddings": 32, "type_vocab_size": 2, "layer_norm_eps": 1e-12}
+    torch.manual_seed(0)
+    a = BertEncoder(cfg)
+    torch.manual_seed(0)
+    b = BertEncoder(cfg)
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.isfinite(v).all() and torch.equal(v, w), k
+    assert 0.5 < float(a.embeddings.word_embeddings.weight.std()) < 2.0           # nn.Embedding's N(0, 1)
+    with torch.device("meta"):
+        assert BertEncoder(cfg).embeddings.word_embeddings.weight.is_meta
