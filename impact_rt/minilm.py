@@ -13,6 +13,7 @@ layer x = LN(x + attn(x)), x = LN(x + W₂·gelu(W₁·x)); padded keys are neve
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -149,6 +150,13 @@ class BertEncoder(nn.Module):
         return m.eval()
 
 
+def warn_truncated(prompt: str, length: int) -> None:
+    """A prompt longer than the text encoder's window loses its end: say so (once per prompt)."""
+    short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+    warnings.warn(f"prompt {short!r} is longer than the text encoder's {length} tokens; "
+                  f"only its first {length} are used", stacklevel=4)
+
+
 class BertTokenizer:
     """``tokenizer.json`` through ``tokenizers``: [CLS] … [SEP], truncated and padded to ``length``."""
 
@@ -177,7 +185,11 @@ class BertTokenizer:
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """→ input ids [B, length] int64, attention mask [B, length] int64."""
-        enc = self.tok.encode_batch(list(prompts))
+        prompts = list(prompts)
+        enc = self.tok.encode_batch(prompts)
+        for p, e in zip(prompts, enc):
+            if e.overflowing:
+                warn_truncated(p, self.length)
         ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
         return ids, mask

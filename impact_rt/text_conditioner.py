@@ -146,6 +146,10 @@ class T5ClapConditioner(TextConditioner):
         prompts = list(prompts)
         tok = self.t5_tok(prompts, padding="max_length", truncation=True, max_length=self.length - 1,
                           return_tensors="pt").to(self.device)
+        from .minilm import warn_truncated
+        for p, ids in zip(prompts, self.t5_tok(prompts, truncation=False)["input_ids"]):
+            if len(ids) > self.length - 1:
+                warn_truncated(p, self.length - 1)
         t5 = self.t5(**tok).last_hidden_state.float() * tok["attention_mask"][..., None]
         ctok = self.clap_tok(prompts, padding=True, truncation=True, return_tensors="pt").to(self.device)
         clap = self.clap.get_text_features(**ctok)
@@ -182,7 +186,11 @@ class HashConditioner(TextConditioner):
         states = torch.zeros(b, self.length, self.dim)
         mask = torch.zeros(b, self.length, dtype=torch.bool)
         for i, p in enumerate(prompts):
-            words = p.lower().split()[:n]
+            words = p.lower().split()
+            if len(words) > n:
+                from .minilm import warn_truncated
+                warn_truncated(p, n)
+                words = words[:n]
             if words:
                 ids = torch.tensor([zlib.crc32(w.encode("utf-8")) % self.table.shape[0] for w in words])
                 states[i, :len(words)] = self.table[ids]

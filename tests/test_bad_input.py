@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import warnings
+
 import pytest
 
 from impact_rt import bundle as B
@@ -200,9 +202,20 @@ def test_api_unknown_and_unavailable_backend():
 
 
 def test_long_prompt_is_truncated_with_a_warning_not_an_error(pipe):
-    with pytest.warns(UserWarning, match="truncated"):
+    with pytest.warns(UserWarning) as caught:
         g = pipe.generate(["rain " * 2000], seed=0, iterations=1, diffusion_steps=2)
+    assert [str(w.message).split(";")[-1].strip() for w in caught] == [
+        "truncated to 2000", f"only its first {pipe.conditioner.length - 1} are used"]
     assert len(g.prompts[0]) <= 2000
+
+
+def test_a_prompt_longer_than_the_text_window_is_named_in_a_warning(pipe):
+    n = pipe.conditioner.length - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.generate(["rain " * n], seed=0, iterations=1, diffusion_steps=2)      # fits: silent
+    with pytest.warns(UserWarning, match=f"prompt 'rain rain .*' is longer than the text encoder's {n} tokens"):
+        pipe.generate(["rain " * (n + 1)], seed=0, iterations=1, diffusion_steps=2)
 
 
 def test_cli_refuses_a_tampered_engine_bundle(tmp_path):

@@ -20,7 +20,9 @@ def test_token_ids_match_transformers(path):
     from transformers import AutoTokenizer
     ref = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     want = ref(PROMPTS, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
-    ids, mask = BertTokenizer(path, 77, 30522)(PROMPTS)
+    with pytest.warns(UserWarning, match="'a cello playing a slow melody a cello...' is longer") as caught:
+        ids, mask = BertTokenizer(path, 77, 30522)(PROMPTS)
+    assert len(caught) == 1                                         # only the long prompt
     assert torch.equal(ids, want["input_ids"]) and torch.equal(mask, want["attention_mask"])
     assert mask[4].all() and mask[0].sum() == 3                     # truncated; [CLS] thunder [SEP]
 
@@ -28,7 +30,8 @@ def test_token_ids_match_transformers(path):
 def test_hidden_states_match_transformers_bert(path):
     from transformers import AutoModel
     ref = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
-    ids, mask = BertTokenizer(path, 77, 30522)(PROMPTS)
+    with pytest.warns(UserWarning, match="longer than the text encoder's 77 tokens"):
+        ids, mask = BertTokenizer(path, 77, 30522)(PROMPTS)
     with torch.inference_mode():
         want = ref(input_ids=ids, attention_mask=mask).last_hidden_state
         got = BertEncoder.from_folder(path)(ids, mask)

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -27,9 +29,13 @@ def test_minilm_meaning(minilm):
     assert (p[0] @ p[1]) > (p[0] @ p[2])
 
 
-def test_minilm_truncates_long_prompts(minilm):
-    s, m = minilm.encode(["word " * 5000])
-    assert s.shape == (1, 78, 384) and m.all()
+def test_minilm_truncates_long_prompts_with_a_warning(minilm):
+    with pytest.warns(UserWarning, match=r"prompt 'word word .*\.\.\.' is longer than the text encoder's 77 tokens"):
+        s, m = minilm.encode(["word " * 5000, "thunder"])
+    assert s.shape == (2, 78, 384) and m[0].all() and m[1].sum() == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        minilm.encode(["word " * 75])  # [CLS] + 75 + [SEP] = 77: fits, no warning
 
 
 def test_missing_paths_are_clear(tmp_path):
@@ -92,6 +98,9 @@ def test_t5_clap_concatenates_clap_then_t5(tiny_t5_clap):
     assert spec["kind"] == "t5clap" and spec["t5_path"] == str(t5)
     s2, _ = build_conditioner(spec).encode(["thunder", "a dog barking in the rain"])
     torch.testing.assert_close(s, s2)
+    with pytest.warns(UserWarning, match="longer than the text encoder's 77 tokens"):
+        s, m = c.encode(["rain " * 78])  # (the tiny CLAP has 80 positions)
+    assert m.all()
 
 
 def test_hash_conditioner_is_deterministic_and_prompt_dependent():
