@@ -189,8 +189,9 @@ def cmd_generate(args) -> int:
         raise UsageError(f"-n must be at least 1, got {args.num}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    last = 2 ** 63 - len(prompts) * args.num           # clip i gets seed + i
+    if args.seed is not None and not 0 <= args.seed <= last:
+        raise UsageError(f"--seed must be in 0..{last} for {len(prompts) * args.num} clip(s), got {args.seed}")
     from .bundle import MAX_CANDIDATES
     if args.candidates is not None and not 1 <= args.candidates <= MAX_CANDIDATES:
         raise UsageError(f"--candidates must be in 1..{MAX_CANDIDATES}, got {args.candidates}")

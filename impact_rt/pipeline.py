@@ -285,7 +285,7 @@ def _seeds(seed, n: int) -> list[int]:
         if len(seed) != n:
             raise ConfigError(f"got {len(seed)} seeds for {n} prompts")
         return [_check_seed(s) for s in seed]
-    return [_check_seed(seed) + i for i in range(n)]
+    return [_check_seed(seed) + i for i in range(n - 1)] + [_check_seed(_check_seed(seed) + n - 1)]
 
 
 def _check_seed(s) -> int:

@@ -112,6 +112,8 @@ CASES = [
     ("-n zero", ["generate", "x", "-n", "0"], 2, "-n"),
     ("batch size zero", ["generate", "x", "--batch-size", "0"], 2, "batch-size"),
     ("negative seed", ["generate", "x", "--seed", "-1"], 2, "seed"),
+    ("seed past 2**63", ["generate", "x", "--seed", str(2 ** 63)], 2, "--seed must be in 0..9223372036854775807"),
+    ("last clip's seed past 2**63", ["generate", "x", "-n", "2", "--seed", str(2 ** 63 - 1)], 2, "for 2 clip(s)"),
     ("unknown command", ["compose", "x"], 2, "invalid choice"),
 ]
 
@@ -163,6 +165,7 @@ API_CASES = [
     ("guidance below 1", dict(guidance=0.5), ConfigError, "guidance"),
     ("temperature negative", dict(temperature=-1.0), ConfigError, "temperature"),
     ("seed negative", dict(seed=-5), ConfigError, "seed"),
+    ("last seed past 2**63", dict(prompts=["a", "b"], seed=2 ** 63 - 1), ConfigError, "seed"),
     ("seed not an int", dict(seed="abc"), ConfigError, "seed"),
     ("seed list length", dict(prompts=["a", "b"], seed=[1, 2, 3]), ConfigError, "seeds for"),
 ]
