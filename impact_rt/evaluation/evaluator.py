@@ -224,7 +224,8 @@ def evaluate(
 
     adherence = None
     if file_prompts is None:
-        notes.append(f"no manifest ({' or '.join(adh.SIDECAR_NAMES)}) in the generated folder: adherence not scored")
+        notes.append(f"no manifest ({' or '.join(adh.SIDECAR_NAMES)}) in the generated folder: adherence not scored "
+                     f"(`impact-rt generate ... --out-dir DIR --json > DIR/clips.jsonl` writes one)")
     else:
         top = {n: [c for c, _ in f.top[:top_k]] for n, f in gen.clips.items()}
         adherence = adh.score_adherence(top, file_prompts, specs)
