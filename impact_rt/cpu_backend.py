@@ -17,6 +17,7 @@ import functools
 import torch
 
 from . import native_sampler
+from .audio import in_chunks
 from .patchify import unpatchify
 from .reference import TorchBackend
 
@@ -88,8 +89,11 @@ class CpuBackend(TorchBackend):
     def sample(self, h_cond, h_uncond, noise, guidance, temperature, schedule):
         return self.sampler.sample(h_cond, h_uncond, noise, guidance, temperature, self.schedule_tensors(schedule))
 
-    @torch.inference_mode()
     def audio(self, tokens):
+        return in_chunks(self._audio, tokens)
+
+    @torch.inference_mode()
+    def _audio(self, tokens):
         cfg = self.model.cfg
         latent = unpatchify(tokens, cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
         with self._autocast():

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from . import ddpm
+from .audio import in_chunks
 from .bundle import BundleError
 from .config import ConfigError
 from .patchify import unpatchify
@@ -171,6 +172,9 @@ class OrtBackend:
         return self._out(x0)
 
     def audio(self, tokens):
+        return in_chunks(self._audio, tokens)
+
+    def _audio(self, tokens):
         cfg = self.cfg
         latent = unpatchify(tokens.float(), cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
         if self._component("vae_decoder") is None:

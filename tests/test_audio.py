@@ -262,3 +262,13 @@ def test_save_audio_leaves_no_partial_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["x.wav"]
     with pytest.raises(ValueError):
         A.save_audio(str(tmp_path / "x.xyz"), torch.zeros(10))
+
+
+def test_in_chunks_keeps_order_and_calls_once_when_small():
+    from impact_rt.audio import in_chunks
+    calls = []
+    f = lambda t: calls.append(len(t)) or t * 2  # noqa: E731
+    x = torch.arange(7.0)[:, None]
+    assert torch.equal(in_chunks(f, x, 3), x * 2) and calls == [3, 3, 1]
+    calls.clear()
+    assert torch.equal(in_chunks(f, x[:2], 3), x[:2] * 2) and calls == [2]

@@ -143,3 +143,23 @@ def test_cpu_audio_stage_matches_the_reference():
         got = cpu_backend.CpuBackend(m, vae, voc, "fp32").audio(tokens)
     assert got.shape == ref.shape and got.dtype == torch.float32
     assert (got - ref).abs().max() <= 1e-3 * ref.abs().max()
+
+
+def test_cpu_audio_stage_runs_in_chunks_with_the_batch_result():
+    """Five clips go through the VAE decoder and the vocoder two at a time (audio.AUDIO_CHUNK: faster
+    than one batch once the spectrograms leave the caches); each clip's audio is what one batch of
+    five gives, in order, up to the convolutions' summation order (fp32)."""
+    from impact_rt import audio
+    from impact_rt.vocoder import GriffinLim
+    m, vae = _model(), _vae()
+    fast = cpu_backend.CpuBackend(m, vae, GriffinLim(n_iter=2), "fp32")
+    tokens = torch.randn(5, m.cfg.num_tokens, m.cfg.token_dim, generator=torch.Generator().manual_seed(4))
+    sizes = []
+    inner = fast._audio
+    fast._audio = lambda t: sizes.append(len(t)) or inner(t)
+    with torch.inference_mode():
+        got = fast.audio(tokens)
+        whole = inner(tokens)
+    assert audio.AUDIO_CHUNK == 2 and sizes == [2, 2, 1]
+    assert got.shape == whole.shape == (5, audio.N_SAMPLES)
+    assert (got - whole).abs().max() <= 1e-4 * whole.abs().max()
