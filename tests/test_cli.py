@@ -102,3 +102,22 @@ def test_help_and_usage_errors_do_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_progress_bar_moves_while_a_batch_decodes():
+    """A batch of 4 clips after 8 done, T = 3: the bar moves by fractions of a clip each decoding
+    iteration and stops short of 12 until the audio is written (the CLI then sets it)."""
+    from impact_rt.cli import batch_progress
+
+    class Bar:
+        n, refreshed = 0, 0
+
+        def refresh(self):
+            self.refreshed += 1
+    bar = Bar()
+    step = batch_progress(bar, 8, 4)
+    seen = []
+    for t in range(3):
+        step(t, 3)
+        seen.append(bar.n)
+    assert seen == [9.0, 10.0, 11.0] and bar.refreshed == 3
