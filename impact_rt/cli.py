@@ -217,7 +217,7 @@ def cmd_generate(args) -> int:
     base_seed = args.seed if args.seed is not None else secrets.randbelow(2 ** 31)
     from tqdm import tqdm
     bar = tqdm(total=len(jobs), unit="clip", disable=args.quiet or args.json, file=sys.stderr,
-               bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} clips [{elapsed}<{remaining}, {rate_fmt}]")
+               bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} clips [{elapsed}<{remaining}, {rate_inv_fmt}]")
     for start in range(0, len(jobs), args.batch_size):
         batch = jobs[start:start + args.batch_size]
         seeds = [base_seed + start + j for j in range(len(batch))]
