@@ -33,6 +33,11 @@ FMIN = 0.0
 FMAX = 8000.0
 N_FRAMES = 1024
 N_SAMPLES = N_FRAMES * HOP  # 163,840 = 10.24 s
+N_FREQS = N_FFT // 2 + 1  # 513
+PAD = (N_FFT - HOP) // 2  # 432
+LOG_CLAMP = 1e-5
+LOG_SILENCE = math.log(LOG_CLAMP)  # the value of a silent log-mel bin, about -11.51
+
 # Clips taken through the VAE decoder and the vocoder at a time by the CPU backends. A clip's
 # spectrogram work is ~4 MB a tensor ([1024, 513] complex64); eight at once leave the caches: on
 # the 2-core Zen 4 of session 20 the audio stage of 8 clips took 1.67-1.92 s in one batch and
@@ -45,10 +50,7 @@ def in_chunks(fn, x: torch.Tensor, size: int = AUDIO_CHUNK) -> torch.Tensor:
     if len(x) <= size:
         return fn(x)
     return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)])
-N_FREQS = N_FFT // 2 + 1  # 513
-PAD = (N_FFT - HOP) // 2  # 432
-LOG_CLAMP = 1e-5
-LOG_SILENCE = math.log(LOG_CLAMP)  # the value of a silent log-mel bin, about -11.51
+
 
 # ----------------------------------------------------------------------------- mel filterbank
 

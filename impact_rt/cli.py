@@ -176,7 +176,7 @@ class OutputError(OSError):
 
 
 def cmd_generate(args) -> int:
-    from .pipeline import Pipeline, check_prompts
+    from .pipeline import MAX_SEED, Pipeline, check_prompts
     prompts = list(args.prompts)
     if args.prompts_file:
         prompts += _read_prompts_file(args.prompts_file)
@@ -189,7 +189,7 @@ def cmd_generate(args) -> int:
         raise UsageError(f"-n must be at least 1, got {args.num}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    last = 2 ** 63 - len(prompts) * args.num           # clip i gets seed + i
+    last = MAX_SEED + 1 - len(prompts) * args.num      # clip i gets seed + i
     if args.seed is not None and not 0 <= args.seed <= last:
         raise UsageError(f"--seed must be in 0..{last} for {len(prompts) * args.num} clip(s), got {args.seed}")
     from .bundle import MAX_CANDIDATES

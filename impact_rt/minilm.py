@@ -13,7 +13,6 @@ layer x = LN(x + attn(x)), x = LN(x + W₂·gelu(W₁·x)); padded keys are neve
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError
+from .text_conditioner import warn_truncated
 
 
 class _LayerNormNamed(nn.Module):
@@ -148,13 +148,6 @@ class BertEncoder(nn.Module):
             raise ConfigError(f"MiniLM weights at {weights} do not match its config.json "
                               f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
         return m.eval()
-
-
-def warn_truncated(prompt: str, length: int) -> None:
-    """A prompt longer than the text encoder's window loses its end: say so (once per prompt)."""
-    short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
-    warnings.warn(f"prompt {short!r} is longer than the text encoder's {length} tokens; "
-                  f"only its first {length} are used", stacklevel=4)
 
 
 class BertTokenizer:

@@ -26,6 +26,7 @@ from .text_conditioner import HashConditioner, PromptTable, TextConditioner, bui
 
 SAMPLE_RATE = 16000
 MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2 ** 63 - 1
 
 
 def check_prompts(prompts) -> list[str]:
@@ -285,11 +286,13 @@ def _seeds(seed, n: int) -> list[int]:
         if len(seed) != n:
             raise ConfigError(f"got {len(seed)} seeds for {n} prompts")
         return [_check_seed(s) for s in seed]
-    return [_check_seed(seed) + i for i in range(n - 1)] + [_check_seed(_check_seed(seed) + n - 1)]
+    base = _check_seed(seed)
+    _check_seed(base + n - 1)                   # sample i gets seed + i: the last must fit too
+    return [base + i for i in range(n)]
 
 
 def _check_seed(s) -> int:
-    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) < 2 ** 63:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) <= MAX_SEED:
         raise ConfigError(f"seed must be a non-negative integer, got {s!r}")
     return int(s)
 

@@ -17,6 +17,7 @@ The learned null condition lives in the model (``IMPACT.null``), not here.
 from __future__ import annotations
 
 import hashlib
+import warnings
 import zlib
 from pathlib import Path
 
@@ -42,6 +43,13 @@ class TextConditioner:
 
     def to(self, device) -> "TextConditioner":
         return self
+
+
+def warn_truncated(prompt: str, length: int) -> None:
+    """A prompt longer than the text encoder's window loses its end: say so (once per prompt)."""
+    short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+    warnings.warn(f"prompt {short!r} is longer than the text encoder's {length} tokens; "
+                  f"only its first {length} are used", stacklevel=4)
 
 
 def _require_dir(path, what: str) -> Path:
@@ -146,7 +154,6 @@ class T5ClapConditioner(TextConditioner):
         prompts = list(prompts)
         tok = self.t5_tok(prompts, padding="max_length", truncation=True, max_length=self.length - 1,
                           return_tensors="pt").to(self.device)
-        from .minilm import warn_truncated
         for p, ids in zip(prompts, self.t5_tok(prompts, truncation=False)["input_ids"]):
             if len(ids) > self.length - 1:
                 warn_truncated(p, self.length - 1)
@@ -188,7 +195,6 @@ class HashConditioner(TextConditioner):
         for i, p in enumerate(prompts):
             words = p.lower().split()
             if len(words) > n:
-                from .minilm import warn_truncated
                 warn_truncated(p, n)
                 words = words[:n]
             if words:

@@ -5,7 +5,7 @@
 #   .gpudata/  with PACK=1: the prompts' encodings table and one pack of the latent store
 #              (LATENTS=..., PACK_MB=29) for the `unpack train eval` stages (docs/training.md)
 # Then, e.g.:  run(carry=[".whl"], command='STAGES="env tests steps bench" ... bash kernels/gpu_session.sh')
-# Needs the package registries (pip download); takes ~10 s without PACK.
+# Needs the package registries (pip download); takes a few seconds without PACK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}

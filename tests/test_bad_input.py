@@ -3,7 +3,6 @@ no traceback, nothing written or clobbered."""
 import os
 import subprocess
 import sys
-
 import warnings
 
 import pytest
