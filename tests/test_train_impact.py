@@ -298,3 +298,49 @@ def test_trainable_on_the_command_line(tmp_path, capsys):
     assert "no parameter under 'text_projection'" in capsys.readouterr().err
     assert main(args + ["--out", str(tmp_path / "b"), "--trainable", "text_proj,null_condition"]) == 0
     del st
+
+
+def test_init_can_grow_the_head_or_start_it_fresh(tmp_path, capsys):
+    import pytest
+
+    from impact_rt import bundle as B
+    from training.train_impact import main
+    st = _store(tmp_path)
+    cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=2)
+    a = Trainer(cfg, st, tmp_path / "run")
+    for p in a.model.parameters():
+        p.data.normal_(0, 0.2)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    B.save_generator(a.model, bundle, dtype=torch.float32)
+    (bundle / "config.json").write_text("{}")
+    w = a.model.cfg.head_width
+    grown = Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, head_width=2 * w,
+                                grow="head", trainable="head"), st, tmp_path / "g")
+    grown.init_from(bundle)
+    assert grown.model.cfg.head_width == 2 * w
+    x, c, t = torch.randn(3, a.model.cfg.token_dim), torch.randn(3, a.model.cfg.dim), torch.tensor([1, 500, 999])
+    with torch.no_grad():
+        torch.testing.assert_close(grown.model.head(x, t, c), a.model.head(x, t, c), rtol=1e-4, atol=1e-4)
+    before = {k: v.clone() for k, v in grown.model.state_dict().items()}
+    grown.train_step()
+    moved = {k.split(".")[0] for k, v in grown.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved == {"head"}
+    fresh = Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, head_width=2 * w,
+                                reinit="head"), st, tmp_path / "f")
+    fresh.init_from(bundle)
+    for k, v in a.model.state_dict().items():       # everything but the head is the bundle's
+        if not k.startswith("head."):
+            assert torch.equal(fresh.model.state_dict()[k], v)
+    assert not fresh.model.head.final_layer.linear.weight.any()       # the fresh head's zero output layer
+    # a wider head without --grow or --reinit: one line naming the tensor
+    args = ["--latents", str(tmp_path / "lat.safetensors"), "--phase", "text", "--preset", "test", "--steps", "1",
+            "--batch-size", "2", "--precision", "fp32", "--threads", "1", "--init", str(bundle)]
+    assert main(args + ["--out", str(tmp_path / "m"), "--head-width", str(2 * w)]) == 2
+    assert "has shape" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "n"), "--head-width", str(2 * w), "--reinit", "heads"]) == 2
+    assert "no parameter under 'heads'" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "o"), "--head-width", str(2 * w), "--grow", "head"]) == 0
+    with pytest.raises(ValueError, match="only the head"):
+        Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, grow="encoder"),
+                st, tmp_path / "p").init_from(bundle)

@@ -58,6 +58,10 @@ class TrainConfig:
     grad_clip: float = 3.0
     ema_warmup: bool = True          # EMA decay ramps (1+s)/(10+s) → ema_decay; off: full decay from step 0
     trainable: str = ""              # e.g. "text_proj,null_condition": train only parameters under these names
+    reinit: str = ""                 # e.g. "head": with --init, these parameters start fresh (not loaded)
+    head_width: int = 0              # 0: the preset's; else the diffusion head's width w (with --reinit head)
+    head_depth: int = 0              # 0: the preset's; else the head's ResBlocks d
+    grow: str = ""                   # "head": with --init, widen its head to --head-width, same function (training.grow)
     bf16: bool = True
     seed: int = 0
 
@@ -182,12 +186,42 @@ def trainable_parameters(model: torch.nn.Module, spec: str) -> list[torch.nn.Par
     return keep
 
 
+def reinit_state(model: torch.nn.Module, loaded: dict, spec: str) -> dict:
+    """The state to load from ``--init``: ``loaded``, except that tensors under the prefixes of
+    ``spec`` (e.g. "head") keep the model's fresh initialisation, so that a part can be retrained,
+    also at another size (``--head-width``). Every other tensor must be in ``loaded`` with the model's
+    shape; a prefix that names no tensor is an error."""
+    own = model.state_dict()
+    prefixes = [p.strip() for p in spec.split(",") if p.strip()]
+
+    def fresh(name):
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+    unknown = [p for p in prefixes if not any(fresh(n) for n in own)]
+    if unknown:
+        raise ValueError(f"reinit: no parameter under {', '.join(map(repr, unknown))}")
+    out = {}
+    for name, t in own.items():
+        if fresh(name):
+            out[name] = t.detach().clone()
+            continue
+        if name not in loaded:
+            raise ValueError(f"init: {name} is missing from the weights to start from")
+        if tuple(loaded[name].shape) != tuple(t.shape):
+            raise ValueError(f"init: {name} has shape {tuple(loaded[name].shape)}, the model "
+                             f"{tuple(t.shape)} (retrain it with --reinit)")
+        out[name] = loaded[name]
+    return out
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, store: LatentStore, out: Path, model_cfg: ModelConfig | None = None,
                  device: str = "cpu", rank: int = 0, world: int = 1):
         self.cfg, self.store, self.out, self.rank, self.world = cfg, store, Path(out), rank, world
         self.device = torch.device(device)
         mc = model_cfg or preset(cfg.preset)
+        if cfg.head_width or cfg.head_depth:
+            mc = ModelConfig(**{**mc.to_dict(), "head_width": cfg.head_width or mc.head_width,
+                                "head_depth": cfg.head_depth or mc.head_depth}).validate()
         if store.text_dim and mc.text_dim != store.text_dim:
             mc = ModelConfig(**{**mc.to_dict(), "text_dim": store.text_dim})
         self.model = IMPACT(mc).to(self.device)
@@ -262,6 +296,13 @@ class Trainer:
             if got is None:
                 raise SystemExit(f"no checkpoint at {directory}")
             ema = unprefixed("ema", got[0])
+        if self.cfg.grow:
+            if self.cfg.grow != "head":
+                raise ValueError(f"grow: only the head can grow, not {self.cfg.grow!r}")
+            from .grow import widen_head_state
+            old = int(ema["head.input_proj.weight"].shape[0])
+            ema = widen_head_state(ema, old, self.model.cfg.head_width, seed=self.cfg.seed)
+        ema = reinit_state(self.model, ema, self.cfg.reinit)
         self.model.load_state_dict(ema)
         self.ema = {k: v.float().to(self.device, copy=True) for k, v in ema.items()}
 
@@ -353,7 +394,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ema-warmup", action="store_true",
                     help="full EMA decay from the first step (continuing trained weights with --init)")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
-              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights", "source_weights", "trainable", "seed"):
+              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights", "source_weights", "trainable", "reinit", "head_width", "head_depth", "grow", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
     args = ap.parse_args(argv)
@@ -390,7 +431,11 @@ def main(argv=None) -> int:
     if tr.resume():
         print(f"resumed at step {tr.step}", file=sys.stderr)
     elif args.init:
-        tr.init_from(Path(args.init))
+        try:
+            tr.init_from(Path(args.init))
+        except ValueError as e:
+            print(f"train_impact: error: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 2
         print(f"initialised from {args.init}", file=sys.stderr)
     log_path = out / "log.csv"
     new_log = not log_path.exists()
