@@ -304,7 +304,7 @@ def test_init_can_grow_the_head_or_start_it_fresh(tmp_path, capsys):
     import pytest
 
     from impact_rt import bundle as B
-    from training.train_impact import main
+    from training.train_impact import main, reinit_state
     st = _store(tmp_path)
     cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=2)
     a = Trainer(cfg, st, tmp_path / "run")
@@ -341,6 +341,11 @@ def test_init_can_grow_the_head_or_start_it_fresh(tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "n"), "--head-width", str(2 * w), "--reinit", "heads"]) == 2
     assert "no parameter under 'heads'" in capsys.readouterr().err
     assert main(args + ["--out", str(tmp_path / "o"), "--head-width", str(2 * w), "--grow", "head"]) == 0
+    with pytest.raises(ValueError, match=f"already {w} wide"):
+        Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, grow="head"),
+                st, tmp_path / "q").init_from(bundle)
+    with pytest.raises(ValueError, match="not a tensor of this model"):
+        reinit_state(a.model, {**a.model.state_dict(), "head.extra": torch.zeros(1)}, "")
     with pytest.raises(ValueError, match="only the head"):
         Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, grow="encoder"),
                 st, tmp_path / "p").init_from(bundle)

@@ -59,7 +59,7 @@ class TrainConfig:
     ema_warmup: bool = True          # EMA decay ramps (1+s)/(10+s) → ema_decay; off: full decay from step 0
     trainable: str = ""              # e.g. "text_proj,null_condition": train only parameters under these names
     reinit: str = ""                 # e.g. "head": with --init, these parameters start fresh (not loaded)
-    head_width: int = 0              # 0: the preset's; else the diffusion head's width w (with --reinit head)
+    head_width: int = 0              # 0: the preset's; else the diffusion head's width w (with --reinit or --grow head)
     head_depth: int = 0              # 0: the preset's; else the head's ResBlocks d
     grow: str = ""                   # "head": with --init, widen its head to --head-width, same function (training.grow)
     bf16: bool = True
@@ -210,6 +210,9 @@ def reinit_state(model: torch.nn.Module, loaded: dict, spec: str) -> dict:
             raise ValueError(f"init: {name} has shape {tuple(loaded[name].shape)}, the model "
                              f"{tuple(t.shape)} (retrain it with --reinit)")
         out[name] = loaded[name]
+    extra = sorted(set(loaded) - set(own))
+    if extra:
+        raise ValueError(f"init: {extra[0]} is not a tensor of this model" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
     return out
 
 
@@ -301,6 +304,8 @@ class Trainer:
                 raise ValueError(f"grow: only the head can grow, not {self.cfg.grow!r}")
             from .grow import widen_head_state
             old = int(ema["head.input_proj.weight"].shape[0])
+            if old == self.model.cfg.head_width:
+                raise ValueError(f"grow: the head is already {old} wide (give a wider --head-width)")
             ema = widen_head_state(ema, old, self.model.cfg.head_width, seed=self.cfg.seed)
         ema = reinit_state(self.model, ema, self.cfg.reinit)
         self.model.load_state_dict(ema)
