@@ -75,15 +75,13 @@ def widen_head_state(state: dict[str, torch.Tensor], width: int, new_width: int,
         module, kind = name[len(prefix):].rsplit(".", 1)
         chunks, consumes = _rule(module)
         t = t.float()
-        if kind == "weight" and t.dim() == 2:
+        if kind == "weight" and t.dim() == 2:             # a Linear: [out, in]
             if chunks and t.shape[0] != chunks * width:
                 raise ValueError(f"grow: {name} has {t.shape[0]} rows, not {chunks}×{width}")
             if consumes:
                 if t.shape[1] != width:
                     raise ValueError(f"grow: {name} has {t.shape[1]} columns, not {width}")
                 t = _split_columns(t, k, noise, gen)
-            t = _repeat_rows(t, chunks, k)
-        else:                                          # biases and LayerNorm affine: per output unit
-            t = _repeat_rows(t, chunks, k)
-        out[name] = t.to(state[name].dtype)
+        # a Linear's rows, its bias and LayerNorm's affine are per output unit: repeated alike
+        out[name] = _repeat_rows(t, chunks, k).to(state[name].dtype)
     return out

@@ -61,7 +61,7 @@ class TrainConfig:
     reinit: str = ""                 # e.g. "head": with --init, these parameters start fresh (not loaded)
     head_width: int = 0              # 0: the preset's; else the diffusion head's width w (with --reinit or --grow head)
     head_depth: int = 0              # 0: the preset's; else the head's ResBlocks d
-    grow: str = ""                   # "head": with --init, widen its head to --head-width, same function (training.grow)
+    grow: str = ""                   # "head": with --init, widen its head to --head-width (training.grow)
     bf16: bool = True
     seed: int = 0
 
@@ -163,24 +163,36 @@ def source_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.T
     return _joined_factors(store.clip_sources(), rows, store, spec, "source", "from package")
 
 
-def trainable_parameters(model: torch.nn.Module, spec: str) -> list[torch.nn.Parameter]:
-    """The parameters the optimiser updates: all, or (``spec`` "text_proj,null_condition") those whose
-    names equal or lie under one of the given prefixes; the others are frozen (requires_grad off).
-    A prefix that names no parameter is an error, so that a misspelt one cannot pass unnoticed."""
-    params = dict(model.named_parameters())
+def name_filter(spec: str, names, what: str):
+    """The parameter names that ``spec`` ("text_proj,null_condition") selects, as a predicate: a name
+    equal to or under one of its comma-separated prefixes; None for an empty spec. A prefix that names
+    none of ``names`` is an error (``what`` says which option), so that a misspelt one cannot pass
+    unnoticed."""
     prefixes = [p.strip() for p in spec.split(",") if p.strip()]
     if not prefixes:
-        return list(params.values())
+        return None
 
     def under(name, prefix):
         return name == prefix or name.startswith(prefix + ".")
-    unknown = [p for p in prefixes if not any(under(n, p) for n in params)]
+    names = list(names)
+    unknown = [p for p in prefixes if not any(under(n, p) for n in names)]
     if unknown:
-        raise ValueError(f"trainable: no parameter under {', '.join(map(repr, unknown))} "
-                         f"(top-level names: {', '.join(sorted({n.split('.')[0] for n in params}))})")
+        raise ValueError(f"{what}: no parameter under {', '.join(map(repr, unknown))} "
+                         f"(top-level names: {', '.join(sorted({n.split('.')[0] for n in names}))})")
+    return lambda name: any(under(name, p) for p in prefixes)
+
+
+def trainable_parameters(model: torch.nn.Module, spec: str) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser updates: all, or (``spec`` "text_proj,null_condition") those whose
+    names equal or lie under one of the given prefixes (``name_filter``); the others are frozen
+    (requires_grad off)."""
+    params = dict(model.named_parameters())
+    selected = name_filter(spec, params, "trainable")
+    if selected is None:
+        return list(params.values())
     keep = []
     for n, p in params.items():
-        p.requires_grad_(any(under(n, x) for x in prefixes))
+        p.requires_grad_(selected(n))
         if p.requires_grad:
             keep.append(p)
     return keep
@@ -190,18 +202,12 @@ def reinit_state(model: torch.nn.Module, loaded: dict, spec: str) -> dict:
     """The state to load from ``--init``: ``loaded``, except that tensors under the prefixes of
     ``spec`` (e.g. "head") keep the model's fresh initialisation, so that a part can be retrained,
     also at another size (``--head-width``). Every other tensor must be in ``loaded`` with the model's
-    shape; a prefix that names no tensor is an error."""
+    shape; a prefix that names no tensor is an error (``name_filter``)."""
     own = model.state_dict()
-    prefixes = [p.strip() for p in spec.split(",") if p.strip()]
-
-    def fresh(name):
-        return any(name == p or name.startswith(p + ".") for p in prefixes)
-    unknown = [p for p in prefixes if not any(fresh(n) for n in own)]
-    if unknown:
-        raise ValueError(f"reinit: no parameter under {', '.join(map(repr, unknown))}")
+    fresh = name_filter(spec, own, "reinit")
     out = {}
     for name, t in own.items():
-        if fresh(name):
+        if fresh is not None and fresh(name):
             out[name] = t.detach().clone()
             continue
         if name not in loaded:
@@ -212,7 +218,8 @@ def reinit_state(model: torch.nn.Module, loaded: dict, spec: str) -> dict:
         out[name] = loaded[name]
     extra = sorted(set(loaded) - set(own))
     if extra:
-        raise ValueError(f"init: {extra[0]} is not a tensor of this model" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise ValueError(f"init: {extra[0]} is not a tensor of this model{more}")
     return out
 
 
@@ -399,7 +406,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ema-warmup", action="store_true",
                     help="full EMA decay from the first step (continuing trained weights with --init)")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
-              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights", "source_weights", "trainable", "reinit", "head_width", "head_depth", "grow", "seed"):
+              "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights",
+              "source_weights", "trainable", "reinit", "head_width", "head_depth", "grow", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
     args = ap.parse_args(argv)
