@@ -346,6 +346,41 @@ def test_init_can_grow_the_head_or_start_it_fresh(tmp_path, capsys):
                 st, tmp_path / "q").init_from(bundle)
     with pytest.raises(ValueError, match="not a tensor of this model"):
         reinit_state(a.model, {**a.model.state_dict(), "head.extra": torch.zeros(1)}, "")
-    with pytest.raises(ValueError, match="only the head"):
-        Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, grow="encoder"),
+    with pytest.raises(ValueError, match="is not head, encoder or head,encoder"):
+        Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, grow="decoder"),
                 st, tmp_path / "p").init_from(bundle)
+    with pytest.raises(ValueError, match="already has 1\\+1 blocks"):
+        Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, grow="encoder"),
+                st, tmp_path / "p2").init_from(bundle)
+
+
+def test_init_can_deepen_the_encoder(tmp_path):
+    from impact_rt import bundle as B
+    from training.train_impact import main
+    st = _store(tmp_path)
+    a = Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False), st, tmp_path / "run")
+    for p in a.model.parameters():
+        p.data.normal_(0, 0.2)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    B.save_generator(a.model, bundle, dtype=torch.float32)
+    (bundle / "config.json").write_text("{}")
+    deep = Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, enc_depth=2, dec_depth=3,
+                               grow="encoder"), st, tmp_path / "d")
+    deep.init_from(bundle)
+    assert (len(deep.model.encoder.encoder_blocks), len(deep.model.encoder.decoder_blocks)) == (2, 3)
+    mc = a.model.cfg
+    b, n = 2, mc.num_tokens
+    tokens, cond = torch.randn(b, n, mc.token_dim), torch.randn(b, mc.text_len, mc.dim)
+    cmask = torch.ones(b, mc.text_len, dtype=torch.bool)
+    order = torch.stack([torch.randperm(n) for _ in range(b)])
+    with torch.no_grad():
+        torch.testing.assert_close(deep.model.encoder(tokens, cond, cmask, order[:, 3:], order[:, :3]),
+                                   a.model.encoder(tokens, cond, cmask, order[:, 3:], order[:, :3]))
+    before = {k: v.clone() for k, v in deep.model.state_dict().items()}
+    deep.train_step()
+    assert not torch.equal(deep.model.encoder.decoder_blocks[1].mlp.fc2.weight, before["encoder.decoder_blocks.1.mlp.fc2.weight"])
+    args = ["--latents", str(tmp_path / "lat.safetensors"), "--phase", "text", "--preset", "test", "--steps", "1",
+            "--batch-size", "2", "--precision", "fp32", "--threads", "1", "--init", str(bundle)]
+    assert main(args + ["--out", str(tmp_path / "o"), "--enc-depth", "2", "--grow", "encoder"]) == 0
+    assert main(args + ["--out", str(tmp_path / "o2"), "--enc-depth", "2"]) == 2     # deeper without --grow

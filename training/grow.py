@@ -1,6 +1,14 @@
-"""Grow a trained diffusion head wider without changing what it computes (Net2WiderNet).
+"""Grow a trained generator without changing what it computes: a wider diffusion head
+(Net2WiderNet) or a deeper latent encoder (identity blocks).
 
     python -m training.train_impact ... --init impact_rt/models/default --head-width 512 --grow head
+    python -m training.train_impact ... --init impact_rt/models/default --enc-depth 6 --dec-depth 6 --grow encoder
+
+Deeper (``deepen_encoder_state``): Enc1's and Enc2's pre-norm blocks are x + attn(LN(x)) + mlp(LN(x)).
+A new block is a copy of the block it follows with its two output projections (``attn.proj``,
+``mlp.fc2``) set to zero: it adds nothing, so the encoder is the same function, and those zero
+projections get gradients at once (their inputs are the copy's attention and MLP features), after
+which the rest of the new block trains too. New blocks are spread evenly between the old ones.
 
 The head's width w runs through its residual stream x, its condition y = time_embed + cond_embed,
 the hidden layer of every MLP and every adaLN modulation (DESIGN.md §3, MAR's SimpleMLPAdaLN).
@@ -15,6 +23,8 @@ and grow apart in training, while the output stays exactly the narrow head's.
 from __future__ import annotations
 
 import torch
+
+import re
 
 # name (under "head.") → (output chunks of width w or 0, input of width w?)
 #   out_chunks: the weight's rows are `out_chunks` blocks of w, each repeated; 0: rows not of width w
@@ -84,4 +94,48 @@ def widen_head_state(state: dict[str, torch.Tensor], width: int, new_width: int,
                 t = _split_columns(t, k, noise, gen)
         # a Linear's rows, its bias and LayerNorm's affine are per output unit: repeated alike
         out[name] = _repeat_rows(t, chunks, k).to(state[name].dtype)
+    return out
+
+
+_ZEROED = ("attn.proj.weight", "attn.proj.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+_STACKS = ("encoder.encoder_blocks", "encoder.decoder_blocks")
+
+
+def block_depth(state: dict[str, torch.Tensor], stack: str) -> int:
+    """The number of blocks of ``stack`` (e.g. "encoder.encoder_blocks") in a generator state."""
+    pat = re.compile(re.escape(stack) + r"\.(\d+)\.")
+    found = {int(m.group(1)) for name in state if (m := pat.match(name))}
+    return max(found) + 1 if found else 0
+
+
+def deepen_layout(old: int, new: int) -> list[int | None]:
+    """Where each block of the deeper stack comes from: the old block's index, or None for a new
+    (identity) block, which follows the old block before it. New blocks are spread evenly."""
+    if new < old:
+        raise ValueError(f"grow: {new} blocks are fewer than the {old} trained ones")
+    if old < 1:
+        raise ValueError("grow: a stack without blocks cannot be deepened")
+    extra, out = new - old, []
+    for i in range(old):
+        out.append(i)
+        out += [None] * ((i + 1) * extra // old - i * extra // old)
+    return out
+
+
+def deepen_encoder_state(state: dict[str, torch.Tensor], enc_depth: int, dec_depth: int) -> dict[str, torch.Tensor]:
+    """The generator state with Enc1 deepened to ``enc_depth`` blocks and Enc2 to ``dec_depth``,
+    computing the same function (see the module docstring). Other tensors are returned as they are."""
+    out = {k: v for k, v in state.items() if not any(k.startswith(s + ".") for s in _STACKS)}
+    for stack, new in zip(_STACKS, (enc_depth, dec_depth)):
+        old = block_depth(state, stack)
+        layout = deepen_layout(old, new)
+        src = None
+        for j, i in enumerate(layout):
+            fresh = i is None
+            src = src if fresh else i
+            prefix = f"{stack}.{src}."
+            for name, t in state.items():
+                if name.startswith(prefix):
+                    sub = name[len(prefix):]
+                    out[f"{stack}.{j}.{sub}"] = torch.zeros_like(t) if fresh and sub in _ZEROED else t.clone()
     return out

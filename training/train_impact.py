@@ -61,7 +61,10 @@ class TrainConfig:
     reinit: str = ""                 # e.g. "head": with --init, these parameters start fresh (not loaded)
     head_width: int = 0              # 0: the preset's; else the diffusion head's width w (with --reinit or --grow head)
     head_depth: int = 0              # 0: the preset's; else the head's ResBlocks d
-    grow: str = ""                   # "head": with --init, widen its head to --head-width (training.grow)
+    enc_depth: int = 0               # 0: the preset's; else Enc1's blocks (with --grow encoder)
+    dec_depth: int = 0               # 0: the preset's; else Enc2's blocks (with --grow encoder)
+    grow: str = ""                   # with --init: "head" widens the head to --head-width, "encoder" deepens the
+                                     # latent encoder to --enc-depth/--dec-depth, "head,encoder" both (training.grow)
     bf16: bool = True
     seed: int = 0
 
@@ -229,9 +232,11 @@ class Trainer:
         self.cfg, self.store, self.out, self.rank, self.world = cfg, store, Path(out), rank, world
         self.device = torch.device(device)
         mc = model_cfg or preset(cfg.preset)
-        if cfg.head_width or cfg.head_depth:
+        if cfg.head_width or cfg.head_depth or cfg.enc_depth or cfg.dec_depth:
             mc = ModelConfig(**{**mc.to_dict(), "head_width": cfg.head_width or mc.head_width,
-                                "head_depth": cfg.head_depth or mc.head_depth}).validate()
+                                "head_depth": cfg.head_depth or mc.head_depth,
+                                "enc_depth": cfg.enc_depth or mc.enc_depth,
+                                "dec_depth": cfg.dec_depth or mc.dec_depth}).validate()
         if store.text_dim and mc.text_dim != store.text_dim:
             mc = ModelConfig(**{**mc.to_dict(), "text_dim": store.text_dim})
         self.model = IMPACT(mc).to(self.device)
@@ -306,14 +311,24 @@ class Trainer:
             if got is None:
                 raise SystemExit(f"no checkpoint at {directory}")
             ema = unprefixed("ema", got[0])
-        if self.cfg.grow:
-            if self.cfg.grow != "head":
-                raise ValueError(f"grow: only the head can grow, not {self.cfg.grow!r}")
+        parts = [p for p in self.cfg.grow.split(",") if p]
+        for part in parts:
+            if part not in ("head", "encoder") or parts.count(part) > 1:
+                raise ValueError(f"grow: {self.cfg.grow!r} is not head, encoder or head,encoder")
+        mc = self.model.cfg
+        if "head" in parts:
             from .grow import widen_head_state
             old = int(ema["head.input_proj.weight"].shape[0])
-            if old == self.model.cfg.head_width:
+            if old == mc.head_width:
                 raise ValueError(f"grow: the head is already {old} wide (give a wider --head-width)")
-            ema = widen_head_state(ema, old, self.model.cfg.head_width, seed=self.cfg.seed)
+            ema = widen_head_state(ema, old, mc.head_width, seed=self.cfg.seed)
+        if "encoder" in parts:
+            from .grow import block_depth, deepen_encoder_state
+            old = (block_depth(ema, "encoder.encoder_blocks"), block_depth(ema, "encoder.decoder_blocks"))
+            if old == (mc.enc_depth, mc.dec_depth):
+                raise ValueError(f"grow: the encoder already has {old[0]}+{old[1]} blocks "
+                                 "(give a deeper --enc-depth or --dec-depth)")
+            ema = deepen_encoder_state(ema, mc.enc_depth, mc.dec_depth)
         ema = reinit_state(self.model, ema, self.cfg.reinit)
         self.model.load_state_dict(ema)
         self.ema = {k: v.float().to(self.device, copy=True) for k, v in ema.items()}
@@ -407,7 +422,7 @@ def main(argv=None) -> int:
                     help="full EMA decay from the first step (continuing trained weights with --init)")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
               "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights",
-              "source_weights", "trainable", "reinit", "head_width", "head_depth", "grow", "seed"):
+              "source_weights", "trainable", "reinit", "head_width", "head_depth", "enc_depth", "dec_depth", "grow", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
     args = ap.parse_args(argv)
