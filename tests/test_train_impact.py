@@ -300,20 +300,26 @@ def test_trainable_on_the_command_line(tmp_path, capsys):
     del st
 
 
-def test_init_can_grow_the_head_or_start_it_fresh(tmp_path, capsys):
-    import pytest
-
+def _trained_bundle(tmp_path, st):
+    """A test-preset trainer with trained-like weights (nothing zero), saved as a bundle's generator."""
     from impact_rt import bundle as B
-    from training.train_impact import main, reinit_state
-    st = _store(tmp_path)
-    cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=2)
-    a = Trainer(cfg, st, tmp_path / "run")
+    a = Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=2), st,
+                tmp_path / "run")
     for p in a.model.parameters():
         p.data.normal_(0, 0.2)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     B.save_generator(a.model, bundle, dtype=torch.float32)
     (bundle / "config.json").write_text("{}")
+    return a, bundle
+
+
+def test_init_can_grow_the_head_or_start_it_fresh(tmp_path, capsys):
+    import pytest
+
+    from training.train_impact import main, reinit_state
+    st = _store(tmp_path)
+    a, bundle = _trained_bundle(tmp_path, st)
     w = a.model.cfg.head_width
     grown = Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, head_width=2 * w,
                                 grow="head", trainable="head"), st, tmp_path / "g")
@@ -355,16 +361,9 @@ def test_init_can_grow_the_head_or_start_it_fresh(tmp_path, capsys):
 
 
 def test_init_can_deepen_the_encoder(tmp_path):
-    from impact_rt import bundle as B
     from training.train_impact import main
     st = _store(tmp_path)
-    a = Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False), st, tmp_path / "run")
-    for p in a.model.parameters():
-        p.data.normal_(0, 0.2)
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    B.save_generator(a.model, bundle, dtype=torch.float32)
-    (bundle / "config.json").write_text("{}")
+    a, bundle = _trained_bundle(tmp_path, st)
     deep = Trainer(TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, enc_depth=2, dec_depth=3,
                                grow="encoder"), st, tmp_path / "d")
     deep.init_from(bundle)
