@@ -360,7 +360,7 @@ def test_init_can_grow_the_head_or_start_it_fresh(tmp_path, capsys):
                 st, tmp_path / "p2").init_from(bundle)
 
 
-def test_init_can_deepen_the_encoder(tmp_path):
+def test_init_can_deepen_the_encoder(tmp_path, capsys):
     from training.train_impact import main
     st = _store(tmp_path)
     a, bundle = _trained_bundle(tmp_path, st)
@@ -383,3 +383,4 @@ def test_init_can_deepen_the_encoder(tmp_path):
             "--batch-size", "2", "--precision", "fp32", "--threads", "1", "--init", str(bundle)]
     assert main(args + ["--out", str(tmp_path / "o"), "--enc-depth", "2", "--grow", "encoder"]) == 0
     assert main(args + ["--out", str(tmp_path / "o2"), "--enc-depth", "2"]) == 2     # deeper without --grow
+    assert "missing from the weights to start from (deepen it with --grow encoder)" in capsys.readouterr().err

@@ -214,7 +214,8 @@ def reinit_state(model: torch.nn.Module, loaded: dict, spec: str) -> dict:
             out[name] = t.detach().clone()
             continue
         if name not in loaded:
-            raise ValueError(f"init: {name} is missing from the weights to start from")
+            hint = " (deepen it with --grow encoder)" if name.startswith("encoder.") and "_blocks." in name else ""
+            raise ValueError(f"init: {name} is missing from the weights to start from{hint}")
         if tuple(loaded[name].shape) != tuple(t.shape):
             raise ValueError(f"init: {name} has shape {tuple(loaded[name].shape)}, the model "
                              f"{tuple(t.shape)} (retrain it with --reinit)")
