@@ -22,9 +22,9 @@ and grow apart in training, while the output stays exactly the narrow head's.
 """
 from __future__ import annotations
 
-import torch
-
 import re
+
+import torch
 
 # name (under "head.") → (output chunks of width w or 0, input of width w?)
 #   out_chunks: the weight's rows are `out_chunks` blocks of w, each repeated; 0: rows not of width w
@@ -108,6 +108,16 @@ def block_depth(state: dict[str, torch.Tensor], stack: str) -> int:
     return max(found) + 1 if found else 0
 
 
+def encoder_depths(state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(Enc1 blocks, Enc2 blocks) of a generator state."""
+    return block_depth(state, _STACKS[0]), block_depth(state, _STACKS[1])
+
+
+def is_encoder_block(name: str) -> bool:
+    """Whether a generator tensor belongs to one of Enc1's or Enc2's blocks."""
+    return any(name.startswith(s + ".") for s in _STACKS)
+
+
 def deepen_layout(old: int, new: int) -> list[int | None]:
     """Where each block of the deeper stack comes from: the old block's index, or None for a new
     (identity) block, which follows the old block before it. New blocks are spread evenly."""
@@ -125,7 +135,7 @@ def deepen_layout(old: int, new: int) -> list[int | None]:
 def deepen_encoder_state(state: dict[str, torch.Tensor], enc_depth: int, dec_depth: int) -> dict[str, torch.Tensor]:
     """The generator state with Enc1 deepened to ``enc_depth`` blocks and Enc2 to ``dec_depth``,
     computing the same function (see the module docstring). Other tensors are returned as they are."""
-    out = {k: v for k, v in state.items() if not any(k.startswith(s + ".") for s in _STACKS)}
+    out = {k: v for k, v in state.items() if not is_encoder_block(k)}
     for stack, new in zip(_STACKS, (enc_depth, dec_depth)):
         old = block_depth(state, stack)
         layout = deepen_layout(old, new)
@@ -137,5 +147,5 @@ def deepen_encoder_state(state: dict[str, torch.Tensor], enc_depth: int, dec_dep
             for name, t in state.items():
                 if name.startswith(prefix):
                     sub = name[len(prefix):]
-                    out[f"{stack}.{j}.{sub}"] = torch.zeros_like(t) if fresh and sub in _ZEROED else t.clone()
+                    out[f"{stack}.{j}.{sub}"] = torch.zeros_like(t) if fresh and sub in _ZEROED else t
     return out

@@ -35,6 +35,7 @@ from impact_rt.patchify import patchify
 
 from .checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint, unprefixed
 from . import precision
+from .grow import deepen_encoder_state, encoder_depths, is_encoder_block, widen_head_state
 from .latent_store import LatentStore
 
 
@@ -214,7 +215,7 @@ def reinit_state(model: torch.nn.Module, loaded: dict, spec: str) -> dict:
             out[name] = t.detach().clone()
             continue
         if name not in loaded:
-            hint = " (deepen it with --grow encoder)" if name.startswith("encoder.") and "_blocks." in name else ""
+            hint = " (deepen it with --grow encoder)" if is_encoder_block(name) else ""
             raise ValueError(f"init: {name} is missing from the weights to start from{hint}")
         if tuple(loaded[name].shape) != tuple(t.shape):
             raise ValueError(f"init: {name} has shape {tuple(loaded[name].shape)}, the model "
@@ -318,14 +319,12 @@ class Trainer:
                 raise ValueError(f"grow: {self.cfg.grow!r} is not head, encoder or head,encoder")
         mc = self.model.cfg
         if "head" in parts:
-            from .grow import widen_head_state
             old = int(ema["head.input_proj.weight"].shape[0])
             if old == mc.head_width:
                 raise ValueError(f"grow: the head is already {old} wide (give a wider --head-width)")
             ema = widen_head_state(ema, old, mc.head_width, seed=self.cfg.seed)
         if "encoder" in parts:
-            from .grow import block_depth, deepen_encoder_state
-            old = (block_depth(ema, "encoder.encoder_blocks"), block_depth(ema, "encoder.decoder_blocks"))
+            old = encoder_depths(ema)
             if old == (mc.enc_depth, mc.dec_depth):
                 raise ValueError(f"grow: the encoder already has {old[0]}+{old[1]} blocks "
                                  "(give a deeper --enc-depth or --dec-depth)")

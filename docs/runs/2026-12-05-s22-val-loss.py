@@ -1,11 +1,10 @@
 """Session 22: the generator's loss on 8 fixed validation batches of latents-s17 (the same rows, masks,
-t and noise for every model: session 21's val_loss), for each bundle given. usage: val_loss.py BUNDLE..."""
-import sys, json, torch
+t and noise for every model: session 21's val_loss, repeated here because session 21's script trains
+when imported), for each bundle given. usage: val_loss.py BUNDLE..."""
+import sys, torch
 from pathlib import Path
-from impact_rt import bundle as B
-from impact_rt.config import ModelConfig
-from impact_rt.model import IMPACT
 from training.latent_store import LatentStore
+from training.text_probe import load_generator
 from impact_rt.patchify import patchify
 
 
@@ -27,7 +26,5 @@ def val_loss(model, store, n_batches=8, bs=32, split='val'):
 
 store = LatentStore.load('/work/runs/latents-s17.safetensors')
 for d in sys.argv[1:]:
-    cfg = json.loads((Path(d) / 'config.json').read_text())['model']
-    model = IMPACT(ModelConfig(**cfg))
-    model.load_state_dict({k: v.float() for k, v in B.load_generator_state(Path(d)).items()})
+    model = load_generator(Path(d))
     print(d, round(val_loss(model, store), 5), flush=True)
