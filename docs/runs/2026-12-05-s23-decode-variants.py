@@ -9,7 +9,7 @@ Variants: head temperature τ, and structured decoding orders derived from each 
 Usage: OUT A B variant[,variant...]   (variant = tau0.7 | band | bandhi | strat | ...)"""
 import json, sys, shutil
 from pathlib import Path
-import numpy as np, torch
+import torch
 from impact_rt.pipeline import Pipeline
 from impact_rt.decoding import TorchNoise
 from impact_rt.evaluation import evaluate
