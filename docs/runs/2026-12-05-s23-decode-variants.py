@@ -1,12 +1,14 @@
 """Session 23: decoding variants on "thunder", paired with the baseline (same seeds, same head noise).
 Variants: head temperature τ, and structured decoding orders derived from each seed's random order:
-  band    - lowest frequency band first (ties in the seed's random order)
-  bandhi  - highest band first
+The decoding loop takes the order from its END (MaskPlan.predicted_slice(0) = the last tokens), so
+  band    - band-sorted ascending: the highest frequency band decoded first
+  bandhi  - band-sorted descending: the lowest band decoded first
   strat   - time-stratified: the first 64 tokens cover all 64 time patches once, etc.
   column  - whole time patches: the 4 bands of a time patch one after the other
   hguide  - guidance on the encoder's output: h = h_u + β(h_c − h_u), one head pass per row (β from
             the usual schedule), in place of CFG on the head's ε at every DDPM step
-Usage: OUT A B variant[,variant...]   (variant = tau0.7 | band | bandhi | strat | ...)"""
+  onset   - one of the first 5 decoded tokens in the clip's first 4 time patches (one swap)
+Usage: OUT A B variant[,variant...]   (variant = base | tau0.7 | band | bandhi | strat | ...)"""
 import json, sys, shutil
 from pathlib import Path
 import torch
@@ -33,6 +35,14 @@ def restructure(order, policy):
         for i, t in enumerate(time.tolist()):
             first.setdefault(t, i)
         key = torch.tensor([first[t] for t in time.tolist()]) * 1000 + pos
+    elif policy == "onset":                # one of the first 5 decoded tokens in time patches 0-3 (the
+        dec = order.flip(0)                  # clip's first 0.64 s): else the earliest-decoded such token
+        early = (dec // 4) < 4               # swaps places with the second token decoded
+        if bool(early[:5].any()):
+            return order
+        j = int(early.nonzero()[0])
+        dec = dec.clone(); dec[[1, j]] = dec[[j, 1]]
+        return dec.flip(0)
     else:
         raise ValueError(policy)
     return order[torch.argsort(key)]

@@ -10,6 +10,7 @@ def report(name, f):
     null = np.array([(lambda h: f[h].mean() - f[~h].mean())(rng.permutation(hits)) for _ in range(2000)])
     p = float(np.mean(np.abs(null) >= abs(diff)))
     print(f"{name:28s} hit {f[hits].mean():7.3f}  miss {f[~hits].mean():7.3f}  p={p:.3f}")
+orders = orders[:, ::-1]     # the decoding loop takes the order from its end (MaskPlan: predicted_slice(0) is the last tokens)
 time, band = orders // 4, orders % 4
 for m in (1, 2, 5, 11, 20, 40, 75):
     for b in range(4):
