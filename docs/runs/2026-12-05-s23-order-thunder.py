@@ -1,10 +1,11 @@
 """Session 23: which properties of the decoding order go with a thunder hit?
 Generates "thunder" for seeds [A, B) with the shipped model (cpu backend), judges every clip with the
-evaluator's YAMNet adherence, and stores each seed's decoding order (the first draw of its generator)
-next to the per-clip result, for order_features below."""
+evaluator's YAMNet adherence, and stores each seed's decoding order (drawn by the runtime's own
+TorchNoise.order, as generate drew it) next to the per-clip result, for s23-order-features.py."""
 import json, sys, shutil
 from pathlib import Path
-import numpy as np, torch
+import numpy as np
+from impact_rt.decoding import TorchNoise
 from impact_rt.pipeline import Pipeline
 from impact_rt.evaluation import evaluate
 from impact_rt.evaluation.adherence import default_prompts_path
@@ -24,7 +25,7 @@ for i in range(0, len(seeds), 10):
     print("done", chunk[-1], flush=True)
 (OUT / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 rep = evaluate(OUT, None, default_prompts_path(), OUT / "clips.jsonl")
-orders = np.stack([torch.randperm(n, generator=torch.Generator().manual_seed(s)).numpy() for s in seeds])
+orders = TorchNoise(seeds).order(len(seeds), n).numpy()
 hits = np.array([c["hit"] for c in sorted(rep["clips"], key=lambda c: c["file"])], dtype=bool)
 np.savez(OUT / "orders.npz", seeds=np.array(seeds), orders=orders, hits=hits)
 json.dump(rep, open(OUT / "report.json", "w"), indent=1, default=str)
