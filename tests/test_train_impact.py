@@ -1,3 +1,4 @@
+import dataclasses
 import torch
 
 from training.latent_store import LatentStore
@@ -27,10 +28,24 @@ def test_mask_ratio_in_range():
     assert min(rs) >= 0.7 and max(rs) <= 1.0 and sum(rs) / 200 > 0.8
 
 
+def test_mask_ratio_uniform_share_reaches_low_ratios():
+    g = torch.Generator().manual_seed(0)
+    rs = [mask_ratio(0.7, g, uniform=1.0) for _ in range(400)]
+    assert 0.0 < min(rs) < 0.1 and max(rs) <= 1.0 and 0.4 < sum(rs) / 400 < 0.6
+    g = torch.Generator().manual_seed(0)
+    mixed = [mask_ratio(0.7, g, uniform=0.5) for _ in range(400)]
+    low = sum(r < 0.7 for r in mixed) / 400
+    assert 0.2 < low < 0.5                                  # ~0.5 × 0.7 of the draws fall below q
+    # without the option no extra draw is made: the stream is the plain MAR one
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert [mask_ratio(0.7, g1) for _ in range(20)] == [mask_ratio(0.7, g2, uniform=0.0) for _ in range(20)]
+
+
 def test_masked_counts_come_in_buckets(tmp_path):
     from training.train_impact import bucketed
     assert bucketed(0.7, 256, 8) == 184 / 256 and bucketed(1.0, 256, 8) == 1.0 and bucketed(0.7, 256, 1) == 0.7
     assert bucketed(0.995, 250, 8) == 1.0                                  # capped at n
+    assert bucketed(0.001, 256, 8) == 8 / 256                              # at least one bucket masked
     st = _store(tmp_path)
     cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, mask_bucket=4)
     tr = Trainer(cfg, st, tmp_path / "run")
@@ -40,6 +55,12 @@ def test_masked_counts_come_in_buckets(tmp_path):
         tr.train_step()
     n = tr.model.cfg.num_tokens
     assert all(round(r * n) % 4 == 0 or round(r * n) == n for r in seen) and all(r >= 0.7 for r in seen)
+    tr = Trainer(dataclasses.replace(cfg, mask_ratio_uniform=1.0), st, tmp_path / "run-u")
+    seen, loss = [], tr.model.loss
+    tr.model.loss = lambda *a, **k: seen.append(k["mask_ratio"]) or loss(*a, **k)
+    for _ in range(6):
+        tr.train_step()
+    assert all(round(r * n) % 4 == 0 or round(r * n) == n for r in seen) and min(seen) < 0.7
 
 
 def test_checkpoint_resume_gives_same_next_step(tmp_path):

@@ -49,6 +49,7 @@ class TrainConfig:
     warmup_steps: int = 500
     mask_ratio_min: float = 0.7      # q
     mask_bucket: int = 8             # masked-token counts rounded up to a multiple of this (see bucketed)
+    mask_ratio_uniform: float = 0.0  # share of steps whose ratio is drawn uniformly from (0, 1] instead (see mask_ratio)
     caption_drop: float = 0.1
     diffusion_batch_mul: int = 4
     ema_decay: float = 0.999
@@ -79,12 +80,20 @@ def bucketed(ratio: float, n: int, bucket: int) -> float:
     with counts in steps of 8 tokens (3 % of the ratio at 256 tokens) it stays flat."""
     if bucket <= 1:
         return ratio
-    k = min(n, -(-round(ratio * n) // bucket) * bucket)
+    k = min(n, max(bucket, -(-round(ratio * n) // bucket) * bucket))
     return k / n
 
 
-def mask_ratio(q: float, g: torch.Generator) -> float:
-    """MAR: truncated normal on [q, 1], loc 1, scale 0.25 (rejection sampling)."""
+def mask_ratio(q: float, g: torch.Generator, uniform: float = 0.0) -> float:
+    """MAR: truncated normal on [q, 1], loc 1, scale 0.25 (rejection sampling).
+
+    With ``uniform`` > 0, that share of the draws is uniform on (0, 1] instead. Decoding visits
+    every ratio: the cosine schedule decodes a token while a share r of the clip is still masked
+    with r spread evenly over (0, 1] (the last r·N tokens are decoded at ratios ≤ r), so 71 % of a
+    clip's tokens are decoded below q = 0.7, where a model trained on [q, 1] alone has never been.
+    No extra draw is made when ``uniform`` is 0, so runs without it keep their random stream."""
+    if uniform > 0.0 and torch.rand((), generator=g).item() < uniform:
+        return 1.0 - torch.rand((), generator=g).item()       # (0, 1]
     while True:
         r = 1.0 - abs(torch.randn((), generator=g).item()) * 0.25
         if r >= q:
@@ -357,7 +366,8 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         tokens, states, mask, drop = self.batch()
-        q = bucketed(mask_ratio(cfg.mask_ratio_min, self.gen), self.model.cfg.num_tokens, cfg.mask_bucket)
+        q = bucketed(mask_ratio(cfg.mask_ratio_min, self.gen, cfg.mask_ratio_uniform), self.model.cfg.num_tokens,
+                     cfg.mask_bucket)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         fn = self.ddp if self.ddp is not None else _LossModule(self.model)
@@ -420,7 +430,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-bf16", action="store_true", help="the same as --precision fp32")
     ap.add_argument("--no-ema-warmup", action="store_true",
                     help="full EMA decay from the first step (continuing trained weights with --init)")
-    for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_bucket", "caption_drop",
+    for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_ratio_uniform", "mask_bucket",
+              "caption_drop",
               "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights", "category_weights",
               "source_weights", "trainable", "reinit", "head_width", "head_depth", "enc_depth", "dec_depth", "grow", "seed"):
         default = getattr(TrainConfig, f)
