@@ -48,19 +48,19 @@ def test_masked_counts_come_in_buckets(tmp_path):
     assert bucketed(0.001, 256, 8) == 8 / 256                              # at least one bucket masked
     st = _store(tmp_path)
     cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, mask_bucket=4)
-    tr = Trainer(cfg, st, tmp_path / "run")
-    seen, loss = [], tr.model.loss
-    tr.model.loss = lambda *a, **k: seen.append(k["mask_ratio"]) or loss(*a, **k)
-    for _ in range(6):
-        tr.train_step()
-    n = tr.model.cfg.num_tokens
+    n, seen = _ratios_seen(Trainer(cfg, st, tmp_path / "run"))
     assert all(round(r * n) % 4 == 0 or round(r * n) == n for r in seen) and all(r >= 0.7 for r in seen)
-    tr = Trainer(dataclasses.replace(cfg, mask_ratio_uniform=1.0), st, tmp_path / "run-u")
+    n, seen = _ratios_seen(Trainer(dataclasses.replace(cfg, mask_ratio_uniform=1.0), st, tmp_path / "run-u"))
+    assert all(round(r * n) % 4 == 0 or round(r * n) == n for r in seen) and min(seen) < 0.7
+
+
+def _ratios_seen(tr, steps=6):
+    """(tokens per clip, the mask ratio the model's loss got at each of ``steps`` training steps)."""
     seen, loss = [], tr.model.loss
     tr.model.loss = lambda *a, **k: seen.append(k["mask_ratio"]) or loss(*a, **k)
-    for _ in range(6):
+    for _ in range(steps):
         tr.train_step()
-    assert all(round(r * n) % 4 == 0 or round(r * n) == n for r in seen) and min(seen) < 0.7
+    return tr.model.cfg.num_tokens, seen
 
 
 def test_checkpoint_resume_gives_same_next_step(tmp_path):
