@@ -55,6 +55,38 @@ def test_pack_unpack_round_trip(tmp_path, compress):
     assert (back.text_states.float()[~back.text_mask] == 0).all()
 
 
+def test_label_captions_travel_in_packs(tmp_path):
+    st = _store(tmp_path)
+    # caption 3 doubles as a label of rows 1 and 2; caption 4 (new) is the other label of row 2 only
+    g = torch.Generator().manual_seed(1)
+    st.text_states = torch.cat([st.text_states, (torch.randn(1, 10, 8, generator=g) * st.text_mask[:1, :, None]).half()])
+    st.text_mask = torch.cat([st.text_mask, st.text_mask[:1]])
+    st.tag_caption_id = torch.full((12, 2), -1, dtype=torch.long)
+    st.tag_caption_id[1] = torch.tensor([3, 3])
+    st.tag_caption_id[2] = torch.tensor([3, 4])
+    rows = torch.tensor([1, 2, 6, 7])          # captions 1, 2, 2, 3: the labels bring caption 4
+    pack(st, rows, tmp_path / "a.pack")
+    pack(st, st.rows("text")[~torch.isin(st.rows("text"), rows)][:3], tmp_path / "b.pack")   # without labels' rows
+    back = unpack([tmp_path / "a.pack", tmp_path / "b.pack"], tmp_path / "u.safetensors")
+    back = LatentStore.load(tmp_path / "u.safetensors")
+    assert back.tag_caption_id.shape == (7, 2)
+    order = {int(back.meta["clip_ids"][c][1:]): i for i, c in enumerate(back.clip.tolist())}   # store row → unpacked
+    for r in rows.tolist():
+        want, got = st.tag_caption_id[r], back.tag_caption_id[order[r]]
+        assert ((want >= 0) == (got >= 0)).all()
+        for w, h in zip(want.tolist(), got.tolist()):
+            if w >= 0:
+                torch.testing.assert_close(back.text_states[h].float(), st.text_states[w].float(), atol=0.02, rtol=0.02)
+    assert all((back.tag_caption_id[order[r]] == -1).all() for r in order if r not in rows.tolist())
+    tagless = unpack([tmp_path / "b.pack"], tmp_path / "v.safetensors")
+    assert tagless.tag_caption_id is None
+    # the budget counts the labels' text states too: what fits every row without them no longer does
+    tags, st.tag_caption_id = st.tag_caption_id, None
+    budget = next(b for b in range(0, 10**7, 16) if len(select_rows(st, b)) == len(st.rows("text")))
+    st.tag_caption_id = tags
+    assert len(select_rows(st, budget)) < len(st.rows("text")) <= len(select_rows(st, budget + 4096))
+
+
 def test_select_rows_keeps_to_the_budget_and_excludes_packed_clips(tmp_path):
     st = _store(tmp_path)
     per_row = st.latents[0].numel()

@@ -8,6 +8,8 @@ One safetensors file (+ a JSON sidecar):
     split        int8 [M]               0 train, 1 val, 2 test
     text_states  fp16 [C, L, D_text]    conditioner output per distinct caption
     text_mask    uint8 [C, L]
+    tag_caption_id int64 [M, 2]         optional: short label captions of each row (training.tag_captions),
+                                        −1 where none; rows of text_states too
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class LatentStore:
     text_mask: torch.Tensor
     meta: dict = field(default_factory=dict)
     path: str = ""
+    tag_caption_id: torch.Tensor | None = None
 
     @property
     def text_dim(self) -> int:
@@ -91,6 +94,8 @@ class LatentStore:
         tensors = {"latents": self.latents.half().contiguous(), "clip": self.clip, "caption_id": self.caption_id,
                    "split": self.split.to(torch.int8), "text_states": self.text_states.half().contiguous(),
                    "text_mask": self.text_mask.to(torch.uint8)}
+        if self.tag_caption_id is not None:
+            tensors["tag_caption_id"] = self.tag_caption_id.long().contiguous()
         tmp = p.with_suffix(".tmp")
         save_file(tensors, str(tmp))
         tmp.replace(p)
@@ -103,4 +108,4 @@ class LatentStore:
         meta_p = p.with_suffix(".json")
         meta = json.loads(meta_p.read_text()) if meta_p.is_file() else {}
         return cls(t["latents"], t["clip"], t["caption_id"], t["split"].long(), t["text_states"],
-                   t["text_mask"].bool(), meta, str(p))
+                   t["text_mask"].bool(), meta, str(p), t.get("tag_caption_id"))

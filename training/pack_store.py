@@ -144,15 +144,16 @@ def select_rows(store: LatentStore, max_bytes: int, balance: float = 0.5, exclud
     lengths = store.text_mask.sum(1)
     per_row, dim = row_bytes(store), store.text_dim
     used, seen, picked = 0, set(), []
+    tags = store.tag_caption_id
     for i in order.tolist():
         r = int(rows[i])
-        cap = int(store.caption_id[r])
-        text = 0 if cap in seen else int(lengths[cap]) * (dim + 2) + store.text_mask.shape[1]
+        caps = {int(store.caption_id[r])} | ({int(t) for t in tags[r] if t >= 0} if tags is not None else set())
+        text = sum(int(lengths[c]) * (dim + 2) + store.text_mask.shape[1] for c in caps - seen)
         cost = (row_codes.cost(r) if row_codes is not None else per_row) + text
         if used + cost > max_bytes:
             break
         used += cost
-        seen.add(cap)
+        seen |= caps
         picked.append(r)
     return torch.tensor(sorted(picked), dtype=torch.long)
 
@@ -169,7 +170,9 @@ def pack(store: LatentStore, rows: torch.Tensor, path: str | Path, compress: boo
     caps = store.caption_id[rows]
     if (caps < 0).any():
         raise ValueError("pack holds captioned rows only")
-    uniq, inv = caps.unique(return_inverse=True)
+    tags = store.tag_caption_id[rows] if store.tag_caption_id is not None else None
+    uniq = torch.cat([caps, tags[tags >= 0]]).unique() if tags is not None else caps.unique()
+    inv = torch.searchsorted(uniq, caps)
     mask = store.text_mask[uniq].bool()
     states = store.text_states[uniq].float()[mask]               # [positions, D]
     scale = states.abs().amax(-1, keepdim=True).clamp_min(1e-8) / 127
@@ -189,7 +192,9 @@ def pack(store: LatentStore, rows: torch.Tensor, path: str | Path, compress: boo
     else:
         stored = {"codes": codes}
     save_file({**stored, "book": book, "clip": clips, "caption_id": inv, "split": store.split[rows].to(torch.int8),
-               "text_q": q, "text_scale": scale.half(), "text_mask": mask.to(torch.uint8)}, str(path), metadata=header)
+               "text_q": q, "text_scale": scale.half(), "text_mask": mask.to(torch.uint8),
+               **({"tag_caption_id": torch.where(tags >= 0, torch.searchsorted(uniq, tags.clamp_min(0)), -1)}
+                  if tags is not None else {})}, str(path), metadata=header)
     err = decode_latents(codes, book) - lat
     return {"rows": len(rows), "captions": len(uniq), "bytes": Path(path).stat().st_size,
             "latent_rel_rms_error": float(err.pow(2).mean().sqrt() / lat.std().clamp_min(1e-12))}
@@ -216,6 +221,7 @@ def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
     """One fp16 LatentStore (text states padded back to full length) from packs; writes ``out``
     and, for the category balance and kind weights, ``out``'s manifest (id, category, kind) beside it."""
     lat, clip, cap, split, states, masks, cats, kinds, meta = [], [], [], [], [], [], {}, {}, {}
+    tag = []                      # label captions (training.tag_captions) where a pack holds them, else −1
     ncap = 0
     for p in paths:
         head = _header(p)
@@ -227,6 +233,8 @@ def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
         lat.append(decode_latents(codes, t["book"]).half())
         clip.append(t["clip"])
         cap.append(t["caption_id"] + ncap)
+        tg = t.get("tag_caption_id", torch.full((len(t["caption_id"]), 2), -1, dtype=torch.long))
+        tag.append(torch.where(tg >= 0, tg + ncap, -1))
         split.append(t["split"].long())
         m = t["text_mask"].bool()
         s = torch.zeros(m.shape + (t["text_q"].shape[-1],), dtype=torch.float16)
@@ -251,7 +259,8 @@ def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
             w.writerow([f"c{c}", cats.get(c, ""), kinds.get(c, "")])
     meta.update({"manifest": str(man), "clip_ids": [f"c{c}" for c in uniq], "packs": [str(p) for p in paths]})
     store = LatentStore(torch.cat(lat), torch.tensor([local[c] for c in clip_t.tolist()]), torch.cat(cap),
-                        torch.cat(split), torch.cat(states), torch.cat(masks), meta, str(out))
+                        torch.cat(split), torch.cat(states), torch.cat(masks), meta, str(out),
+                        torch.cat(tag) if any((t >= 0).any() for t in tag) else None)
     store.save(out)
     return store
 

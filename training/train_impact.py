@@ -51,6 +51,7 @@ class TrainConfig:
     mask_bucket: int = 8             # masked-token counts rounded up to a multiple of this (see bucketed)
     mask_ratio_uniform: float = 0.0  # share of steps whose ratio is drawn uniformly from (0, 1] instead (see mask_ratio)
     caption_drop: float = 0.1
+    tag_caption_prob: float = 0.0    # share of rows trained on a short label caption instead (training.tag_captions)
     diffusion_batch_mul: int = 4
     ema_decay: float = 0.999
     category_balance: float = 0.0    # sample rows with weight count(category)^-a (0: uniform over clips)
@@ -269,6 +270,10 @@ class Trainer:
                                         text_states=store.text_states.to(self.device),
                                         text_mask=store.text_mask.to(self.device))
             self.store = store
+        if cfg.tag_caption_prob and (cfg.phase != "text" or store.tag_caption_id is None
+                                     or not 0 < cfg.tag_caption_prob <= 1):
+            raise ValueError(f"--tag-caption-prob {cfg.tag_caption_prob} needs the text phase, a share in (0, 1] "
+                             "and a store with label captions (python -m training.tag_captions)")
         self.rows = store.rows(cfg.phase)
         if len(self.rows) == 0:
             raise SystemExit(f"no training rows for phase {cfg.phase} in {store.path}")
@@ -354,7 +359,12 @@ class Trainer:
         tokens = patchify(lat, self.model.cfg.patch).to(self.device)
         if self.cfg.phase == "uncond":
             return tokens, None, None, None
-        cap = self.store.caption_id[idx].to(self.store.text_states.device)
+        cap = self.store.caption_id[idx]
+        if self.cfg.tag_caption_prob > 0:   # no draw otherwise: the default keeps the same random stream
+            tags = self.store.tag_caption_id[idx, torch.randint(0, 2, (len(idx),), generator=self.gen)]
+            use = (torch.rand(len(idx), generator=self.gen) < self.cfg.tag_caption_prob) & (tags >= 0)
+            cap = torch.where(use, tags, cap)
+        cap = cap.to(self.store.text_states.device)
         states = self.store.text_states[cap].float().to(self.device)
         mask = self.store.text_mask[cap].bool().to(self.device)
         drop = (torch.rand(len(idx), generator=self.gen) < self.cfg.caption_drop).to(self.device)
@@ -432,7 +442,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ema-warmup", action="store_true",
                     help="full EMA decay from the first step (continuing trained weights with --init)")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_ratio_uniform",
-              "mask_bucket", "caption_drop", "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights",
+              "mask_bucket", "caption_drop", "tag_caption_prob", "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights",
               "category_weights", "source_weights", "trainable", "reinit", "head_width", "head_depth", "enc_depth",
               "dec_depth", "grow", "seed"):
         default = getattr(TrainConfig, f)

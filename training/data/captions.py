@@ -399,6 +399,34 @@ def scene_caption(events: list[tuple[Category, int]], bed: Category, rng: np.ran
     return text[0].lower() + text[1:]
 
 
+VAGUE_SUBJECTS = {"something", "someone", "somebody"}   # no label on their own: "something splashing"
+
+
+def tag_captions(category_field: str) -> tuple[str, ...]:
+    """Short label captions of a clip, from its manifest categories (``"rain;thunder"``).
+
+    A clip holding one event category (alone, over a bed or a walk) gets the event's label and its
+    base phrase (``"thunder"``, ``"thunder rumbling"``; ``"a dog"``, ``"a dog barking"``): the
+    event is the clip's salient sound, and the bed goes unnamed as in a tag. Two events: their
+    labels joined by "and". A bed alone (a crop, a loop): the bed's label and phrase. Music, speech
+    and rows naming no table category get none: their captions are already a label and more.
+    ``training.tag_captions`` writes these into a latent store; ``train_impact
+    --tag-caption-prob`` trains on them in place of the full caption for a share of the rows."""
+    cats = [BY_NAME[n] for n in category_field.split(";") if n in BY_NAME]
+    events = [c for c in cats if c.kind == "event"]
+    if any(c.subject in VAGUE_SUBJECTS for c in cats):
+        return ()
+    if len(events) == 1:
+        forms = (events[0].subject, events[0].phrases[0])
+    elif len(events) == 2:
+        forms = (f"{events[0].subject} and {events[1].subject}",)
+    elif not events and len(cats) == 1 and cats[0].kind == "bed":
+        forms = (cats[0].subject, cats[0].phrases[0])
+    else:
+        return ()
+    return tuple(dict.fromkeys(f for f in forms if f))
+
+
 def speech_caption(gender: str, language: str, rng: np.random.Generator) -> str:
     """gender: 'male', 'female' or 'unknown'; language: English name or ''."""
     who = {"male": ["a man speaking", "a man talking", "a male voice speaking", "a man is speaking"],
