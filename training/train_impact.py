@@ -442,9 +442,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ema-warmup", action="store_true",
                     help="full EMA decay from the first step (continuing trained weights with --init)")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_ratio_uniform",
-              "mask_bucket", "caption_drop", "tag_caption_prob", "diffusion_batch_mul", "ema_decay", "category_balance", "kind_weights",
-              "category_weights", "source_weights", "trainable", "reinit", "head_width", "head_depth", "enc_depth",
-              "dec_depth", "grow", "seed"):
+              "mask_bucket", "caption_drop", "tag_caption_prob", "diffusion_batch_mul", "ema_decay",
+              "category_balance", "kind_weights", "category_weights", "source_weights", "trainable", "reinit",
+              "head_width", "head_depth", "enc_depth", "dec_depth", "grow", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
     args = ap.parse_args(argv)
