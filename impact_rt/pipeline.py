@@ -22,6 +22,7 @@ from .backends import BACKENDS
 from .config import ConfigError, DecodeConfig, preset
 from .decoding import DecodeTables, NoiseSource, TorchNoise, decode
 from .model import IMPACT, randomize_
+from .patchify import unpatchify
 from .text_conditioner import HashConditioner, PromptTable, TextConditioner, build_conditioner
 
 SAMPLE_RATE = 16000
@@ -71,6 +72,7 @@ class Generation:
     seeds: list[int]
     timings: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    latents: np.ndarray | None = None  # float32 [B, C, T, F]: the scaled latents the VAE decoded
 
     def save(self, path: str | os.PathLike, index: int = 0, format: str | None = None, force: bool = False) -> Path:
         """Write clip ``index`` atomically (temp file + rename); refuse to overwrite unless ``force``."""
@@ -248,11 +250,14 @@ class Pipeline:
             wav = self.backend.audio(tokens)
             timings["audio_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
+        cfg = self.model.cfg
+        latents = unpatchify(tokens.float(), cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
         return Generation(wav.float().cpu().numpy(), SAMPLE_RATE, prompts, seeds, timings,
                           {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
                            "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name,
                            "precision": getattr(self.backend, "precision", "fp32"),
-                           **({} if negatives is None else {"negative_prompts": negatives}), **rerank})
+                           **({} if negatives is None else {"negative_prompts": negatives}), **rerank},
+                          latents.cpu().numpy())
 
     def candidates(self, candidates: int | None = None) -> int:
         """The number of candidates a generation decodes per prompt (validated)."""

@@ -89,7 +89,8 @@ for d in (runs / name for name in sys.argv[3:]):
     tf = runs / (d.name + "-thunder") / "summary.json"       # thunder on more seeds, when it ran
     thunder = json.loads(tf.read_text()).get("thunder") if tf.is_file() else s.get("thunder")
     print(d.name, "adherence", s["adherence"], "shuffled", s.get("adherence_shuffled_prompts"), "thunder",
-          s.get("thunder"), "thunder (ranking)", thunder, "s/clip", round(s["generation_seconds_per_clip"], 3), file=log)
+          s.get("thunder"), "thunder (ranking)", thunder, "token seams", s.get("token_seams"),
+          "s/clip", round(s["generation_seconds_per_clip"], 3), file=log)
     if d.name.startswith("step-"):
         # ties go to the later snapshot by step number (not by folder name: "step-987" > "step-1234")
         best.append((int(str(thunder or "0/1").split("/")[0]), s["adherence"], int(d.name[5:]), d.name))

@@ -107,3 +107,4 @@ def test_a_run_records_its_backend_and_precision(tmp_path, monkeypatch):
                        "--backend", "cpu", "--precision", precision, "--iterations", "1", "--diffusion-steps", "2"]) == 0
         summary = json.loads((out / "summary.json").read_text())
         assert summary["backend"] == "cpu" and summary["precision"] == precision and summary["clips"] == 2
+        assert summary["token_seams"]["clips"] == 2 and summary["token_seams"]["time"] > 0

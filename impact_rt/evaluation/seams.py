@@ -1,0 +1,37 @@
+"""Token seams: how much more a latent changes across the generator's patch boundaries than inside a patch.
+
+The generator writes a latent [C, T, F] as tokens of p x p (time x frequency) patches, each sampled by
+the diffusion head from its own encoder output. Where neighbouring tokens disagree the latent jumps at
+the patch grid. For each pair of neighbouring frames (bins) the RMS change over the other axes is
+taken; the ratio of its mean over pairs that straddle a patch boundary (index p·k + p−1 → p·k + p) to
+its mean over pairs inside a patch is ~1 for a signal that does not know the grid. Real latents of
+our VAE score 0.90 (time) and 0.73 (frequency) on 200 training clips; the shipped generator 2.1 and
+1.4 over the evaluation prompts (docs/training.md, session 27). Needs no classifier, and on 20 clips
+it separates generators that YAMNet's adherence cannot: a measure of the generator's progress, not of
+what a listener hears (smoothing the seams away loses thunder hits).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _ratio(sq: np.ndarray, patch: int) -> float:
+    """sq [B, P-1]: mean squared change per neighbouring pair; boundary-over-inside ratio of the RMS."""
+    idx = np.arange(sq.shape[1])
+    boundary = (idx % patch) == patch - 1
+    if not boundary.any() or boundary.all():
+        raise ValueError(f"an axis of {sq.shape[1] + 1} positions has no patch boundary and inside pair for patch {patch}")
+    rms = np.sqrt(sq)
+    return float(rms[:, boundary].mean() / max(rms[:, ~boundary].mean(), 1e-12))
+
+
+def token_seams(latents: np.ndarray, patch: int) -> dict:
+    """``latents`` [B, C, T, F] (scaled, as the generator writes them) → {"time": r_t, "freq": r_f, "clips": B}."""
+    x = np.asarray(latents, dtype=np.float64)
+    if x.ndim != 4:
+        raise ValueError(f"token_seams expects latents [B, C, T, F], got shape {x.shape}")
+    if patch < 2 or x.shape[2] % patch or x.shape[3] % patch:
+        raise ValueError(f"latents {x.shape[2]}x{x.shape[3]} do not split into patches of {patch}")
+    dt = np.square(np.diff(x, axis=2)).mean(axis=(1, 3))      # [B, T-1]
+    df = np.square(np.diff(x, axis=3)).mean(axis=(1, 2))      # [B, F-1]
+    return {"time": round(_ratio(dt, patch), 3), "freq": round(_ratio(df, patch), 3), "clips": int(x.shape[0])}
