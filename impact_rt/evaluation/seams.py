@@ -5,10 +5,10 @@ the diffusion head from its own encoder output. Where neighbouring tokens disagr
 the patch grid. For each pair of neighbouring frames (bins) the RMS change over the other axes is
 taken; the ratio of its mean over pairs that straddle a patch boundary (index p·k + p−1 → p·k + p) to
 its mean over pairs inside a patch is ~1 for a signal that does not know the grid. Real latents of
-our VAE score 0.90 (time) and 0.73 (frequency) on 200 training clips; the shipped generator 2.1 and
-1.4 over the evaluation prompts (docs/training.md, session 27). Needs no classifier, and on 20 clips
-it separates generators that YAMNet's adherence cannot: a measure of the generator's progress, not of
-what a listener hears (smoothing the seams away loses thunder hits).
+our VAE score 0.92 (time) and 0.73 (frequency) on 200 training clips; the shipped generator 2.1 and
+1.4 over the evaluation prompts (docs/training.md, session 27). It needs no classifier and is stable
+on 20 clips, where YAMNet's adherence is not: a measure of how far a generator has moved, not of what
+a listener hears (smoothing the seams away loses thunder hits).
 """
 from __future__ import annotations
 
