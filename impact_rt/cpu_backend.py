@@ -18,7 +18,7 @@ import torch
 
 from . import native_sampler
 from .audio import in_chunks
-from .patchify import unpatchify
+from .patchify import tokens_to_latent
 from .reference import TorchBackend
 
 PRECISIONS = ("fp32", "bf16")
@@ -95,7 +95,7 @@ class CpuBackend(TorchBackend):
     @torch.inference_mode()
     def _audio(self, tokens):
         cfg = self.model.cfg
-        latent = unpatchify(tokens, cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
+        latent = tokens_to_latent(tokens, cfg)
         with self._autocast():
             return self.vocoder(self.vae_decode(self.vae.unscale_latents(latent))).float()
 

@@ -31,7 +31,7 @@ from . import ddpm
 from .config import ConfigError, DecodeConfig, ModelConfig
 from .cuda_graphs import PRECISIONS, CaptureKey, DecodePlan, FusedConfig, GraphCache, choose_config
 from .model import IMPACT
-from .patchify import unpatchify
+from .patchify import tokens_to_latent
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_PRECISION = "fp16"
@@ -345,8 +345,7 @@ class CudaBackend:
     def audio(self, tokens):
         cfg = self.cfg
         # The VAE and the vocoder run where the pipeline put them (e.g. Griffin-Lim's buffers on CPU).
-        latent = unpatchify(tokens.float().to(_module_device(self.vae, tokens.device)), cfg.patch,
-                            cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
+        latent = tokens_to_latent(tokens.float().to(_module_device(self.vae, tokens.device)), cfg)
         mel = self.vae.decode_latents(latent)
         return self.vocoder(mel.to(_module_device(self.vocoder, mel.device)))
 

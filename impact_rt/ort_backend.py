@@ -35,7 +35,7 @@ from . import ddpm
 from .audio import in_chunks
 from .bundle import BundleError
 from .config import ConfigError
-from .patchify import unpatchify
+from .patchify import tokens_to_latent
 
 PRECISIONS = ("fp32", "fp16")
 OPSET = 17
@@ -176,7 +176,7 @@ class OrtBackend:
 
     def _audio(self, tokens):
         cfg = self.cfg
-        latent = unpatchify(tokens.float(), cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
+        latent = tokens_to_latent(tokens.float(), cfg)
         if self._component("vae_decoder") is None:
             raise BundleError(f"engine bundle {self.root} has no vae_decoder graph")
         (mel,) = self._run("vae_decoder", {"latent": _np(latent)})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import ConfigError
+from .config import ConfigError, ModelConfig
 
 
 def patchify(latent: torch.Tensor, p: int) -> torch.Tensor:
@@ -29,3 +29,8 @@ def unpatchify(tokens: torch.Tensor, p: int, channels: int, h: int, w: int) -> t
     x = tokens.reshape(b, h // p, w // p, channels, p, p)
     x = x.permute(0, 3, 1, 4, 2, 5)  # b, c, h', p, w', p
     return x.reshape(b, channels, h, w)
+
+
+def tokens_to_latent(tokens: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """The generator's tokens [B, N, C·p·p] as the VAE latent [B, C, H, W] of ``cfg``'s geometry."""
+    return unpatchify(tokens, cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)

@@ -22,7 +22,7 @@ from .backends import BACKENDS
 from .config import ConfigError, DecodeConfig, preset
 from .decoding import DecodeTables, NoiseSource, TorchNoise, decode
 from .model import IMPACT, randomize_
-from .patchify import unpatchify
+from .patchify import tokens_to_latent
 from .text_conditioner import HashConditioner, PromptTable, TextConditioner, build_conditioner
 
 SAMPLE_RATE = 16000
@@ -251,7 +251,7 @@ class Pipeline:
             timings["audio_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
         cfg = self.model.cfg
-        latents = unpatchify(tokens.float(), cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
+        latents = tokens_to_latent(tokens.float(), cfg)
         return Generation(wav.float().cpu().numpy(), SAMPLE_RATE, prompts, seeds, timings,
                           {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
                            "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name,

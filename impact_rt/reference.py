@@ -11,7 +11,7 @@ import torch
 
 from . import ddpm
 from .model import IMPACT
-from .patchify import unpatchify
+from .patchify import tokens_to_latent
 from .sampler import sample_head
 
 
@@ -48,7 +48,7 @@ class TorchBackend:
     @torch.inference_mode()
     def audio(self, tokens):
         cfg = self.model.cfg
-        latent = unpatchify(tokens, cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
+        latent = tokens_to_latent(tokens, cfg)
         return self.vocoder(self.vae.decode_latents(latent))
 
     def close(self):

@@ -23,7 +23,7 @@ import torch
 from . import ddpm
 from .bundle import BundleError
 from .config import ConfigError
-from .patchify import unpatchify
+from .patchify import tokens_to_latent
 
 PRECISIONS = ("fp32", "fp16")
 OPSET = 17
@@ -206,7 +206,7 @@ class TrtBackend:
 
     def audio(self, tokens):
         cfg = self.cfg
-        latent = unpatchify(tokens.float(), cfg.patch, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
+        latent = tokens_to_latent(tokens.float(), cfg)
         mel = self._run("vae_decoder", {"latent": latent})["mel"].clone()
         if "vocoder" in self.engines:
             return self._run("vocoder", {"mel": mel})["waveform"].clone()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from impact_rt.config import ConfigError
-from impact_rt.patchify import patchify, unpatchify
+from impact_rt.patchify import patchify, tokens_to_latent, unpatchify
 
 
 def test_round_trip_is_exact():
@@ -10,6 +10,15 @@ def test_round_trip_is_exact():
     tokens = patchify(z, 4)
     assert tokens.shape == (3, 256, 128)
     assert torch.equal(unpatchify(tokens, 4, 8, 256, 16), z)
+
+
+def test_tokens_to_latent_inverts_patchify_with_the_config_geometry():
+    from impact_rt.config import preset
+    cfg = preset("test")
+    z = torch.randn(2, cfg.latent_channels, cfg.latent_time, cfg.latent_freq)
+    assert torch.equal(tokens_to_latent(patchify(z, cfg.patch), cfg), z)
+    with pytest.raises(ConfigError):
+        tokens_to_latent(torch.zeros(1, cfg.num_tokens + 1, cfg.token_dim), cfg)
 
 
 def test_token_layout():
