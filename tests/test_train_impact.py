@@ -195,6 +195,45 @@ def _kind_manifest(tmp_path, kinds, cats=None, sources=None):
     return p
 
 
+def test_clip_weights_scale_the_rows_of_the_listed_clips(tmp_path, capsys):
+    import pytest
+
+    from training.train_impact import clip_factors, main
+    st = _store(tmp_path)
+    st.meta["clip_ids"] = [f"c{i}" for i in range(6)]
+    rows = st.rows("text")                               # clips 0, 1, 3, 4
+    (tmp_path / "w.csv").write_text("id,weight\nc1,0\nc4,2.5\nc2,0\n")
+    torch.testing.assert_close(clip_factors(st, rows, str(tmp_path / "w.csv")),
+                               torch.tensor([1, 0, 1, 2.5], dtype=torch.double))
+    cfg = TrainConfig(phase="text", preset="test", batch_size=8, bf16=False, kind_weights="",
+                      clip_weights=str(tmp_path / "w.csv"))
+    st.save(tmp_path / "ids.safetensors")
+    tr = Trainer(cfg, LatentStore.load(tmp_path / "ids.safetensors"), tmp_path / "run")
+    torch.testing.assert_close(tr.row_weights, torch.tensor([1, 0, 1, 2.5], dtype=torch.double))
+    for text, msg in [("id,weight\nc9,0\n", "1 ids are not clips of the store"),
+                      ("id,w\nc1,0\n", "expected the columns id and weight"),
+                      ("id,weight\nc1,-1\n", "line 2: expected an id and a weight >= 0"),
+                      ("id,weight\nc1,nan\n", "line 2"),
+                      ("id,weight\nc1,0\nc1,1\n", "line 3: clip 'c1' listed twice"),
+                      ("id,weight\nc0,0\nc1,0\nc3,0\nc4,0\n", "every training row has weight 0")]:
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(ValueError, match=msg):
+            clip_factors(st, rows, str(tmp_path / "bad.csv"))
+    with pytest.raises(ValueError, match="cannot read"):
+        clip_factors(st, rows, str(tmp_path / "none.csv"))
+    del st.meta["clip_ids"]
+    with pytest.raises(ValueError, match="manifest ids"):
+        clip_factors(st, rows, str(tmp_path / "w.csv"))
+    capsys.readouterr()
+    (tmp_path / "bad.csv").write_text("id,weight\nc9,0\n")
+    assert main(["--latents", str(tmp_path / "ids.safetensors"), "--out", str(tmp_path / "cli"), "--steps", "1",
+                 "--preset", "test", "--clip-weights", str(tmp_path / "bad.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "not clips of the store" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["--latents", "x", "--out", "y", "--steps", "1", "--clip-weights", str(tmp_path / "none.csv")])
+
+
 def test_kind_weights_scale_the_row_weights(tmp_path, capsys):
     import pytest
 

@@ -58,6 +58,7 @@ class TrainConfig:
     kind_weights: str = ""           # e.g. "event=0.25": row weights times these, by manifest kind
     category_weights: str = ""       # e.g. "thunder=3": row weights times these, by caption category
     source_weights: str = ""         # e.g. "scorched3d-data=0": row weights times these, by source package
+    clip_weights: str = ""           # a CSV file (columns id, weight): row weights times these, by manifest id
     grad_clip: float = 3.0
     ema_warmup: bool = True          # EMA decay ramps (1+s)/(10+s) → ema_decay; off: full decay from step 0
     trainable: str = ""              # e.g. "text_proj,null_condition": train only parameters under these names
@@ -178,6 +179,49 @@ def source_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.T
     return _joined_factors(store.clip_sources(), rows, store, spec, "source", "from package")
 
 
+def read_clip_weights(path: str) -> dict[str, float]:
+    """A clip-weight file: CSV with the columns ``id`` (manifest id) and ``weight`` (finite, >= 0)."""
+    import csv
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not {"id", "weight"} <= set(reader.fieldnames or ()):
+                raise ValueError(f"clip weights {path}: expected the columns id and weight, got {reader.fieldnames}")
+            out: dict[str, float] = {}
+            for line, r in enumerate(reader, start=2):
+                try:
+                    w = float(r["weight"])
+                except (TypeError, ValueError):
+                    w = float("nan")
+                if not r["id"] or not math.isfinite(w) or w < 0:
+                    raise ValueError(f"clip weights {path}, line {line}: expected an id and a weight >= 0")
+                if r["id"] in out:
+                    raise ValueError(f"clip weights {path}, line {line}: clip {r['id']!r} listed twice")
+                out[r["id"]] = w
+    except OSError as e:
+        raise ValueError(f"clip weights: cannot read {path}: {e.strerror}") from None
+    return out
+
+
+def clip_factors(store: LatentStore, rows: torch.Tensor, path: str) -> torch.Tensor:
+    """Each row's factor from a clip-weight file (``read_clip_weights``) by its clip's manifest id, 1 for
+    clips not listed. Every listed id must be a clip of the store, so that a file written for another
+    manifest cannot pass unnoticed; a selection that names clips by what they hold (a sound over a
+    particular bed, say) is written as such a file by a script that records the rule."""
+    want = read_clip_weights(path)
+    ids = store.meta.get("clip_ids")
+    if not ids:
+        raise ValueError("clip weights need a store that records its clips' manifest ids (training.latents)")
+    absent = sorted(set(want) - set(ids))
+    if absent:
+        raise ValueError(f"clip weights {path}: {len(absent)} ids are not clips of the store "
+                         f"(first: {absent[0]!r})")
+    w = torch.tensor([want.get(ids[int(store.clip[r])], 1.0) for r in rows], dtype=torch.double)
+    if not (w > 0).any():
+        raise ValueError("clip weights: every training row has weight 0")
+    return w
+
+
 def name_filter(spec: str, names, what: str):
     """The parameter names that ``spec`` ("text_proj,null_condition") selects, as a predicate: a name
     equal to or under one of its comma-separated prefixes; None for an empty spec. A prefix that names
@@ -288,6 +332,9 @@ class Trainer:
             self.row_weights = w if self.row_weights is None else self.row_weights * w
         if cfg.source_weights:
             w = source_factors(store, self.rows, cfg.source_weights)
+            self.row_weights = w if self.row_weights is None else self.row_weights * w
+        if cfg.clip_weights:
+            w = clip_factors(store, self.rows, cfg.clip_weights)
             self.row_weights = w if self.row_weights is None else self.row_weights * w
         if self.row_weights is not None and not (self.row_weights > 0).any():
             raise ValueError("row weights: every training row has weight 0")
@@ -443,7 +490,7 @@ def main(argv=None) -> int:
                     help="full EMA decay from the first step (continuing trained weights with --init)")
     for f in ("phase", "preset", "batch_size", "lr", "warmup_steps", "mask_ratio_min", "mask_ratio_uniform",
               "mask_bucket", "caption_drop", "tag_caption_prob", "diffusion_batch_mul", "ema_decay",
-              "category_balance", "kind_weights", "category_weights", "source_weights", "trainable", "reinit",
+              "category_balance", "kind_weights", "category_weights", "source_weights", "clip_weights", "trainable", "reinit",
               "head_width", "head_depth", "enc_depth", "dec_depth", "grow", "seed"):
         default = getattr(TrainConfig, f)
         ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
@@ -456,6 +503,8 @@ def main(argv=None) -> int:
         parse_kind_weights(args.kind_weights)
         parse_kind_weights(args.category_weights, "category")
         parse_kind_weights(args.source_weights, "source")
+        if args.clip_weights:
+            read_clip_weights(args.clip_weights)
     except ValueError as e:
         ap.error(str(e))
     if args.threads:
