@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from impact_rt.evaluation.seams import token_seams
+from impact_rt.evaluation.seams import seam_changes, seams_of_changes, token_seams
 
 
 def _smooth(rng, b=8, c=2, t=32, f=16):
@@ -32,6 +32,15 @@ def test_offsets_on_another_grid_are_not_counted_as_seams():
     x = _smooth(rng)
     off = np.repeat(rng.standard_normal((8, 2, 9, 1)), 4, axis=2)[:, :, 2:34]
     assert token_seams(x + off, 4)["time"] < 0.7
+
+
+def test_changes_of_batches_concatenated_give_the_seams_of_the_whole():
+    rng = np.random.default_rng(3)
+    x = _smooth(rng) + np.repeat(rng.standard_normal((8, 2, 8, 1)), 4, axis=2)
+    parts = [seam_changes(x[:3], 4), seam_changes(x[3:], 4)]
+    assert seams_of_changes(*(np.concatenate(c) for c in zip(*parts)), 4) == token_seams(x, 4)
+    with pytest.raises(ValueError):
+        seams_of_changes(parts[0][0], parts[1][1], 4)
 
 
 @pytest.mark.parametrize("shape,patch", [((2, 8, 256), 4), ((1, 8, 30, 16), 4), ((1, 8, 32, 16), 1)])

@@ -25,13 +25,25 @@ def _ratio(sq: np.ndarray, patch: int) -> float:
     return float(rms[:, boundary].mean() / max(rms[:, ~boundary].mean(), 1e-12))
 
 
-def token_seams(latents: np.ndarray, patch: int) -> dict:
-    """``latents`` [B, C, T, F] (scaled, as the generator writes them) → {"time": r_t, "freq": r_f, "clips": B}."""
+def seam_changes(latents: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``latents`` [B, C, T, F] → each clip's mean squared change between neighbouring frames [B, T-1] and
+    bins [B, F-1]: all that ``seams_of_changes`` needs, so that a long evaluation keeps these (1 KB a
+    clip) instead of the latents (128 KB)."""
     x = np.asarray(latents, dtype=np.float64)
     if x.ndim != 4:
         raise ValueError(f"token_seams expects latents [B, C, T, F], got shape {x.shape}")
     if patch < 2 or x.shape[2] % patch or x.shape[3] % patch:
         raise ValueError(f"latents {x.shape[2]}x{x.shape[3]} do not split into patches of {patch}")
-    dt = np.square(np.diff(x, axis=2)).mean(axis=(1, 3))      # [B, T-1]
-    df = np.square(np.diff(x, axis=3)).mean(axis=(1, 2))      # [B, F-1]
-    return {"time": round(_ratio(dt, patch), 3), "freq": round(_ratio(df, patch), 3), "clips": int(x.shape[0])}
+    return np.square(np.diff(x, axis=2)).mean(axis=(1, 3)), np.square(np.diff(x, axis=3)).mean(axis=(1, 2))
+
+
+def seams_of_changes(dt: np.ndarray, df: np.ndarray, patch: int) -> dict:
+    """The seam ratios from ``seam_changes``' output (rows of several calls concatenated)."""
+    if dt.ndim != 2 or df.ndim != 2 or len(dt) != len(df):
+        raise ValueError(f"expected per-clip changes [B, T-1] and [B, F-1], got {dt.shape} and {df.shape}")
+    return {"time": round(_ratio(dt, patch), 3), "freq": round(_ratio(df, patch), 3), "clips": int(dt.shape[0])}
+
+
+def token_seams(latents: np.ndarray, patch: int) -> dict:
+    """``latents`` [B, C, T, F] (scaled, as the generator writes them) → {"time": r_t, "freq": r_f, "clips": B}."""
+    return seams_of_changes(*seam_changes(latents, patch), patch)
