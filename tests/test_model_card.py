@@ -25,6 +25,9 @@ def test_checks_pass_and_fail_with_the_numbers():
     bad = {"main": _summary(0.2, 0.19, "3/10", 30.0), "T=1": _summary(0.3, 0.1, "5/10", 20.0, t=1),
            "β_max=1": _summary(0.4, 0.1, "6/10", 12.0, g=1.0)}
     assert not any(ok for _, ok, _ in checks(bad))
+    measured = {name: m for name, _, m in checks(bad)}
+    assert measured["“thunder” hits an expected class in ≥ 7 of 10"] == "3/10 (95 % interval 11–60 %)"
+    assert measured["overall adherence ≥ 40 %"] == "20.0 % (95 % interval 15–26 %)"   # 36 of 180 clips
 
 
 def test_a_missing_shuffled_control_fails_its_check_without_crashing():

@@ -76,6 +76,13 @@ def _silent(mt: dict) -> str:
     return f"{100 * mt['silent_share']:.0f} %" + (f" ({100 * ref:.0f} %)" if ref is not None else "")
 
 
+def _interval(hits: int, n: int) -> str:
+    """' (95 % interval a–b %)': the Wilson interval of a hit count, so that the card shows how coarse it is."""
+    from training.compare_runs import wilson
+    lo, hi = wilson(hits, n)
+    return f" (95 % interval {100 * lo:.0f}–{100 * hi:.0f} %)" if n else ""
+
+
 def checks(evals: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
     main = evals.get("main")
     out = []
@@ -83,8 +90,10 @@ def checks(evals: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
         hits = main.get("thunder") or "0/0"
         h, n = (int(x) for x in hits.split("/"))
         need = 0.7 * n
-        out.append(("“thunder” hits an expected class in ≥ 7 of 10", h >= need, hits))
-        out.append(("overall adherence ≥ 40 %", main["adherence"] >= 0.40, f"{100 * main['adherence']:.1f} %"))
+        out.append(("“thunder” hits an expected class in ≥ 7 of 10", h >= need, f"{hits}{_interval(h, n)}"))
+        n_all = int(main.get("clips") or 0)
+        out.append(("overall adherence ≥ 40 %", main["adherence"] >= 0.40, f"{100 * main['adherence']:.1f} %"
+                    + (_interval(round(main["adherence"] * n_all), n_all) if n_all else "")))
         shuf = main.get("adherence_shuffled_prompts")
         out.append(("adherence with the right prompts clearly above shuffled prompts",
                     shuf is not None and main["adherence"] >= shuf + 0.05,
