@@ -97,6 +97,12 @@ for d in (runs / name for name in sys.argv[3:]):
 print(max(best)[3] if best else "")
 PY
 )
+  # each snapshot against the shipped model on the same prompts and seeds: Wilson intervals and the exact
+  # McNemar test (training.compare_runs); a snapshot's lead that this does not back is noise (session 28)
+  local snaps=$(for n in $names; do [ "$n" != default ] && [ -d $TR/eval/$n ] && echo $TR/eval/$n; done)
+  [ -d $TR/eval/default ] && [ -n "$snaps" ] && python3 -m training.compare_runs $TR/eval/default $snaps >> $OUT/eval.log 2>&1
+  snaps=$(for n in $names; do [ "$n" != default ] && [ -d $TR/eval/$n-thunder ] && echo $TR/eval/$n-thunder; done)
+  [ -d $TR/eval/default-thunder ] && [ -n "$snaps" ] && python3 -m training.compare_runs $TR/eval/default-thunder $snaps >> $OUT/eval.log 2>&1
   cat $OUT/eval.log
   [ -n "$best" ] && rm -rf $OUT/bundle && cp -r $TR/snaps/$best $OUT/bundle && echo "best snapshot: $best" | tee -a $OUT/eval.log
 }
