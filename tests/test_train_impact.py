@@ -210,6 +210,8 @@ def test_clip_weights_scale_the_rows_of_the_listed_clips(tmp_path, capsys):
     st.save(tmp_path / "ids.safetensors")
     tr = Trainer(cfg, LatentStore.load(tmp_path / "ids.safetensors"), tmp_path / "run")
     torch.testing.assert_close(tr.row_weights, torch.tensor([1, 0, 1, 2.5], dtype=torch.double))
+    import hashlib
+    assert tr.state()[1]["clip_weights_sha256"] == hashlib.sha256((tmp_path / "w.csv").read_bytes()).hexdigest()
     for text, msg in [("id,weight\nc9,0\n", "1 ids are not clips of the store"),
                       ("id,w\nc1,0\n", "expected the columns id and weight"),
                       ("id,weight\nc1,-1\n", "line 2: expected an id and a weight >= 0"),

@@ -181,7 +181,6 @@ def source_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.T
 
 def read_clip_weights(path: str) -> dict[str, float]:
     """A clip-weight file: CSV with the columns ``id`` (manifest id) and ``weight`` (finite, >= 0)."""
-    import csv
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -333,9 +332,12 @@ class Trainer:
         if cfg.source_weights:
             w = source_factors(store, self.rows, cfg.source_weights)
             self.row_weights = w if self.row_weights is None else self.row_weights * w
+        self.clip_weights_sha256 = None
         if cfg.clip_weights:
             w = clip_factors(store, self.rows, cfg.clip_weights)
             self.row_weights = w if self.row_weights is None else self.row_weights * w
+            import hashlib   # the checkpoint records which selection it trained on, not only the file's path
+            self.clip_weights_sha256 = hashlib.sha256(Path(cfg.clip_weights).read_bytes()).hexdigest()
         if self.row_weights is not None and not (self.row_weights > 0).any():
             raise ValueError("row weights: every training row has weight 0")
 
@@ -345,6 +347,8 @@ class Trainer:
         tensors = {**prefixed("model", self.model.state_dict()), **prefixed("ema", self.ema), **opt_t,
                    "rng": self.gen.get_state()}
         meta = {"step": self.step, "train": asdict(self.cfg), "model": self.model.cfg.to_dict(), **opt_meta}
+        if self.clip_weights_sha256:
+            meta["clip_weights_sha256"] = self.clip_weights_sha256
         return tensors, meta
 
     def save(self, directory: Path | None = None) -> None:
