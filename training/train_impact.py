@@ -356,11 +356,25 @@ class Trainer:
             t, m = self.state()
             save_checkpoint(directory or self.out / "ckpt", t, m)
 
+    # options that set what a step trains on and toward: a resumed run must keep them (lr, steps, minutes
+    # and checkpoint timing may change between invocations)
+    RESUME_FIXED = ("phase", "batch_size", "mask_ratio_min", "mask_ratio_uniform", "mask_bucket", "caption_drop",
+                    "tag_caption_prob", "diffusion_batch_mul", "category_balance", "kind_weights",
+                    "category_weights", "source_weights", "trainable")
+
     def resume(self) -> bool:
         got = load_checkpoint(self.out / "ckpt")
         if got is None:
             return False
         tensors, meta = got
+        saved = meta.get("train", {})
+        differ = [f"{f} ({saved[f]!r} in the checkpoint, {getattr(self.cfg, f)!r} now)" for f in self.RESUME_FIXED
+                  if f in saved and saved[f] != getattr(self.cfg, f)]
+        if meta.get("clip_weights_sha256") != self.clip_weights_sha256:
+            differ.append("the --clip-weights selection")
+        if differ:
+            raise ValueError(f"{self.out} holds a run trained with other options: {'; '.join(differ)}; "
+                             "resume it with the same ones or give another --out")
         self.model.load_state_dict(unprefixed("model", tensors))
         self.ema = {k: v.float().to(self.device) for k, v in unprefixed("ema", tensors).items()}
         load_optimizer(self.opt, tensors, meta)
@@ -531,7 +545,12 @@ def main(argv=None) -> int:
     except ValueError as e:     # e.g. a kind weight naming no row, a store without its manifest
         print(f"train_impact: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
-    if tr.resume():
+    try:
+        resumed = tr.resume()
+    except ValueError as e:     # the run folder holds a run of another recipe
+        print(f"train_impact: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if resumed:
         print(f"resumed at step {tr.step}", file=sys.stderr)
     elif args.init:
         try:
