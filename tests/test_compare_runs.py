@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from training.compare_runs import compare, load_run, main, mcnemar_exact, wilson
+from impact_rt.evaluation.adherence import wilson
+from training.compare_runs import compare, load_run, main, mcnemar_exact
 
 
 def _run(tmp_path, name, clips):

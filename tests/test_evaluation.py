@@ -169,6 +169,9 @@ def test_score_adherence_counts():
     out = score_adherence(top, prompts, specs)
     assert (out["clips"], out["hits"], out["rate"]) == (3, 2, pytest.approx(2 / 3))
     assert [(r["prompt"], r["hits"], r["clips"]) for r in out["per_prompt"]] == [("dog", 1, 2), ("rain", 1, 1)]
+    # 95 % Wilson intervals: 2/3 → 0.2077–0.9385; a single hit → 0.2065–1
+    assert out["wilson95"] == pytest.approx([0.2077, 0.9385], abs=1e-4)
+    assert out["per_prompt"][1]["wilson95"] == pytest.approx([0.2065, 1.0], abs=1e-4)
     assert out["prompts_not_in_tsv"] == ["unknown"] and out["clips_without_prompt"] == ["5.wav"]
     with pytest.raises(UsageError, match="6.wav"):
         score_adherence(top, {**prompts, "6.wav": "dog"}, specs)
@@ -352,6 +355,7 @@ def test_cli_table_and_json(clip_dirs, tmp_path, capsys):
     assert _run_cli([gen, "--reference", ref, "--prompts", tsv, "--out", out, "--clips", "--threads", 1]) == 0
     text = capsys.readouterr().out
     assert "adherence (top-5)" in text and "3/4" in text and "a pure tone" in text and "2/3" in text
+    assert "(95 % interval 0.301–0.954)" in text and "2/3         21–94 %" in text
     assert json.loads(out.read_text())["adherence"]["hits"] == 3
     assert _run_cli([gen, "--prompts", tsv, "--json", "--top-k", 1]) == 0
     rep = json.loads(capsys.readouterr().out)

@@ -22,18 +22,7 @@ import math
 import sys
 from pathlib import Path
 
-
-def wilson(hits: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion hits/n ((0, 1) for n = 0)."""
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= hits <= n:
-        raise ValueError(f"hits {hits} out of range for {n} clips")
-    p = hits / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (0.0 if hits == 0 else max(0.0, mid - half)), (1.0 if hits == n else min(1.0, mid + half))
+from impact_rt.evaluation.adherence import wilson
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:

@@ -78,7 +78,7 @@ def _silent(mt: dict) -> str:
 
 def _interval(hits: int, n: int) -> str:
     """' (95 % interval a–b %)': the Wilson interval of a hit count, so that the card shows how coarse it is."""
-    from training.compare_runs import wilson
+    from impact_rt.evaluation.adherence import wilson
     lo, hi = wilson(hits, n)
     return f" (95 % interval {100 * lo:.0f}–{100 * hi:.0f} %)" if n else ""
 

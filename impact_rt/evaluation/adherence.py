@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,19 @@ def load_sidecar(path: str | Path) -> dict[str, str]:
     return out
 
 
+def wilson(hits: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion hits/n ((0, 1) for n = 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= hits <= n:
+        raise ValueError(f"hits {hits} out of range for {n} clips")
+    p = hits / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (0.0 if hits == 0 else max(0.0, mid - half)), (1.0 if hits == n else min(1.0, mid + half))
+
+
 def score_adherence(
     top: dict[str, list[str]],
     file_prompts: dict[str, str],
@@ -130,10 +144,13 @@ def score_adherence(
         row["clips"] += 1
         row["hits"] += int(hit)
     n, k = len(hits), sum(hits.values())
+    for r in per.values():
+        r["wilson95"] = [round(x, 4) for x in wilson(r["hits"], r["clips"])]
     return {
         "clips": n,
         "hits": k,
         "rate": (k / n) if n else None,
+        "wilson95": [round(x, 4) for x in wilson(k, n)],   # 95 % interval of the rate: how coarse n clips are
         "per_prompt": [r for r in per.values() if r["clips"]],
         "clip_hits": hits,
         "prompts_not_in_tsv": sorted(not_in_tsv),

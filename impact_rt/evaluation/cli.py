@@ -74,13 +74,16 @@ def format_table(report: dict, show_clips: bool = False) -> str:
         ]
     a = report["adherence"]
     if a is not None:
-        rows.append((f"adherence (top-{a['top_k']})", f"{a['hits']}/{a['clips']} = {_fmt(a['rate'])}"))
+        ci = a.get("wilson95")
+        rows.append((f"adherence (top-{a['top_k']})", f"{a['hits']}/{a['clips']} = {_fmt(a['rate'])}"
+                     + (f" (95 % interval {_fmt(ci[0])}–{_fmt(ci[1])})" if ci and a["clips"] else "")))
     w = max(len(r[0]) for r in rows)
     lines += ["", f"{'metric'.ljust(w)}  value", f"{'-' * w}  -----"] + [f"{k.ljust(w)}  {v}" for k, v in rows]
     if a is not None and a["per_prompt"]:
         w = max(len(r["prompt"]) for r in a["per_prompt"])
-        lines += ["", f"{'prompt'.ljust(w)}  hits/clips", f"{'-' * w}  ----------"]
-        lines += [f"{r['prompt'].ljust(w)}  {r['hits']}/{r['clips']}" for r in a["per_prompt"]]
+        lines += ["", f"{'prompt'.ljust(w)}  hits/clips  95 % interval", f"{'-' * w}  ----------  -------------"]
+        lines += [f"{r['prompt'].ljust(w)}  {(str(r['hits']) + '/' + str(r['clips'])).ljust(10)}  "
+                  f"{100 * r['wilson95'][0]:.0f}–{100 * r['wilson95'][1]:.0f} %" for r in a["per_prompt"]]
     if show_clips:
         lines += ["", "file\thit\tprompt\ttop classes"]
         for c in report["clips"]:
