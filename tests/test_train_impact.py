@@ -101,6 +101,9 @@ def test_resume_refuses_a_run_of_another_recipe(tmp_path, capsys):
     picked = Trainer(dataclasses.replace(cfg, clip_weights=str(tmp_path / "w.csv")), st, tmp_path / "run")
     with pytest.raises(ValueError, match="the --clip-weights selection"):
         picked.resume()
+    wider = Trainer(dataclasses.replace(cfg, head_width=48, reinit="head"), st, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"the model \(head_width 32 in the checkpoint, 48 now\)"):
+        wider.resume()
     st.save(tmp_path / "lat2.safetensors")
     capsys.readouterr()
     assert main(["--latents", str(tmp_path / "lat2.safetensors"), "--out", str(tmp_path / "run"), "--steps", "2",

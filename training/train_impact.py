@@ -372,6 +372,10 @@ class Trainer:
                   if f in saved and saved[f] != getattr(self.cfg, f)]
         if meta.get("clip_weights_sha256") != self.clip_weights_sha256:
             differ.append("the --clip-weights selection")
+        shape = {k: v for k, v in meta.get("model", {}).items() if self.model.cfg.to_dict().get(k) != v}
+        if shape:
+            differ.append("the model (" + ", ".join(f"{k} {v!r} in the checkpoint, {self.model.cfg.to_dict().get(k)!r} now"
+                                                    for k, v in sorted(shape.items())) + ")")
         if differ:
             raise ValueError(f"{self.out} holds a run trained with other options: {'; '.join(differ)}; "
                              "resume it with the same ones or give another --out")
