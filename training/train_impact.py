@@ -323,19 +323,13 @@ class Trainer:
         self.row_weights = None
         if cfg.category_balance:
             self.row_weights = category_weights(store, self.rows, cfg.category_balance)
-        if cfg.kind_weights:
-            w = kind_weights(store, self.rows, cfg.kind_weights)
-            self.row_weights = w if self.row_weights is None else self.row_weights * w
-        if cfg.category_weights:
-            w = category_factors(store, self.rows, cfg.category_weights)
-            self.row_weights = w if self.row_weights is None else self.row_weights * w
-        if cfg.source_weights:
-            w = source_factors(store, self.rows, cfg.source_weights)
-            self.row_weights = w if self.row_weights is None else self.row_weights * w
+        for spec, factors in ((cfg.kind_weights, kind_weights), (cfg.category_weights, category_factors),
+                              (cfg.source_weights, source_factors), (cfg.clip_weights, clip_factors)):
+            if spec:
+                w = factors(store, self.rows, spec)
+                self.row_weights = w if self.row_weights is None else self.row_weights * w
         self.clip_weights_sha256 = None
         if cfg.clip_weights:
-            w = clip_factors(store, self.rows, cfg.clip_weights)
-            self.row_weights = w if self.row_weights is None else self.row_weights * w
             import hashlib   # the checkpoint records which selection it trained on, not only the file's path
             self.clip_weights_sha256 = hashlib.sha256(Path(cfg.clip_weights).read_bytes()).hexdigest()
         if self.row_weights is not None and not (self.row_weights > 0).any():
@@ -372,10 +366,11 @@ class Trainer:
                   if f in saved and saved[f] != getattr(self.cfg, f)]
         if meta.get("clip_weights_sha256") != self.clip_weights_sha256:
             differ.append("the --clip-weights selection")
-        shape = {k: v for k, v in meta.get("model", {}).items() if self.model.cfg.to_dict().get(k) != v}
+        now = self.model.cfg.to_dict()
+        shape = sorted((k, v) for k, v in meta.get("model", {}).items() if now.get(k) != v)
         if shape:
-            differ.append("the model (" + ", ".join(f"{k} {v!r} in the checkpoint, {self.model.cfg.to_dict().get(k)!r} now"
-                                                    for k, v in sorted(shape.items())) + ")")
+            differ.append("the model (" + ", ".join(f"{k} {v!r} in the checkpoint, {now.get(k)!r} now"
+                                                    for k, v in shape) + ")")
         if differ:
             raise ValueError(f"{self.out} holds a run trained with other options: {'; '.join(differ)}; "
                              "resume it with the same ones or give another --out")
