@@ -106,10 +106,11 @@ PY
 )
   # each snapshot against the shipped model on the same prompts and seeds: Wilson intervals and the exact
   # McNemar test (training.compare_runs); a snapshot's lead that this does not back is noise (session 28)
-  local snaps=$(for n in $names; do [ "$n" != default ] && [ -d $EV/$n ] && echo $EV/$n; done)
-  [ -d $EV/default ] && [ -n "$snaps" ] && python3 -m training.compare_runs $EV/default $snaps >> $OUT/eval.log 2>&1
-  snaps=$(for n in $names; do [ "$n" != default ] && [ -d $EV/$n-thunder ] && echo $EV/$n-thunder; done)
-  [ -d $EV/default-thunder ] && [ -n "$snaps" ] && python3 -m training.compare_runs $EV/default-thunder $snaps >> $OUT/eval.log 2>&1
+  local pass judged
+  for pass in "" -thunder; do     # the full evaluation, then the thunder ranking pass
+    judged=$(for n in $names; do [ "$n" != default ] && [ -d $EV/$n$pass ] && echo $EV/$n$pass; done)
+    [ -d $EV/default$pass ] && [ -n "$judged" ] && python3 -m training.compare_runs $EV/default$pass $judged >> $OUT/eval.log 2>&1
+  done
   cat $OUT/eval.log
   [ -n "$best" ] && rm -rf $OUT/bundle && cp -r $SNAPS/$best $OUT/bundle && echo "best snapshot: $best" | tee -a $OUT/eval.log
 }
