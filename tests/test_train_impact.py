@@ -256,6 +256,16 @@ def test_clip_weights_scale_the_rows_of_the_listed_clips(tmp_path, capsys):
             clip_factors(st, rows, str(tmp_path / "bad.csv"))
     with pytest.raises(ValueError, match="cannot read"):
         clip_factors(st, rows, str(tmp_path / "none.csv"))
+    (tmp_path / "bin.csv").write_bytes(b"id,weight\n\xff\xfe,1\n")
+    with pytest.raises(ValueError, match="not a UTF-8 text file"):
+        clip_factors(st, rows, str(tmp_path / "bin.csv"))
+    # the digest is of the bytes parsed: a file read once, not re-read for its hash
+    from training.train_impact import load_clip_weights
+    want, digest = load_clip_weights(str(tmp_path / "w.csv"))
+    assert want == {"c1": 0.0, "c4": 2.5, "c2": 0.0}
+    assert digest == hashlib.sha256((tmp_path / "w.csv").read_bytes()).hexdigest()
+    torch.testing.assert_close(clip_factors(st, rows, "never-read.csv", weights=want),
+                               torch.tensor([1, 0, 1, 2.5], dtype=torch.double))
     del st.meta["clip_ids"]
     with pytest.raises(ValueError, match="manifest ids"):
         clip_factors(st, rows, str(tmp_path / "w.csv"))

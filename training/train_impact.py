@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
+import hashlib
+import io
 import json
 import math
 import os
@@ -179,35 +182,43 @@ def source_factors(store: LatentStore, rows: torch.Tensor, spec: str) -> torch.T
     return _joined_factors(store.clip_sources(), rows, store, spec, "source", "from package")
 
 
-def read_clip_weights(path: str) -> dict[str, float]:
-    """A clip-weight file: CSV with the columns ``id`` (manifest id) and ``weight`` (finite, >= 0)."""
+def load_clip_weights(path: str) -> tuple[dict[str, float], str]:
+    """A clip-weight file: CSV with the columns ``id`` (manifest id) and ``weight`` (finite, >= 0), and
+    the sha256 of the very bytes parsed (a checkpoint records it: a file edited after the parse cannot
+    give a digest of other weights than those trained on)."""
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not {"id", "weight"} <= set(reader.fieldnames or ()):
-                raise ValueError(f"clip weights {path}: expected the columns id and weight, got {reader.fieldnames}")
-            out: dict[str, float] = {}
-            for line, r in enumerate(reader, start=2):
-                try:
-                    w = float(r["weight"])
-                except (TypeError, ValueError):
-                    w = float("nan")
-                if not r["id"] or not math.isfinite(w) or w < 0:
-                    raise ValueError(f"clip weights {path}, line {line}: expected an id and a weight >= 0")
-                if r["id"] in out:
-                    raise ValueError(f"clip weights {path}, line {line}: clip {r['id']!r} listed twice")
-                out[r["id"]] = w
+        data = Path(path).read_bytes()
     except OSError as e:
         raise ValueError(f"clip weights: cannot read {path}: {e.strerror}") from None
-    return out
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"clip weights {path}: not a UTF-8 text file") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not {"id", "weight"} <= set(reader.fieldnames or ()):
+        raise ValueError(f"clip weights {path}: expected the columns id and weight, got {reader.fieldnames}")
+    out: dict[str, float] = {}
+    for line, r in enumerate(reader, start=2):
+        try:
+            w = float(r["weight"])
+        except (TypeError, ValueError):
+            w = float("nan")
+        if not r["id"] or not math.isfinite(w) or w < 0:
+            raise ValueError(f"clip weights {path}, line {line}: expected an id and a weight >= 0")
+        if r["id"] in out:
+            raise ValueError(f"clip weights {path}, line {line}: clip {r['id']!r} listed twice")
+        out[r["id"]] = w
+    return out, hashlib.sha256(data).hexdigest()
 
 
-def clip_factors(store: LatentStore, rows: torch.Tensor, path: str) -> torch.Tensor:
-    """Each row's factor from a clip-weight file (``read_clip_weights``) by its clip's manifest id, 1 for
+def clip_factors(store: LatentStore, rows: torch.Tensor, path: str,
+                 weights: dict[str, float] | None = None) -> torch.Tensor:
+    """Each row's factor from a clip-weight file (``load_clip_weights``; ``weights``, when given, is
+    that file already parsed) by its clip's manifest id, 1 for
     clips not listed. Every listed id must be a clip of the store, so that a file written for another
     manifest cannot pass unnoticed; a selection that names clips by what they hold (a sound over a
     particular bed, say) is written as such a file by a script that records the rule."""
-    want = read_clip_weights(path)
+    want = load_clip_weights(path)[0] if weights is None else weights
     ids = store.meta.get("clip_ids")
     if not ids:
         raise ValueError("clip weights need a store that records its clips' manifest ids (training.latents)")
@@ -323,15 +334,15 @@ class Trainer:
         self.row_weights = None
         if cfg.category_balance:
             self.row_weights = category_weights(store, self.rows, cfg.category_balance)
+        # the checkpoint records which clip selection it trained on (the digest of the bytes parsed),
+        # not only the file's path
+        clip_w, self.clip_weights_sha256 = load_clip_weights(cfg.clip_weights) if cfg.clip_weights else (None, None)
         for spec, factors in ((cfg.kind_weights, kind_weights), (cfg.category_weights, category_factors),
-                              (cfg.source_weights, source_factors), (cfg.clip_weights, clip_factors)):
+                              (cfg.source_weights, source_factors),
+                              (cfg.clip_weights, functools.partial(clip_factors, weights=clip_w))):
             if spec:
                 w = factors(store, self.rows, spec)
                 self.row_weights = w if self.row_weights is None else self.row_weights * w
-        self.clip_weights_sha256 = None
-        if cfg.clip_weights:
-            import hashlib   # the checkpoint records which selection it trained on, not only the file's path
-            self.clip_weights_sha256 = hashlib.sha256(Path(cfg.clip_weights).read_bytes()).hexdigest()
         if self.row_weights is not None and not (self.row_weights > 0).any():
             raise ValueError("row weights: every training row has weight 0")
 
@@ -521,7 +532,7 @@ def main(argv=None) -> int:
         parse_kind_weights(args.category_weights, "category")
         parse_kind_weights(args.source_weights, "source")
         if args.clip_weights:
-            read_clip_weights(args.clip_weights)
+            load_clip_weights(args.clip_weights)
     except ValueError as e:
         ap.error(str(e))
     if args.threads:
