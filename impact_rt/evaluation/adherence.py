@@ -12,12 +12,13 @@ Prompts are matched case-insensitively with runs of white space collapsed.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import EvalError, UsageError
 
 SIDECAR_NAMES = ("clips.jsonl", "manifest.csv")
 
@@ -29,6 +30,16 @@ def repo_root() -> Path:
 def default_prompts_path() -> Path:
     """`../shared/eval/prompts.tsv` relative to the repository root."""
     return (repo_root() / ".." / "shared" / "eval" / "prompts.tsv").resolve()
+
+
+def read_text(path: Path) -> str:
+    """The file as text: UTF-8, a leading byte-order mark (Excel, Notepad) dropped; one-line errors."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    except OSError as exc:
+        raise EvalError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def normalise(prompt: str) -> str:
@@ -48,7 +59,7 @@ def load_prompts_tsv(path: str | Path, class_names: list[str] | None = None) -> 
         raise UsageError(f"prompts file not found: {path} (pass one with --prompts)")
     known = set(class_names) if class_names is not None else None
     specs: dict[str, PromptSpec] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -81,13 +92,16 @@ def load_sidecar(path: str | Path) -> dict[str, str]:
         raise UsageError(f"manifest not found: {path}")
     rows: list[tuple[int, object]] = []
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        try:
             if not {"file", "prompt"} <= set(reader.fieldnames or ()):
                 raise UsageError(f"{path}: the CSV header must name the columns 'file' and 'prompt'")
             rows = [(i, r) for i, r in enumerate(reader, start=2)]
+        except csv.Error as exc:
+            raise UsageError(f"{path}: malformed CSV: {exc}") from None
     else:
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        # lines end at "\n" only: splitlines() would also split at U+2028, which JSON allows inside a string
+        for i, line in enumerate(read_text(path).split("\n"), start=1):
             if line.strip():
                 try:
                     rows.append((i, json.loads(line)))

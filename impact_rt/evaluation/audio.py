@@ -35,6 +35,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise EvalError(f"cannot read audio file {path}: {msg}") from None
     if x.shape[0] == 0:
         raise EvalError(f"audio file {path} is empty")
+    bad = x.size - int(np.isfinite(x).sum())
+    if bad:   # float files can hold NaN / inf; YAMNet would label them "Silence" without a word
+        raise UsageError(f"audio file {path} has {bad} non-finite sample value(s) (NaN or infinity)")
     x = x.mean(axis=1)
     if sr != sample_rate:
         from scipy.signal import resample_poly

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
+from ..fileio import atomic_write_text
 from .errors import EvalError, UsageError
 
 
@@ -33,8 +36,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "ClapModel folder (config.json, model.safetensors, preprocessor_config.json, tokenizer "
                              "files), e.g. a copy of laion/clap-htsat-unfused")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
-    parser.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
+    parser.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE (an existing FILE needs --force)")
+    parser.add_argument("--force", action="store_true", help="let --out overwrite an existing file")
     parser.add_argument("--clips", action="store_true", help="list every clip's prompt, hit and top classes in the table")
+
+
+def _n(n, word: str) -> str:
+    """'1 clip', '2 clips'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _check_out(out: str, force: bool) -> Path:
+    """Refuse an --out that cannot be written, before any work is done (exit 2, or 1 if unwritable)."""
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out} is a folder")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise UsageError(f"{out} exists (use --force to overwrite)")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"folder of --out does not exist: {parent}")
+    try:   # a temporary file: catches read-only filesystems even for root
+        fd, tmp = tempfile.mkstemp(prefix=".impact-rt-probe-", dir=parent)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as exc:
+        raise EvalError(f"folder of --out is not writable: {parent} ({exc.strerror or exc})") from None
+    return path
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -45,15 +73,15 @@ def _fmt(x, digits: int = 3) -> str:
 
 def format_table(report: dict, show_clips: bool = False) -> str:
     m = report["metrics"]
-    lines = [f"generated: {report['generated_dir']} ({report['n_generated']} clips)"]
+    lines = [f"generated: {report['generated_dir']} ({_n(report['n_generated'], 'clip')})"]
     if report["reference_dir"]:
-        lines.append(f"reference: {report['reference_dir']} ({report['n_reference']} clips)")
+        lines.append(f"reference: {report['reference_dir']} ({_n(report['n_reference'], 'clip')})")
     rows = [
         ("FD (YAMNet, clip embeddings)", _fmt(m["fd"])),
         ("FD (YAMNet, frame embeddings)", _fmt(m["fd_frames"])),
-        (f"KL softmax ({m['kl_pairs']} pairs)", _fmt(m["kl_softmax"])),
-        (f"KL sigmoid ({m['kl_pairs']} pairs)", _fmt(m["kl_sigmoid"])),
-        (f"IS ({m['is_splits']} split{'s' if m['is_splits'] > 1 else ''})", f"{_fmt(m['is_mean'])} ± {_fmt(m['is_std'])}"),
+        (f"KL softmax ({_n(m['kl_pairs'], 'pair')})", _fmt(m["kl_softmax"])),
+        (f"KL sigmoid ({_n(m['kl_pairs'], 'pair')})", _fmt(m["kl_sigmoid"])),
+        (f"IS ({_n(m['is_splits'], 'split')})", f"{_fmt(m['is_mean'])} ± {_fmt(m['is_std'])}"),
     ]
     if "silent_share" in m:
         ref = m.get("silent_share_reference")
@@ -63,13 +91,13 @@ def format_table(report: dict, show_clips: bool = False) -> str:
         frames = m.get("vggish_frames") or ["-", "-"]
         rows.append((f"FAD (VGGish, {frames[0]}/{frames[1]} frames)", _fmt(m["vggish_fad"])))
     if "clap_score" in m:
-        rows.append((f"CLAP score ({m['clap_pairs']} clips)", f"{_fmt(m['clap_score'])} ± {_fmt(m['clap_score_std'])}"))
+        rows.append((f"CLAP score ({_n(m['clap_pairs'], 'clip')})", f"{_fmt(m['clap_score'])} ± {_fmt(m['clap_score_std'])}"))
     p = report.get("panns")
     if p is not None:
         rows += [
             ("FD (PANNs Cnn14, 2048-d)", _fmt(p["fd"])),
-            (f"KL softmax, PANNs ({p['kl_pairs']} pairs)", _fmt(p["kl_softmax"])),
-            (f"KL sigmoid, PANNs ({p['kl_pairs']} pairs)", _fmt(p["kl_sigmoid"])),
+            (f"KL softmax, PANNs ({_n(p['kl_pairs'], 'pair')})", _fmt(p["kl_softmax"])),
+            (f"KL sigmoid, PANNs ({_n(p['kl_pairs'], 'pair')})", _fmt(p["kl_sigmoid"])),
             ("IS (PANNs)", f"{_fmt(p['is_mean'])} ± {_fmt(p['is_std'])}"),
         ]
     a = report["adherence"]
@@ -106,15 +134,18 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--is-splits must be at least 1")
         if args.threads is not None and args.threads < 1:
             raise UsageError("--threads must be at least 1")
+        out = _check_out(args.out, args.force) if args.out else None
         report = evaluate(args.generated_dir, args.reference, args.prompts, args.manifest,
                           threads=args.threads, top_k=args.top_k, is_splits=args.is_splits,
                           panns_weights=args.panns, vggish_weights=args.vggish, clap_model=args.clap)
         text = json.dumps(report, indent=2)
-        if args.out:
-            try:
-                Path(args.out).write_text(text + "\n", encoding="utf-8")
+        if out is not None:
+            if (out.exists() or out.is_symlink()) and not args.force:   # appeared while we worked
+                raise UsageError(f"{out} exists (use --force to overwrite)")
+            try:   # temporary file + rename: never a partial report
+                atomic_write_text(out, text + "\n")
             except OSError as exc:
-                raise EvalError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+                raise EvalError(f"cannot write {out}: {exc.strerror or exc}") from None
     except EvalError as exc:
         print(f"impact-rt eval: error: {exc}", file=sys.stderr)
         return exc.exit_code

