@@ -136,19 +136,27 @@ def _temp_name(path: str) -> str:
     return os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp{os.path.splitext(base)[1]}")
 
 
-def save_audio(path: str, wav, sr: int = SAMPLE_RATE, subtype: str | None = None) -> None:
+AUDIO_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
+
+
+def save_audio(path: str, wav, sr: int = SAMPLE_RATE, subtype: str | None = None, format: str | None = None) -> None:
     """Write a mono waveform ([samples] or [1, samples], torch or numpy, values in [-1, 1]) to `path`;
-    the format follows the extension (.wav, .flac, .ogg). Written to a temporary file in the same
-    folder and renamed into place, so no partial file is ever left at `path`."""
+    the format is ``format`` ("wav", "flac", "ogg") or else the one the extension names. Written to a
+    temporary file in the same folder and renamed into place, so no partial file is ever left at `path`."""
     import soundfile as sf
 
     if torch.is_tensor(wav):
         wav = wav.detach().float().cpu().numpy()
     wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
     ext = os.path.splitext(path)[1].lower()
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(ext)
-    if fmt is None:
-        raise ValueError(f"unsupported audio extension {ext!r} (use .wav, .flac or .ogg)")
+    if format is not None:
+        fmt = AUDIO_FORMATS.get(format.lower())
+        if fmt is None:
+            raise ValueError(f"unsupported audio format {format!r} (use {', '.join(AUDIO_FORMATS)})")
+    else:
+        fmt = AUDIO_FORMATS.get(ext.lstrip("."))
+        if fmt is None:
+            raise ValueError(f"unsupported audio extension {ext!r} (use .wav, .flac or .ogg, or pass a format)")
     tmp = _temp_name(path)
     try:
         sf.write(tmp, wav, sr, format=fmt, subtype=subtype)

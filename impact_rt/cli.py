@@ -32,18 +32,31 @@ def _prompt_slug(prompt: str, limit: int = 60) -> str:
 
 def _read_prompts_file(path: str) -> list[str]:
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"prompts file {path} is a folder")
     if not p.is_file():
         raise UsageError(f"prompts file not found: {path}")
-    try:
-        text = p.read_bytes().decode("utf-8")
+    try:   # utf-8-sig: a byte-order mark (Excel, Notepad) is not part of the first prompt or column name
+        text = p.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise UsageError(f"prompts file {path} is not UTF-8 (byte {e.start})") from None
     if p.suffix.lower() == ".csv":
         import csv
-        rows = list(csv.DictReader(text.splitlines()))
-        if not rows or "caption" not in rows[0]:
-            raise UsageError(f"prompts file {path}: a CSV needs a 'caption' column")
-        return [r["caption"] for r in rows]
+        import io
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            if "caption" not in (reader.fieldnames or ()):
+                raise UsageError(f"prompts file {path}: a CSV needs a 'caption' column")
+            prompts = []
+            for r in reader:
+                if r["caption"] is None:
+                    raise UsageError(f"prompts file {path}, line {reader.line_num}: no caption field")
+                prompts.append(r["caption"])
+        except csv.Error as e:
+            raise UsageError(f"prompts file {path}: malformed CSV ({e})") from None
+        if not prompts:
+            raise UsageError(f"prompts file {path} has a header but no rows")
+        return prompts
     return [line for line in text.splitlines() if line.strip()]
 
 
@@ -98,7 +111,7 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
     g.add_argument("--batch-size", type=int, default=8, help="clips generated together")
     g.add_argument("-o", "--output", default=None, help="output file (one clip only)")
-    g.add_argument("--out-dir", default=".", help="output folder (file names derived from prompts)")
+    g.add_argument("--out-dir", default=None, help="output folder (file names derived from prompts; default: .)")
     g.add_argument("--format", default=None, choices=FORMATS, help="audio format (default: from -o, else wav)")
     g.add_argument("--force", action="store_true", help="overwrite existing files")
     g.add_argument("--spectrogram", action="store_true", help="write a PNG spectrogram beside each clip")
@@ -129,14 +142,33 @@ def _build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _output_format(output: str | None, fmt: str | None) -> str:
+    """The audio format: --format, else -o's extension, else wav. An -o extension must name a known
+    format, and the one --format names when both are given (a .wav holding FLAC would mislead)."""
+    ext = Path(output).suffix.lstrip(".").lower() if output else ""
+    if output and ext and ext not in FORMATS:
+        raise UsageError(f"-o/--output {output}: unknown audio extension .{ext}; use one of "
+                         f"{', '.join('.' + f for f in FORMATS)}")
+    if output and ext and fmt and fmt != ext:
+        raise UsageError(f"-o/--output {output} names a .{ext} file but --format says {fmt}")
+    if output and not ext and not fmt:
+        raise UsageError(f"-o/--output {output} has no file extension; add one of "
+                         f"{', '.join('.' + f for f in FORMATS)} or pass --format")
+    return fmt or ext or "wav"
+
+
 def _plan_outputs(args, prompts: list[str], fmt: str) -> list[Path]:
     n_clips = len(prompts) * args.num
     if args.output:
         if n_clips != 1:
             raise UsageError(f"-o/--output names one file but {n_clips} clips were asked for; use --out-dir")
+        if args.out_dir is not None:
+            raise UsageError("-o/--output and --out-dir both name where to write; give one")
         paths = [Path(args.output)]
     else:
-        out_dir = Path(args.out_dir)
+        out_dir = Path(args.out_dir or ".")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--out-dir {out_dir} is a file, not a folder")
         if not out_dir.is_dir():
             raise UsageError(f"output folder does not exist: {out_dir}")
         paths, used = [], set()
@@ -184,7 +216,7 @@ def cmd_generate(args) -> int:
         raise UsageError("no prompt given (pass PROMPT or --prompts-file)")
     prompts = check_prompts(prompts)
     if args.negative_prompt is not None:
-        check_prompts([args.negative_prompt])
+        check_prompts([args.negative_prompt], "negative prompt")
     if args.num < 1:
         raise UsageError(f"-n must be at least 1, got {args.num}")
     if args.batch_size < 1:
@@ -197,12 +229,7 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--candidates must be in 1..{MAX_CANDIDATES}, got {args.candidates}")
     if args.output and Path(args.output).is_dir():
         raise UsageError(f"-o/--output names a file, and {args.output} is a folder (use --out-dir for a folder)")
-    fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "wav")
-    if args.output and not fmt:
-        raise UsageError(f"-o/--output {args.output} has no file extension; add one of "
-                         f"{', '.join('.' + f for f in FORMATS)} or pass --format")
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown audio format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    fmt = _output_format(args.output, args.format)
     from .config import DecodeConfig
     early = DecodeConfig(**{k: v for k, v in (("iterations", args.iterations), ("diffusion_steps", args.diffusion_steps),
                                               ("guidance", args.guidance), ("temperature", args.temperature))
@@ -228,7 +255,7 @@ def cmd_generate(args) -> int:
         for j, (prompt, _) in enumerate(batch):
             path = paths[start + j]
             with _interrupts_deferred():   # a clip on disk is always a clip reported (SIGINT waits)
-                _save_and_report(args, out, j, path, prompt, seeds, batch, bar)
+                _save_and_report(args, out, j, path, fmt, prompt, seeds, batch, bar)
         bar.n = start + len(batch)
         bar.refresh()
     bar.close()
@@ -272,9 +299,9 @@ def _interrupts_deferred():
     return held()
 
 
-def _save_and_report(args, out, j, path, prompt, seeds, batch, bar):
-    """Write clip j of ``out`` (and its spectrogram) and report it."""
-    out.save(path, index=j, force=args.force)
+def _save_and_report(args, out, j, path, fmt, prompt, seeds, batch, bar):
+    """Write clip j of ``out`` in format ``fmt`` (and its spectrogram) and report it."""
+    out.save(path, index=j, format=fmt, force=args.force)
     if args.spectrogram:
         from .spectrogram import spectrogram_png
         spectrogram_png(out.audio[j], str(path.with_suffix(".png")))

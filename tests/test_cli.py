@@ -87,6 +87,23 @@ def test_prompts_file_csv_many_clips_formats_and_spectrograms(tmp_path):
     assert sf.info(tmp_path / "t.ogg").format == "OGG"
 
 
+def test_format_flag_is_honoured_with_o_and_a_byte_order_mark_is_not_part_of_a_prompt(tmp_path):
+    """--format names the file's format: with an -o that has no extension it is used (before, the file
+    was written as WAV whatever --format said); a UTF-8 byte-order mark (Excel) is not read as text."""
+    import soundfile as sf
+    (tmp_path / "bom.csv").write_bytes("\ufeffcaption\r\nthunder\r\n".encode("utf-8"))
+    rc, out, err = run_cli("generate", "--prompts-file", "bom.csv", "-o", "clip", "--format", "flac", "-T", "1",
+                           "-K", "2", "--json", cwd=tmp_path)
+    assert rc == 0, err
+    assert json.loads(out)["prompt"] == "thunder"
+    assert sf.info(tmp_path / "clip").format == "FLAC"
+    (tmp_path / "bom.txt").write_bytes("\ufeffrain\n".encode("utf-8"))
+    rc, out, err = run_cli("generate", "--prompts-file", "bom.txt", "-o", "r.flac", "--format", "flac", "-T", "1",
+                           "-K", "2", "--json", cwd=tmp_path)
+    assert rc == 0, err
+    assert json.loads(out)["prompt"] == "rain" and sf.info(tmp_path / "r.flac").format == "FLAC"
+
+
 @pytest.mark.parametrize("cmd", ["generate", "info", "bench", "eval", "export"])
 def test_every_command_has_help(cmd):
     rc, out, err = run_cli(cmd, "--help")
