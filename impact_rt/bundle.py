@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DecodeConfig, ModelConfig
+from .config import ConfigError, DecodeConfig, ModelConfig
 from .fileio import atomic_write_bytes
 
 FORMAT = "impact-rt-bundle"
@@ -54,6 +54,8 @@ class BundleConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "BundleConfig":
+        if not isinstance(d, dict):
+            raise BundleError(f"config.json must hold a JSON object, not a {type(d).__name__}")
         if d.get("format") != FORMAT:
             raise BundleError(f"not an impact-rt bundle (format {d.get('format')!r})")
         if d.get("version") != VERSION:
@@ -63,8 +65,21 @@ class BundleConfig:
             k = rerank.get("candidates") if isinstance(rerank, dict) else None
             if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CANDIDATES:
                 raise BundleError(f"config.json: rerank.candidates must be an integer in 1..{MAX_CANDIDATES}, got {k!r}")
-        return cls(ModelConfig.from_dict(d["model"]), d["conditioner"], d["vocoder"],
-                   DecodeConfig(**d.get("decode", {})), d.get("vae"), rerank)
+        for key, optional in (("model", False), ("conditioner", False), ("vocoder", False), ("decode", True),
+                              ("vae", True)):
+            if not (isinstance(d.get(key), dict) or (optional and d.get(key) is None)):
+                raise BundleError(f"config.json: {key!r} must be a JSON object, got {_short(d.get(key))}")
+        try:
+            model = ModelConfig.from_dict(d["model"])
+            decode = DecodeConfig(**(d.get("decode") or {})).validate(model.num_tokens, model.train_steps)
+        except (ConfigError, TypeError) as e:
+            raise BundleError(f"config.json: {e}") from None
+        return cls(model, d["conditioner"], d["vocoder"], decode, d.get("vae"), rerank)
+
+
+def _short(value, limit: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def load_module(factory, state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -99,6 +114,8 @@ def write_config(cfg: BundleConfig, directory: Path) -> None:
 def read_config(directory: str | Path) -> BundleConfig:
     d = Path(directory)
     p = d / "config.json"
+    if d.is_file():
+        raise BundleError(f"model bundle {d} is a file; pass the bundle's folder")
     if not d.is_dir():
         raise BundleError(f"model bundle not found: {d}")
     if not p.is_file():
@@ -111,6 +128,17 @@ def read_config(directory: str | Path) -> BundleConfig:
         return BundleConfig.from_json(raw)
     except (KeyError, TypeError) as e:
         raise BundleError(f"model bundle {d}: config.json is incomplete ({e})") from None
+    except BundleError as e:
+        raise BundleError(f"model bundle {d}: {e}") from None
+
+
+def check_finite(module: torch.nn.Module, what: str) -> None:
+    """Refuse weights holding NaN or infinity (a corrupt file that still parses): they would give
+    silent or full-scale garbage audio, not an error."""
+    for name, t in module.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise BundleError(f"{what}: {bad} non-finite value(s) (NaN or infinity) in {name}")
 
 
 def load_generator_state(directory: Path) -> dict[str, torch.Tensor]:

@@ -113,17 +113,20 @@ class DecodeConfig:
 
     def validate(self, num_tokens: int, train_steps: int = 1000) -> "DecodeConfig":
         import math
-        if not isinstance(self.iterations, int) or not 1 <= self.iterations <= num_tokens:
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or not 1 <= self.iterations <= num_tokens:
             raise ConfigError(f"iterations must be an integer in 1..{num_tokens}, got {self.iterations}")
         # the sampler respaces steps 0..sampling_start (t = 992 of 1000): at most that many + 1
         from .ddpm import Schedule, sampling_start
         most = sampling_start(Schedule.cosine(train_steps)) + 1
-        if not isinstance(self.diffusion_steps, int) or not 1 <= self.diffusion_steps <= most:
+        if (isinstance(self.diffusion_steps, bool) or not isinstance(self.diffusion_steps, int)
+                or not 1 <= self.diffusion_steps <= most):
             raise ConfigError(f"diffusion steps must be an integer in 1..{most}, got {self.diffusion_steps}")
-        if not math.isfinite(self.guidance) or self.guidance < 1.0:
-            raise ConfigError(f"guidance must be a finite number >= 1, got {self.guidance}")
-        if not math.isfinite(self.temperature) or self.temperature < 0.0:
-            raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        def real(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        if not real(self.guidance) or self.guidance < 1.0:
+            raise ConfigError(f"guidance must be a finite number >= 1, got {self.guidance!r}")
+        if not real(self.temperature) or self.temperature < 0.0:
+            raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
         return self
 
 

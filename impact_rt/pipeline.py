@@ -30,23 +30,25 @@ MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2 ** 63 - 1
 
 
-def check_prompts(prompts) -> list[str]:
-    """Validate prompts; over-long ones are truncated with a warning."""
+def check_prompts(prompts, what: str = "prompt") -> list[str]:
+    """Validate prompts; over-long ones are truncated with a warning. ``what`` names them in errors."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    if isinstance(prompts, (bytes, bytearray)) or not hasattr(prompts, "__iter__"):
+        raise ConfigError(f"{what}s must be a string or a list of strings, not {type(prompts).__name__}")
     prompts = list(prompts)
     if not prompts:
-        raise ConfigError("no prompt given")
+        raise ConfigError(f"no {what} given")
     out = []
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
-            raise ConfigError(f"prompt {i + 1} is not text ({type(p).__name__})")
+            raise ConfigError(f"{what} {i + 1} is not text ({type(p).__name__})")
         if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n" for ch in p):
-            raise ConfigError(f"prompt {i + 1} contains control characters")
+            raise ConfigError(f"{what} {i + 1} contains control characters")
         if not p.strip():
-            raise ConfigError(f"prompt {i + 1} is empty")
+            raise ConfigError(f"{what} {i + 1} is empty")
         if len(p) > MAX_PROMPT_CHARS:
-            warnings.warn(f"prompt {i + 1} has {len(p)} characters; truncated to {MAX_PROMPT_CHARS}", stacklevel=3)
+            warnings.warn(f"{what} {i + 1} has {len(p)} characters; truncated to {MAX_PROMPT_CHARS}", stacklevel=3)
             p = p[:MAX_PROMPT_CHARS]
         out.append(" ".join(p.split()))
     return out
@@ -57,11 +59,11 @@ def _negatives(negative, n: int) -> list[str] | None:
     if negative is None:
         return None
     if isinstance(negative, str):
-        return check_prompts([negative] * n)
+        return check_prompts([negative], "negative prompt") * n
     negative = list(negative)
     if len(negative) != n:
         raise ConfigError(f"{len(negative)} negative prompts for {n} prompts")
-    return check_prompts(negative)
+    return check_prompts(negative, "negative prompt")
 
 
 @dataclass
@@ -74,13 +76,17 @@ class Generation:
     settings: dict = field(default_factory=dict)
     latents: np.ndarray | None = None  # float32 [B, C, T, F]: the scaled latents the VAE decoded
 
-    def save(self, path: str | os.PathLike, index: int = 0, format: str | None = None, force: bool = False) -> Path:
-        """Write clip ``index`` atomically (temp file + rename); refuse to overwrite unless ``force``."""
+    def save(self, path: str | os.PathLike, index: int = 0, *, format: str | None = None,
+             force: bool = False) -> Path:
+        """Write clip ``index`` atomically (temp file + rename); refuse to overwrite unless ``force``.
+        ``format`` ("wav", "flac", "ogg"): the file's format; by default the one its extension names."""
         from .audio import save_audio
         p = Path(path)
         if p.exists() and not force:
             raise FileExistsError(f"{p} exists (use force=True / --force to overwrite)")
-        save_audio(str(p), self.audio[index], self.sample_rate)
+        if not p.absolute().parent.is_dir():
+            raise FileNotFoundError(f"folder does not exist: {p.absolute().parent}")
+        save_audio(str(p), self.audio[index], self.sample_rate, format=format)
         return p
 
 
@@ -111,9 +117,8 @@ class Pipeline:
         ``prompt_table``: a file written by ``text_conditioner.write_prompt_table`` with the bundle's
         own conditioner, used in its place (only the prompts it holds can be generated)."""
         backend = resolve_backend(backend)
-        if backend == "torch" and precision not in (None, "fp32"):
-            raise ConfigError(f"precision {precision!r} is not available for the torch backend (use fp32)")
-        device = device or "cpu"
+        _check_torch_precision(backend, precision)
+        device = check_device(device or "cpu")
         if path is None:
             if not (B.DEFAULT_BUNDLE / "config.json").is_file():
                 warnings.warn("no trained model bundle is shipped yet: using random `test` weights "
@@ -132,8 +137,12 @@ class Pipeline:
             model = B.load_module(lambda: IMPACT(cfg.model), B.load_generator_state(path))
         except RuntimeError as e:
             raise B.BundleError(f"model bundle {path}: weights do not match config.json ({str(e).splitlines()[0]})") from None
+        B.check_finite(model, f"model bundle {path}: impact.safetensors")
         if prompt_table is None:
-            conditioner = build_conditioner(cfg.conditioner, device=device)
+            try:
+                conditioner = build_conditioner(cfg.conditioner, device=device)
+            except ConfigError as e:
+                raise B.BundleError(f"model bundle {path}: config.json: conditioner: {e}") from None
         else:
             conditioner = PromptTable(prompt_table)
             theirs = {k: v for k, v in conditioner.source.items() if not k.endswith("path")}
@@ -152,8 +161,14 @@ class Pipeline:
         try:
             vae = AutoencoderKL.from_pretrained(str(path), "vae")
             vocoder = vocoder_from_spec(str(path), cfg.vocoder)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+        except KeyError as e:
+            raise B.BundleError(f"model bundle {path}: a component's .json lacks the field {e}") from None
+        except (OSError, ValueError, RuntimeError) as e:
             raise B.BundleError(f"model bundle {path}: {str(e).splitlines()[0]}") from None
+        B.check_finite(vae, f"model bundle {path}: vae.safetensors")
+        B.check_finite(vocoder, f"model bundle {path}: vocoder")
+        if scorer is not None:
+            B.check_finite(scorer, f"model bundle {path}: scorer.safetensors")
         return cls(model.eval().to(device), conditioner, vae.eval().to(device), vocoder, cfg.decode,
                    backend, name=str(path), device=device, bundle_path=path, precision=precision,
                    scorer=None if scorer is None else scorer.to(device), candidates=cfg.candidates)
@@ -164,6 +179,8 @@ class Pipeline:
         """Random weights of a preset (latency runs, tests): HashConditioner, test VAE, Griffin-Lim."""
         from .audio import GriffinLim
         from .vae import AutoencoderKL
+        _check_torch_precision(backend, precision)
+        device = check_device(device)
         cfg = preset(name)
         torch.manual_seed(seed)
         model = randomize_(IMPACT(cfg), seed=seed, scale=0.5).eval()
@@ -178,8 +195,8 @@ class Pipeline:
         d = self.defaults
         dc = DecodeConfig(iterations=d.iterations if iterations is None else iterations,
                           diffusion_steps=d.diffusion_steps if diffusion_steps is None else diffusion_steps,
-                          guidance=d.guidance if guidance is None else float(guidance),
-                          temperature=d.temperature if temperature is None else float(temperature))
+                          guidance=d.guidance if guidance is None else _number(guidance, "guidance"),
+                          temperature=d.temperature if temperature is None else _number(temperature, "temperature"))
         return dc.validate(self.model.cfg.num_tokens, self.model.cfg.train_steps)
 
     def _tables_for(self, dc: DecodeConfig) -> DecodeTables:
@@ -206,12 +223,17 @@ class Pipeline:
         it must hold K·B rows when reranking).
         """
         from .rerank import candidate_seeds, choose
+        if self.backend is None:
+            raise RuntimeError("this Pipeline is closed (close() or the end of its with block); load a new one")
         prompts = check_prompts(prompts)
         dc = self.decode_config(iterations, diffusion_steps, guidance, temperature)
         k = self.candidates(candidates)
         n = len(prompts)
         seeds = _seeds(seed, n)
         negatives = _negatives(negative_prompt, n)
+        if negatives is not None and dc.guidance == 1.0:
+            warnings.warn("a negative prompt has no effect at guidance 1 (there is no unconditional branch)",
+                          stacklevel=2)
         seeds_k = candidate_seeds(seeds, k)     # K rows per prompt, grouped: [p0 c0, p0 c1, …, p1 c0, …]
         timings = {}
         t0 = time.perf_counter()
@@ -249,6 +271,9 @@ class Pipeline:
             t2 = time.perf_counter()
             wav = self.backend.audio(tokens)
             timings["audio_s"] = time.perf_counter() - t2
+            if not bool(torch.isfinite(wav).all()):
+                raise RuntimeError("the generated audio holds NaN or infinity: the model's weights or the decoding "
+                                   "settings are broken")
         timings["total_s"] = time.perf_counter() - t0
         cfg = self.model.cfg
         latents = tokens_to_latent(tokens.float(), cfg)
@@ -300,6 +325,37 @@ def _check_seed(s) -> int:
     if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) <= MAX_SEED:
         raise ConfigError(f"seed must be a non-negative integer, got {s!r}")
     return int(s)
+
+
+def _number(x, name: str) -> float:
+    if isinstance(x, bool):
+        raise ConfigError(f"{name} must be a number, got {x!r}")
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {x!r}") from None
+
+
+def _check_torch_precision(backend: str, precision: str | None) -> None:
+    if backend == "torch" and precision not in (None, "fp32"):
+        raise ConfigError(f"precision {precision!r} is not available for the torch backend (use fp32)")
+
+
+def check_device(device) -> str:
+    """``device`` as given, when it names a device that runs here (cpu, cuda, cuda:N); else ConfigError."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ConfigError(f"device {device} is not available here: {why}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device} is not available here: {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported (use cpu, cuda or cuda:N)")
+    return str(device)
 
 
 def resolve_backend(name: str) -> str:

@@ -46,6 +46,24 @@ def _corrupt_bundle(tmp, kind):
         if kind == "corrupt-scorer":
             (d / "scorer.json").write_text('{"dim": 8}')
             (d / "scorer.safetensors").write_bytes(b"\x00" * 64)
+    elif kind in ("config-list", "bad-decode", "null-vocoder", "bad-conditioner"):
+        import json
+        raw = json.loads((d / "config.json").read_text())
+        if kind == "config-list":
+            raw = []
+        elif kind == "bad-decode":
+            raw["decode"]["guidance"] = "x"
+        elif kind == "null-vocoder":
+            raw["vocoder"] = None
+        else:
+            raw["conditioner"] = {"kind": "no-such-encoder"}
+        (d / "config.json").write_text(json.dumps(raw))
+    elif kind == "nan-vae":
+        from safetensors.torch import load_file, save_file
+        state = load_file(str(d / "vae.safetensors"))
+        name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+        state[name][0] = float("nan")
+        save_file(state, str(d / "vae.safetensors"))
     elif kind == "wrong-format":
         import json
         raw = json.loads((d / "config.json").read_text())
@@ -62,7 +80,7 @@ CASES = [
     ("whitespace prompt", ["generate", "   \t"], 2, "empty"),
     ("control characters", ["generate", "thun\x07der"], 2, "control"),
     ("no prompt at all", ["generate"], 2, "no prompt"),
-    ("empty negative prompt", ["generate", "x", "--negative-prompt", " "], 2, "empty"),
+    ("empty negative prompt", ["generate", "x", "--negative-prompt", " "], 2, "negative prompt 1 is empty"),
     ("T zero", ["generate", "x", "-T", "0"], 2, "iterations"),
     ("T negative", ["generate", "x", "-T", "-3"], 2, "iterations"),
     ("T above N", ["generate", "x", "-T", "257"], 2, "iterations"),
@@ -100,11 +118,23 @@ CASES = [
     ("empty prompts file", ["generate", "--prompts-file", "empty.txt"], 2, "no prompt"),
     ("CSV without caption", ["generate", "--prompts-file", "bad.csv"], 2, "caption"),
     ("output folder missing", ["generate", "x", "--out-dir", "missing-dir"], 2, "does not exist"),
-    ("output folder is a file", ["generate", "x", "--out-dir", "latin1.txt"], 2, "does not exist"),
+    ("output folder is a file", ["generate", "x", "--out-dir", "latin1.txt"], 2, "not a folder"),
+    ("-o and --out-dir", ["generate", "x", "-o", "c.wav", "--out-dir", "."], 2, "give one"),
+    ("-o extension against --format", ["generate", "x", "-o", "c.wav", "--format", "flac"], 2, "--format says flac"),
+    ("-o unknown extension with --format", ["generate", "x", "-o", "c.mp3", "--format", "wav"], 2, "extension .mp3"),
+    ("prompts file is a folder", ["generate", "--prompts-file", "."], 2, "is a folder"),
+    ("CSV header without rows", ["generate", "--prompts-file", "header.csv"], 2, "no rows"),
+    ("CSV row without its caption", ["generate", "--prompts-file", "short.csv"], 2, "line 2: no caption"),
+    ("model path is a file", ["generate", "x", "--model", "latin1.txt"], 1, "is a file"),
+    ("config.json not an object", ["generate", "x", "--model", "@config-list"] + FAST, 1, "JSON object"),
+    ("decode default not a number", ["generate", "x", "--model", "@bad-decode"] + FAST, 1, "guidance"),
+    ("vocoder entry null", ["generate", "x", "--model", "@null-vocoder"] + FAST, 1, "'vocoder' must be"),
+    ("unknown conditioner kind", ["generate", "x", "--model", "@bad-conditioner"] + FAST, 1, "conditioner"),
+    ("NaN in the VAE's weights", ["generate", "x", "--model", "@nan-vae"] + FAST, 1, "non-finite"),
     ("unwritable output", ["generate", "x", "-o", "/proc/impact.wav"] + FAST, 1, "/proc"),
     ("existing output", ["generate", "x", "-o", "existing.wav"], 2, "exists"),
     ("-o with many clips", ["generate", "x", "y", "-o", "two.wav"], 2, "one file"),
-    ("unknown extension", ["generate", "x", "-o", "clip.mp3"], 2, "format"),
+    ("unknown extension", ["generate", "x", "-o", "clip.mp3"], 2, "extension"),
     ("unknown --format", ["generate", "x", "--format", "mp3"], 2, "invalid choice"),
     ("-o names a folder", ["generate", "x", "-o", "."], 2, "is a folder"),
     ("-o without an extension", ["generate", "x", "-o", "clip"], 2, "no file extension"),
@@ -123,9 +153,12 @@ def workdir(tmp_path_factory):
     (d / "latin1.txt").write_bytes("caf\xe9 sounds\n".encode("latin-1"))
     (d / "empty.txt").write_text("\n \n")
     (d / "bad.csv").write_text("id,text\n1,thunder\n")
+    (d / "header.csv").write_text("id,caption\n")
+    (d / "short.csv").write_text("id,caption\n1\n")
     (d / "existing.wav").write_bytes(b"keep me")
     for kind in ("garbage-weights", "missing-weights", "bad-json", "wrong-shapes", "missing-vae", "wrong-format",
-                 "bad-rerank", "rerank-without-scorer", "corrupt-scorer", "plain"):
+                 "bad-rerank", "rerank-without-scorer", "corrupt-scorer", "plain", "config-list", "bad-decode",
+                 "null-vocoder", "bad-conditioner", "nan-vae"):
         _corrupt_bundle(d, kind)
     return d
 
@@ -153,6 +186,9 @@ API_CASES = [
     ("no prompts", dict(prompts=[]), ConfigError, "no prompt"),
     ("control characters", dict(prompts=["a\x1bb"]), ConfigError, "control"),
     ("not text", dict(prompts=[None]), ConfigError, "not text"),
+    ("prompts not a list", dict(prompts=None), ConfigError, "a string or a list of strings"),
+    ("prompts as bytes", dict(prompts=b"rain"), ConfigError, "not bytes"),
+    ("guidance not a number", dict(guidance="x"), ConfigError, "guidance must be a number"),
     ("negative prompts miscounted", dict(negative_prompt=["a", "b"]), ConfigError, "2 negative prompts for 1"),
     ("T zero", dict(iterations=0), ConfigError, "iterations"),
     ("T above N", dict(iterations=300), ConfigError, "iterations"),
@@ -189,11 +225,48 @@ def test_api_bad_input(pipe, case):
     ("garbage-weights", "corrupt"), ("missing-weights", "impact.safetensors"), ("bad-json", "JSON"),
     ("wrong-shapes", "do not match"), ("missing-vae", "vae"), ("wrong-format", "not an impact-rt bundle"),
     ("bad-rerank", "rerank.candidates"), ("rerank-without-scorer", "no scorer"), ("corrupt-scorer", "scorer"),
+    ("config-list", "JSON object"), ("bad-decode", "guidance"), ("null-vocoder", "vocoder"),
+    ("bad-conditioner", "conditioner"), ("nan-vae", "non-finite"),
 ])
 def test_api_bad_bundles(tmp_path, kind, match):
     d = _corrupt_bundle(tmp_path, kind)
     with pytest.raises(B.BundleError, match=match):
         Pipeline.from_pretrained(d)
+
+
+def test_api_devices_that_do_not_run_here_are_config_errors():
+    import torch
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device cuda is not available here"):
+            Pipeline.random("test", device="cuda")
+    with pytest.raises(ConfigError, match="unknown device 'foo'"):
+        Pipeline.from_pretrained(device="foo")
+    with pytest.raises(ConfigError, match="torch backend"):
+        Pipeline.random("test", backend="torch", precision="bogus")
+
+
+def test_api_closed_pipeline_and_non_finite_audio_are_one_line_errors(tmp_path):
+    import torch
+    p = Pipeline.random("test")
+    with torch.no_grad():
+        next(p.vae.decoder.parameters()).fill_(float("nan"))    # weights broken after loading
+    with pytest.raises(RuntimeError, match="NaN or infinity"):
+        p.generate("x", seed=0, iterations=1, diffusion_steps=2)
+    p.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        p.generate("x", seed=0, iterations=1, diffusion_steps=2)
+
+
+def test_api_save_honours_format_and_names_a_missing_folder(tmp_path):
+    import soundfile as sf
+    g = Pipeline.random("test").generate("x", seed=0, iterations=1, diffusion_steps=2)
+    g.save(tmp_path / "clip", format="flac")
+    assert sf.info(tmp_path / "clip").format == "FLAC"
+    with pytest.raises(FileNotFoundError, match="folder does not exist"):
+        g.save(tmp_path / "missing" / "a.wav")
+    with pytest.raises(TypeError):
+        g.save(tmp_path / "b.wav", 0, True)       # format and force are keyword-only
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["clip"]
 
 
 def test_api_unknown_and_unavailable_backend():
