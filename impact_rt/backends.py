@@ -37,6 +37,12 @@ def available(name: str) -> tuple[bool, str]:
     return bool(ok), why
 
 
+def precisions(name: str) -> tuple[str, ...]:
+    """The compute precisions one backend accepts (its module's ``PRECISIONS``; fp32 only without one)."""
+    mod = _module(name)
+    return tuple(getattr(mod, "PRECISIONS", ("fp32",))) if mod is not None else ()
+
+
 def availability() -> dict[str, tuple[bool, str]]:
     return {name: available(name) for name in MODULES}
 

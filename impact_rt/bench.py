@@ -161,31 +161,62 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--json", action="store_true", help="print JSON (one record per cell) instead of markdown")
-    ap.add_argument("--out", default=None, help="also write the markdown table to this file")
+    ap.add_argument("--json", action="store_true",
+                    help="print the result as JSON (machine, settings and a record per cell) instead of markdown")
+    ap.add_argument("--out", default=None, help="also write the markdown table to this file (an existing one needs --force)")
+    ap.add_argument("--force", action="store_true", help="let --out overwrite an existing file")
+
+
+def check_model(model: str) -> None:
+    """--model: 'default', random:PRESET or a folder holding config.json (ConfigError otherwise)."""
+    from .config import ConfigError, preset
+    if model.startswith("random:"):
+        preset(model.split(":", 1)[1])
+    elif model != "default" and not (Path(model) / "config.json").is_file():
+        raise ConfigError(f"--model {model}: not 'default', random:PRESET or a model bundle folder")
 
 
 def run(args) -> int:
-    from .config import PRECISIONS, ConfigError
-    from .backends import BACKENDS
+    """Every argument is checked before any cell runs (exit 2); a worker that fails is exit 1."""
+    from .backends import BACKENDS, available, precisions
+    from .config import ConfigError, DecodeConfig
+    from .fileio import atomic_write_text
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         name, _, precision = b.partition(":")
         if name not in BACKENDS or name == "auto":
-            raise ConfigError(f"unknown backend {name!r} for bench")
-        if ":" in b and precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r} in --backends {b} (use {', '.join(PRECISIONS)})")
+            raise ConfigError(f"unknown backend {name!r} for bench (use {', '.join(x for x in BACKENDS if x != 'auto')})")
+        ok, why = available(name)
+        if not ok:
+            raise ConfigError(f"backend {name} is not available here: {why}")
+        if ":" in b and precision not in precisions(name):
+            raise ConfigError(f"precision {precision!r} is not available for the {name} backend "
+                              f"(use {', '.join(precisions(name))})")
+    check_model(args.model)
     if args.repeats < 1 or args.warmup < 0:
         raise ConfigError("--repeats must be >= 1 and --warmup >= 0")
-    for name, vals, hi in (("batch size", args.batch_sizes, 1024), ("iterations", args.iterations, 256),
-                           ("diffusion steps", args.diffusion_steps, 1000)):
-        if not vals or any(v < 1 or v > hi for v in vals):
-            raise ConfigError(f"{name} must be in 1..{hi}, got {vals}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    if not args.batch_sizes or any(not 1 <= v <= 1024 for v in args.batch_sizes):
+        raise ConfigError(f"batch sizes must be in 1..1024, got {args.batch_sizes}")
+    if not args.iterations or not args.diffusion_steps:
+        raise ConfigError("--iterations and --diffusion-steps need at least one value each")
+    for t in args.iterations:          # the runtime's own rule (every bundle's latent grid has 256 tokens)
+        for k in args.diffusion_steps:
+            DecodeConfig(iterations=t, diffusion_steps=k).validate(256)
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise ConfigError(f"--out {args.out} is a folder")
+        if out.exists() and not args.force:
+            raise ConfigError(f"{args.out} exists (use --force to overwrite)")
+        if not out.absolute().parent.is_dir():
+            raise ConfigError(f"folder of --out does not exist: {out.absolute().parent}")
     result = bench(args.model, backends, args.batch_sizes, args.iterations, args.diffusion_steps,
                    args.repeats, args.warmup, args.threads)
     md = markdown(result)
     if args.out:
-        Path(args.out).write_text(md + "\n")
+        atomic_write_text(Path(args.out), md + "\n")
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -194,10 +225,16 @@ def run(args) -> int:
 
 
 def _worker(payload: str) -> int:
+    """One backend's cells in this process; a failure is one line on stderr (the parent reports it)."""
     import warnings
     warnings.simplefilter("ignore")
     a = json.loads(payload)
-    recs = run_cells(a["model"], a["backend"], a["cells"], a["repeats"], a["warmup"], a["threads"], a.get("precision"))
+    try:
+        recs = run_cells(a["model"], a["backend"], a["cells"], a["repeats"], a["warmup"], a["threads"],
+                         a.get("precision"))
+    except Exception as e:   # noqa: BLE001 - reported, not hidden: the parent exits 1 with this line
+        print((str(e).splitlines() or [type(e).__name__])[0], file=sys.stderr)
+        return 1
     print(json.dumps(recs))
     return 0
 
