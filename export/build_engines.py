@@ -4,12 +4,16 @@
         [--backend onnxruntime|tensorrt] [--precision fp32|fp16|bf16] [--batch-sizes 1,8]
         [--iterations 4,16,64] [--diffusion-steps 100] [--opset 17] [--force] [--no-check]
 
+T and T̂ are checked with the runtime's rule (``DecodeConfig.validate``), the opset against what the
+installed torch exporter supports (``opset_range``), all before any graph is exported.
+
 Without ``--out`` the bundle goes where the backends look for it:
 ``${IMPACT_RT_CACHE:-~/.cache/impact-rt}/engines/<model-hash>-<precision>-<versions-key>/``.
 The bundle is built in a temporary folder beside ``--out`` and renamed into place only when
 every graph passed its checks, so a failed build never leaves a half-written bundle.
 
-Exit codes: 0 success, 2 usage errors, 1 build or check failures. Errors are one line.
+Exit codes: 0 success, 2 usage errors, 1 build or check failures. Errors are one line,
+``<prog>: error: ...`` (``impact-rt export: error: ...`` from the ``impact-rt`` command).
 """
 from __future__ import annotations
 
@@ -27,6 +31,39 @@ from . import manifest as M
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKENDS = ("onnxruntime", "tensorrt")
 DEFAULT_OPSET = 17
+MIN_OPSET = 17              # the graphs use LayerNormalization, an ONNX op from opset 17
+TORCH_MAX_OPSET = 20        # torch 2.13's TorchScript exporter; used only if torch does not say
+
+
+def opset_range() -> tuple[int, int]:
+    """The opsets export accepts: MIN_OPSET up to the highest that the installed torch's TorchScript
+    exporter (``torch.onnx.export(dynamo=False)``) supports and the installed onnx knows."""
+    import onnx.defs
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as hi
+    except ImportError:
+        hi = TORCH_MAX_OPSET
+    return MIN_OPSET, min(int(hi), int(onnx.defs.onnx_opset_version()))
+
+
+def check_opset(opset) -> int:
+    lo, hi = opset_range()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lo <= opset <= hi:
+        raise ConfigError(f"opset must be an integer in {lo}..{hi} (the installed torch exporter's), got {opset}")
+    return opset
+
+
+def check_out(out: Path, what: str = "--out") -> Path:
+    """The bundle folder must be a folder, or not exist below a folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{what} {out} exists and is not a folder")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{what} {out}: {parent} is not a folder")
+    return out
 
 
 def _stderr(msg: str) -> None:
@@ -112,7 +149,7 @@ def export_components(root: Path, source: Source, descs: list[D.Descriptor], *, 
         rows.append(row)
         if check:
             log(f"  {d.name}: max abs err {row['max_abs']:.3g}, mean {row['mean_abs']:.3g} "
-                f"(tol {max(p['tol'] for p in row['points']):.3g}) in {row['total_s']:.1f} s")
+                f"(tol {row['tol']:.3g}) in {row['total_s']:.1f} s")
         else:
             log(f"  {d.name}: exported in {row['total_s']:.1f} s (not compared)")
     return rows
@@ -125,7 +162,7 @@ def _component_entry(d: D.Descriptor, row: dict) -> dict:
     e["bytes"], e["export_s"] = row.get("bytes"), row.get("export_s")
     e["check"] = {k: row.get(k) for k in ("ok", "max_abs", "mean_abs", "precision")}
     e["check"]["compared"] = "ok" in row
-    e["check"]["tol"] = min((p["tol"] for p in row.get("points", [])), default=None)
+    e["check"]["tol"] = row.get("tol")        # onnx_export.compare: the tightest tolerance of its points
     return e
 
 
@@ -137,6 +174,8 @@ def build(out: Path, source: Source, *, backend: str = "onnxruntime", precision:
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     graph_precision = onnx_precision(backend, precision)
+    check_opset(opset)
+    check_out(out, "engine bundle folder")
     profile = (profile or D.Profile(diffusion_steps=(source.default_steps,))).validate(source.model.cfg)
     if backend == "tensorrt":
         from . import trt_build
@@ -238,10 +277,22 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return vals
 
 
+class _ArgumentError(ConfigError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), as ``impact-rt``'s: main reports them."""
+
+    def error(self, message):
+        raise _ArgumentError(message)
+
+
 def main(argv=None, prog: str = "python -m export.build_engines") -> int:
+    """Errors are one line, ``<prog>: error: ...`` (``impact-rt export: error: ...`` as a subcommand)."""
     from impact_rt.cli import HelpFormatter
-    ap = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter,
-                                 description="Export IMPACT components to ONNX (and TensorRT engines), checked against PyTorch.")
+    ap = _Parser(prog=prog, formatter_class=HelpFormatter,
+                 description="Export IMPACT components to ONNX (and TensorRT engines), checked against PyTorch.")
     ap.add_argument("--model", required=True, help="model bundle folder, or random:test / random:small / random:base")
     ap.add_argument("--out", default=None, help="engine bundle folder (default: the backends' cache folder)")
     ap.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
@@ -249,23 +300,33 @@ def main(argv=None, prog: str = "python -m export.build_engines") -> int:
     ap.add_argument("--batch-sizes", default="1,8", help="prompt batch sizes (TensorRT profile: min/opt/max)")
     ap.add_argument("--iterations", default="4,16,64", help="decoding iterations T the profile covers")
     ap.add_argument("--diffusion-steps", default=None, help="T̂ values: one head_sampler graph each (default: the bundle's)")
-    ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    lo, hi = opset_range()
+    ap.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {lo}..{hi} (default: {DEFAULT_OPSET})")
     ap.add_argument("--force", action="store_true", help="rebuild an existing bundle")
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch (graphs are still checked)")
-    args = ap.parse_args(argv)
     from impact_rt import bundle as B
+
+    def fail(msg: str, code: int) -> int:
+        _stderr(f"{prog}: error: {msg}")
+        return code
+
     try:
-        if args.opset < 17:
-            raise ConfigError(f"opset must be >= 17, got {args.opset}")
-        source = Source.load(args.model)
-        steps = _ints(args.diffusion_steps, "--diffusion-steps") if args.diffusion_steps else (source.default_steps,)
-        profile = D.Profile(_ints(args.batch_sizes, "--batch-sizes"), _ints(args.iterations, "--iterations"), steps)
+        args = ap.parse_args(argv)
+        # every argument is checked before the model is loaded, the profile right after: before any export
+        check_opset(args.opset)
         onnx_precision(args.backend, args.precision)
-        out = Path(args.out) if args.out else M.cache_dir(source.model_hash, args.precision, args.backend, args.opset)
+        batch_sizes, iterations = _ints(args.batch_sizes, "--batch-sizes"), _ints(args.iterations, "--iterations")
+        steps = _ints(args.diffusion_steps, "--diffusion-steps") if args.diffusion_steps else None
+        if args.out:
+            check_out(Path(args.out))
+        source = Source.load(args.model)
+        profile = D.Profile(batch_sizes, iterations, steps or (source.default_steps,)).validate(source.model.cfg)
+        out = Path(args.out) if args.out else check_out(
+            M.cache_dir(source.model_hash, args.precision, args.backend, args.opset), "engine bundle folder")
         if out.exists() and (out / M.MANIFEST).is_file() and not args.force:
             try:
                 m = M.verify(out, backend=args.backend, model_hash=source.model_hash, precision=args.precision)
-                want = {d.name for d in source.descriptors(profile.validate(source.model.cfg))}
+                want = {d.name for d in source.descriptors(profile)}
                 if want <= {c["name"] for c in m["components"]}:
                     print(f"{out} is up to date (use --force to rebuild)")
                     print_report(m)
@@ -278,11 +339,9 @@ def main(argv=None, prog: str = "python -m export.build_engines") -> int:
         print(f"report: {out / M.REPORT}")
         return 0
     except ConfigError as e:
-        _stderr(f"error: {e}")
-        return 2
+        return fail(str(e), 2)
     except (B.BundleError, ValueError, RuntimeError, OSError) as e:
-        _stderr(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-        return 1
+        return fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 1)
 
 
 if __name__ == "__main__":

@@ -105,17 +105,16 @@ class Profile:
     diffusion_steps: tuple[int, ...] = (100,)
 
     def validate(self, cfg: ModelConfig) -> "Profile":
-        from impact_rt.config import ConfigError
+        """Batch sizes positive; every T and T̂ one the runtime accepts for this model (the very
+        rule of ``DecodeConfig.validate``, so an export never makes a graph generation refuses)."""
+        from impact_rt.config import ConfigError, DecodeConfig
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
-        for t in self.iterations:
-            if not 1 <= t <= cfg.num_tokens:
-                raise ConfigError(f"iterations must be in 1..{cfg.num_tokens}, got {t}")
-        for s in self.diffusion_steps:
-            if not 1 <= s <= cfg.train_steps:
-                raise ConfigError(f"diffusion steps must be in 1..{cfg.train_steps}, got {s}")
         if not self.iterations or not self.diffusion_steps:
             raise ConfigError("need at least one iterations value and one diffusion-steps value")
+        for t in self.iterations:
+            for s in self.diffusion_steps:
+                DecodeConfig(iterations=t, diffusion_steps=s).validate(cfg.num_tokens, cfg.train_steps)
         return self
 
     def to_json(self) -> dict:

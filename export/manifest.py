@@ -25,7 +25,8 @@ from impact_rt.fileio import atomic_write_text
 
 FORMAT = "impact-rt-engines"
 VERSION = 1
-EXPORTER_VERSION = 2           # bump when the exported graphs change: part of every cache key (2: sampling starts at t=992)
+EXPORTER_VERSION = 3           # bump when the exported graphs change: part of every cache key (2: sampling starts at t=992;
+                               # 3: fp16 heads stay fp16 through adaLN modulate, onnx_export._addcmul_symbolic)
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 

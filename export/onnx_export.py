@@ -15,10 +15,14 @@ below then measure the numerical difference.
   the sampler's x_t is saturated to the fp16 range before the half-precision head body.
   The text encoder is always fp32.
 * Griffin-Lim is not exported (complex STFT/ISTFT): it stays in torch.
+* ``aten::addcmul`` (the adaLN ``modulate`` of the diffusion head) is exported with our own
+  symbolic (``_addcmul_symbolic``): torch's promotes a half-precision product to float32.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -258,12 +262,42 @@ def check_points(desc: Descriptor) -> list[dict[str, int]]:
 
 # ---------------------------------------------------------------------------------------- export
 
+def _addcmul_symbolic(g, self, tensor1, tensor2, value):
+    """``aten::addcmul`` → self + tensor1·tensor2 (·value), in the operands' own dtype.
+
+    torch's symbolic (opset 9, used for every later opset) multiplies by ``value`` as a float32
+    constant of shape [1], not a 0-d scalar, so the exporter's type promotion casts a float16
+    product up to float32: in an fp16 graph the rest of each diffusion-head ResBlock then ran in
+    float32 (its Linear weights cast up and folded), and the next block's LayerNormalization got a
+    float32 input with its float16 scale, an invalid graph (any head with two or more blocks; with
+    one, the half-precision graph was silently float32 after the first ``modulate``)."""
+    from torch.onnx import symbolic_helper
+    prod = g.op("Mul", tensor1, tensor2)
+    v = symbolic_helper._maybe_get_const(value, "f")
+    if symbolic_helper._is_value(v) or float(v) != 1.0:
+        prod = g.op("Mul", prod, g.op("CastLike", value, prod))
+    return g.op("Add", self, prod)
+
+
+_EXPORT_LOCK = threading.Lock()     # the symbolic registry and torch.onnx.export's globals are process-wide
+
+
+@contextlib.contextmanager
+def _symbolics(opset: int):
+    """Our symbolics registered for one export, torch's own restored afterwards."""
+    torch.onnx.register_custom_op_symbolic("aten::addcmul", _addcmul_symbolic, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::addcmul", opset)
+
+
 def export(desc: Descriptor, module: nn.Module, inputs: dict[str, torch.Tensor], path: Path,
            opset: int = 17) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     args = tuple(inputs[n] for n in desc.input_names)
-    with warnings.catch_warnings(), torch.no_grad():
+    with _EXPORT_LOCK, _symbolics(opset), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic; the checks below are what count
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset,
                           input_names=desc.input_names, output_names=desc.output_names,
@@ -302,10 +336,14 @@ ONNX_TYPES = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLO
 
 def check_graph(desc: Descriptor, path: Path) -> None:
     """onnx.checker (full check: strict shape inference), the I/O names and dtypes of the
-    descriptor, symbolic axes kept symbolic, and no forbidden op. Raises ValueError."""
-    onnx.checker.check_model(str(path), full_check=True)
-    model = onnx.load(str(path), load_external_data=False)
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    descriptor, symbolic axes kept symbolic, and no forbidden op. Raises ValueError (one line)."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        model = onnx.load(str(path), load_external_data=False)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ValueError(f"{desc.name}: the exported graph is invalid: {first}") from None
     bad = forbidden_ops(inferred)
     if bad:
         raise ValueError(f"{desc.name}: forbidden ops in graph: {bad[:5]}")
@@ -338,7 +376,8 @@ def tolerance(precision: str, ref32: np.ndarray, ref_same: np.ndarray | None) ->
 def compare(desc: Descriptor, session, torch_module: nn.Module, points: list[dict], *, precision: str,
             ref32_module: nn.Module | None = None, num_tokens: int, train_steps: int = 1000,
             vocab: int = 30522) -> dict:
-    """Run the ONNX session and PyTorch on random inputs at each shape point; max/mean abs error."""
+    """Run the ONNX session and PyTorch on random inputs at each shape point: max/mean abs error over
+    them all, ``tol`` (``summary_tol``), and one row per point and output."""
     rows = []
     for i, sizes in enumerate(points):
         inputs = sample_inputs(desc, sizes, num_tokens=num_tokens, train_steps=train_steps, vocab=vocab, seed=i + 1)
@@ -362,7 +401,14 @@ def compare(desc: Descriptor, session, torch_module: nn.Module, points: list[dic
                          "finite": bool(np.isfinite(g).all())})
     ok = all(r["finite"] and r["max_abs"] <= r["tol"] for r in rows)
     return {"ok": ok, "max_abs": max(r["max_abs"] for r in rows), "mean_abs": float(np.mean([r["mean_abs"] for r in rows])),
-            "points": rows}
+            "tol": summary_tol(rows), "points": rows}
+
+
+def summary_tol(points: list[dict]) -> float | None:
+    """The one ``tol`` a graph is reported with (progress line, report, manifest, table): the
+    tightest of its check points' tolerances. Each point (shape point × output) is held to its own
+    ``tol`` (``tolerance``); ``ok`` is all of them."""
+    return min((p["tol"] for p in points), default=None)
 
 
 def session(path: Path, threads: int | None = None, providers=None):

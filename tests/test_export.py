@@ -416,3 +416,186 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys, extra, match):
     assert BE.main(["--model", "random:test", "--out", str(tmp_path / "o"), "--diffusion-steps", "2"] + extra) == 2
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------ fp16 heads, checks, arguments
+
+def _deep_head_model(depth: int = 2):
+    """The test preset with a diffusion head of ``depth`` ResBlocks (the shipped model has 3)."""
+    import dataclasses
+
+    from impact_rt.model import IMPACT, randomize_
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(preset("test"), head_depth=depth)
+    return randomize_(IMPACT(cfg), seed=0, scale=0.5).eval()
+
+
+@pytest.mark.parametrize("kind", ["head_step", "head_sampler"])
+def test_fp16_export_of_a_head_with_several_blocks(tmp_path, kind):
+    """torch's addcmul symbolic promoted the fp16 adaLN ``modulate`` to fp32, so block 2's LayerNorm
+    got an fp32 input with its fp16 scale: onnx's strict shape inference refused the graph (the
+    shipped model's fp16 export crashed). Now: a valid graph, within the DESIGN §4 rule, and really
+    half precision (no fp32 weight, no float cast but at the boundaries)."""
+    model = _deep_head_model(2)
+    d = next(x for x in D.build(model.cfg, D.Profile((1,), (4,), (2,)), vae=False) if x.kind == kind)
+    row = export_and_check(d, tmp_path / f"{d.name}.onnx", model=model, precision="fp16")
+    assert row["ok"] and all(p["finite"] for p in row["points"])
+    m = onnx.load(str(tmp_path / f"{d.name}.onnx"))
+    if kind == "head_step":
+        assert {i.data_type for i in m.graph.initializer} == {TensorProto.FLOAT16}
+        to_float = [n.name for n in m.graph.node if n.op_type == "Cast"
+                    and helper.get_attribute_value(n.attribute[0]) == TensorProto.FLOAT]
+        assert all("/res_blocks." not in n and "/final_layer/" not in n for n in to_float), to_float
+
+
+def test_export_restores_torchs_addcmul_symbolic(tmp_path):
+    """Our symbolic is registered for the export only (the registry is process-wide)."""
+    from torch.onnx._internal.torchscript_exporter import registration
+    from export.onnx_export import _addcmul_symbolic
+    model = _deep_head_model(2)
+    d = next(x for x in D.build(model.cfg, D.Profile((1,), (4,), (2,)), vae=False) if x.kind == "head_step")
+    export_and_check(d, tmp_path / "h.onnx", model=model, check=False)
+    assert registration.registry.get_function_group("aten::addcmul").get(17) is not _addcmul_symbolic
+
+
+def test_invalid_graph_is_a_one_line_value_error(tmp_path):
+    """onnx's ValidationError / InferenceError are not ValueErrors: they escaped the CLI's handlers
+    as a traceback. An fp32 input with an fp16 LayerNorm scale, as the broken fp16 export wrote."""
+    from export.onnx_export import check_graph
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])
+    scale = helper.make_tensor("scale", TensorProto.FLOAT16, [4], np.ones(4, np.float16).tobytes(), raw=True)
+    ln = helper.make_node("LayerNormalization", ["x", "scale"], ["y"], name="ln", axis=-1)
+    model = helper.make_model(helper.make_graph([ln], "g", [x], [y], [scale]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    d = D.Descriptor("bad", "head_step", (D.TensorSpec("x", "float32", (2, 4)),), (D.TensorSpec("y", "float32", (2, 4)),))
+    with pytest.raises(ValueError, match="bad: the exported graph is invalid") as e:
+        check_graph(d, tmp_path / "bad.onnx")
+    _one_line(e)
+
+
+def test_reported_tolerance_is_one_definition(tmp_path):
+    """The progress line, the report row, the manifest and the table give a graph the same tol: the
+    tightest of its check points' (the line printed the loosest, the table the tightest)."""
+    src = _source()
+    d = next(x for x in src.descriptors(D.Profile((1,), (4,), (2,))) if x.kind == "head_step")
+    lines = []
+    (row,) = BE.export_components(tmp_path, src, [d], precision="fp32", opset=17, log=lines.append)
+    tols = [p["tol"] for p in row["points"]]
+    assert min(tols) < max(tols)                     # the two definitions differ on this graph
+    assert row["tol"] == min(tols)
+    assert f"(tol {min(tols):.3g})" in lines[-1]
+    entry = BE._component_entry(d, row)
+    assert entry["check"]["tol"] == row["tol"]
+    import io
+    buf = io.StringIO()
+    BE.print_report({"components": [entry]}, file=buf)
+    assert format(min(tols), ".3g") in buf.getvalue().splitlines()[1].split()
+
+
+def _runtime_max_steps(cfg) -> int:
+    """The runtime's T̂ limit, asked of DecodeConfig.validate itself."""
+    from impact_rt.config import DecodeConfig
+
+    def ok(s):
+        try:
+            DecodeConfig(diffusion_steps=s).validate(cfg.num_tokens, cfg.train_steps)
+            return True
+        except ConfigError:
+            return False
+    return max(s for s in range(1, cfg.train_steps + 1) if ok(s))
+
+
+def test_profile_accepts_exactly_the_runtimes_diffusion_steps():
+    cfg = preset("test")
+    most = _runtime_max_steps(cfg)
+    assert most < cfg.train_steps                   # the case that slipped through: most < T̂ <= train_steps
+    D.Profile((1,), (4,), (most,)).validate(cfg)
+    with pytest.raises(ConfigError, match=f"diffusion steps must be an integer in 1..{most}, got {most + 1}"):
+        D.Profile((1,), (4,), (most + 1,)).validate(cfg)
+
+
+def _cli(capsys, argv, via_impact_rt=False):
+    if via_impact_rt:
+        from impact_rt import cli
+        rc = cli.main(["export"] + argv)
+    else:
+        rc = BE.main(argv)
+    cap = capsys.readouterr()
+    return rc, cap.err, cap.out
+
+
+def _cli_error(capsys, argv, via_impact_rt=True):
+    """rc 2, one line on stderr with impact-rt's prefix, nothing on stdout."""
+    rc, err, out = _cli(capsys, argv, via_impact_rt)
+    prefix = "impact-rt export: error: " if via_impact_rt else "python -m export.build_engines: error: "
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(prefix) and out == "", (rc, err, out)
+    return err
+
+
+def test_cli_diffusion_steps_beyond_the_runtimes_are_refused_before_any_export(tmp_path, capsys):
+    most = _runtime_max_steps(preset("test"))
+    out = tmp_path / "e"
+    err = _cli_error(capsys, ["--model", "random:test", "--out", str(out), "--iterations", "4",
+                              "--diffusion-steps", f"2,{most + 2}", "--no-check"])
+    assert f"got {most + 2}" in err
+    assert not out.exists() and not list(tmp_path.iterdir())      # nothing exported, no temp folder
+
+
+@pytest.mark.parametrize("opset", ["16", "99", "opset_range_max+1", "x"])
+def test_cli_opset_is_checked_up_front(tmp_path, capsys, opset):
+    if opset == "opset_range_max+1":
+        opset = str(BE.opset_range()[1] + 1)
+    err = _cli_error(capsys, ["--model", "random:test", "--out", str(tmp_path / "e"), "--diffusion-steps", "2",
+                              "--iterations", "4", "--opset", opset])
+    assert "opset" in err and "Torch IR" not in err and not (tmp_path / "e").exists()
+
+
+def test_opset_range_follows_the_installed_torch():
+    from torch.onnx import _constants
+    assert BE.opset_range()[0] == 17
+    assert BE.opset_range()[1] == min(_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET, onnx.defs.onnx_opset_version())
+
+
+def test_cli_missing_model_is_one_line(tmp_path, capsys):
+    err = _cli_error(capsys, ["--out", str(tmp_path / "e")])
+    assert "--model" in err and "usage" not in err
+
+
+@pytest.mark.parametrize("sub", ["", "sub"])
+def test_cli_out_naming_a_file_is_a_usage_error(tmp_path, capsys, sub):
+    f = tmp_path / "afile"
+    f.write_text("keep")
+    out = f / sub if sub else f
+    err = _cli_error(capsys, ["--model", "random:test", "--out", str(out), "--diffusion-steps", "2",
+                              "--iterations", "4"])
+    assert str(f) in err and "not a folder" in err and f.read_text() == "keep"
+    with pytest.raises(ConfigError, match="not a folder"):           # the library API too
+        BE.build(out, _source(), profile=D.Profile((1,), (4,), (2,)), log=lambda s: None)
+
+
+def test_cli_error_prefix_names_the_command(tmp_path, capsys):
+    argv = ["--model", "random:test", "--out", str(tmp_path / "e"), "--precision", "bf16"]
+    assert "bf16" in _cli_error(capsys, argv, via_impact_rt=True)
+    assert "bf16" in _cli_error(capsys, argv, via_impact_rt=False)
+
+
+@pytest.mark.parametrize("value", [1.0, 0.5])
+def test_addcmul_symbolic_keeps_the_dtype_and_the_value(tmp_path, value):
+    """fp16 addcmul (with and without a value) exports to a valid fp16 graph that matches torch."""
+    from export.onnx_export import check_graph, export
+
+    class M_(torch.nn.Module):
+        def forward(self, a, b, c):
+            h = torch.addcmul(a.half(), b.half(), c.half(), value=value)
+            return torch.nn.functional.layer_norm(h, (4,), torch.ones(4, dtype=torch.half)).float()
+
+    spec = lambda n: D.TensorSpec(n, "float32", ("R", 4))  # noqa: E731
+    d = D.Descriptor("addcmul", "head_step", (spec("a"), spec("b"), spec("c")), (spec("y"),), {"R": (1, 3, 8)})
+    g = torch.Generator().manual_seed(0)
+    ins = {n: torch.randn(3, 4, generator=g) for n in "abc"}
+    export(d, M_(), ins, tmp_path / "a.onnx", 17)
+    check_graph(d, tmp_path / "a.onnx")
+    (got,) = _session(tmp_path / "a.onnx").run(None, {k: v.numpy() for k, v in ins.items()})
+    np.testing.assert_allclose(got, M_()(*ins.values()).numpy(), atol=2e-3)
