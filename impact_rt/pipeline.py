@@ -277,11 +277,18 @@ class Pipeline:
         timings["total_s"] = time.perf_counter() - t0
         cfg = self.model.cfg
         latents = tokens_to_latent(tokens.float(), cfg)
-        return Generation(wav.float().cpu().numpy(), SAMPLE_RATE, prompts, seeds, timings,
+        # a waveform lives in [-1, 1], as a file must hold it: the vocoder's output beyond it is clipped
+        # here, not only on saving, and each clip's clipped share is reported (the shipped model clips
+        # ~2 % of its samples: its VAE decoder sometimes decodes frames louder than any training clip)
+        audio = wav.float().cpu().numpy()
+        clipped = [round(float(x), 6) for x in (np.abs(audio) > 1.0).mean(axis=1)]
+        np.clip(audio, -1.0, 1.0, out=audio)
+        return Generation(audio, SAMPLE_RATE, prompts, seeds, timings,
                           {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
                            "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name,
                            "precision": getattr(self.backend, "precision", "fp32"),
-                           **({} if negatives is None else {"negative_prompts": negatives}), **rerank},
+                           **({} if negatives is None else {"negative_prompts": negatives}), **rerank,
+                           "clipped": clipped},
                           latents.cpu().numpy())
 
     def candidates(self, candidates: int | None = None) -> int:

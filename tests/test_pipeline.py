@@ -222,3 +222,17 @@ def test_auto_checks_backends_in_order_and_stops_at_the_first_that_runs(monkeypa
     with pytest.raises(ConfigError, match="backend onnxruntime is not available here: why"):
         resolve_backend("onnxruntime")
     assert seen == ["onnxruntime"]
+
+
+def test_audio_is_clipped_to_full_scale_and_the_clipped_share_reported():
+    """The vocoder can overshoot [-1, 1] (the shipped model: ~2 % of samples): the API returns what a file
+    holds, and says per clip how much was clipped."""
+    import torch
+    p = Pipeline.random("test")
+    wav = torch.zeros(2, 8)
+    wav[0, :2] = torch.tensor([3.0, -1.5])          # 2 of 8 samples beyond full scale
+    wav[1, 0] = 1.0                                  # full scale itself is not clipped
+    p.backend.audio = lambda tokens: wav.clone()
+    g = p.generate(["a", "b"], seed=0, iterations=1, diffusion_steps=2)
+    assert g.settings["clipped"] == [0.25, 0.0]
+    assert g.audio[0, :2].tolist() == [1.0, -1.0] and g.audio[1, 0] == 1.0 and float(abs(g.audio).max()) == 1.0
