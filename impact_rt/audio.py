@@ -241,6 +241,23 @@ class MelSpectrogram(nn.Module):
         return mel
 
 
+def log_mel_ceiling(peak: float = 0.5) -> torch.Tensor:
+    """Per mel bin [64], the largest log-mel value one STFT frame of a sine of amplitude ``peak`` gives
+    (every frequency on a 1 Hz grid, four phases). The corpus is peak-normalised to 0.5 and its clips
+    stay under this (docs/training.md, session 29), so a decoded log-mel above it is louder than
+    anything the VAE was trained on."""
+    fb = mel_filterbank().astype(np.float64)
+    window = torch.hann_window(WIN_LENGTH).double().numpy()
+    n = np.arange(N_FFT)
+    freqs = np.linspace(0.0, SAMPLE_RATE / 2, SAMPLE_RATE // 2 + 1)
+    best = np.full(N_MELS, -np.inf)
+    for phase in np.linspace(0.0, np.pi, 4, endpoint=False):
+        frames = peak * np.sin(2 * np.pi * freqs[:, None] * n / SAMPLE_RATE + phase) * window
+        mel = np.abs(np.fft.rfft(frames, axis=1)) @ fb.T
+        best = np.maximum(best, np.log(np.maximum(mel, LOG_CLAMP)).max(axis=0))
+    return torch.from_numpy(best).float()
+
+
 # ----------------------------------------------------------------------------- Griffin-Lim
 
 def mel_pseudo_inverse() -> torch.Tensor:

@@ -272,3 +272,21 @@ def test_in_chunks_keeps_order_and_calls_once_when_small():
     assert torch.equal(in_chunks(f, x, 3), x * 2) and calls == [3, 3, 1]
     calls.clear()
     assert torch.equal(in_chunks(f, x[:2], 3), x[:2] * 2) and calls == [2]
+
+
+def test_log_mel_ceiling_is_what_a_sine_at_that_peak_reaches_and_noise_stays_under():
+    import numpy as np
+    import torch
+
+    from impact_rt.audio import MelSpectrogram, log_mel_ceiling
+    ceil = log_mel_ceiling(0.5)
+    assert ceil.shape == (64,) and 1.4 < float(ceil.max()) < 1.6 and float(ceil[-1]) < float(ceil[0])
+    assert torch.allclose(log_mel_ceiling(1.0), ceil + np.log(2.0), atol=1e-5)    # linear in the amplitude
+    mel = MelSpectrogram(n_frames=None)
+    t = torch.arange(3200) / 16000
+    tones = 0.5 * torch.sin(2 * np.pi * torch.arange(20.0, 7990.0, 10.0)[:, None] * t)   # 797 sines, 0.2 s each
+    reached = mel(tones)[:, 8:-8].amax(dim=(0, 1))                    # steady frames, every sine, per bin
+    assert float((reached - ceil).max()) < 1e-3                        # no sine at that peak goes above it
+    assert float((reached - ceil).min()) > -0.05                       # and in every bin one comes close
+    noise = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    assert bool((mel(0.5 * noise / noise.abs().max())[0] < ceil).all())

@@ -7,21 +7,13 @@ import sys, json, time, numpy as np, soundfile as sf, torch
 from pathlib import Path
 sys.path.insert(0, "/work/main")
 from impact_rt import Pipeline
+from impact_rt.audio import log_mel_ceiling
 from training.evaluate_model import score
 from impact_rt.evaluation.adherence import load_prompts_tsv
-def sine_ceiling(peak: float = 0.5) -> np.ndarray:
-    """Per mel bin, the largest log-mel value one STFT frame of a sine of this peak gives (1 Hz steps, 4 phases)."""
-    from impact_rt.audio import mel_filterbank, N_FFT, SAMPLE_RATE
-    fb = mel_filterbank().astype(np.float64); h = torch.hann_window(N_FFT).double().numpy(); n = np.arange(N_FFT)
-    fs = np.linspace(0, 8000, 8001); best = np.full(64, -np.inf)
-    for ph in np.linspace(0, np.pi, 4, endpoint=False):
-        X = np.abs(np.fft.rfft(peak * np.sin(2 * np.pi * fs[:, None] * n / SAMPLE_RATE + ph) * h, axis=1))
-        best = np.maximum(best, np.log(np.maximum(X @ fb.T, 1e-5)).max(0))
-    return best.astype(np.float32)
 
 
 first, n, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-CEIL05 = torch.from_numpy(sine_ceiling(0.5))
+CEIL05 = log_mel_ceiling(0.5)
 torch.set_num_threads(2)
 pp = Path("/work/shared/eval/prompts.tsv")
 prompts = [s.prompt for s in load_prompts_tsv(pp).values()]

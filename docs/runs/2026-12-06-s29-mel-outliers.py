@@ -2,18 +2,10 @@
 # test clips (encoded and decoded) and on the shipped model's clips of four prompts
 import numpy as np, torch, csv, random, soundfile as sf
 from impact_rt import Pipeline
+from impact_rt.audio import log_mel_ceiling
 from impact_rt.audio import MelSpectrogram
 torch.set_num_threads(2)
-def sine_ceiling(peak: float = 0.5) -> np.ndarray:
-    """Per mel bin, the largest log-mel value one STFT frame of a sine of this peak gives (1 Hz steps, 4 phases)."""
-    from impact_rt.audio import mel_filterbank, N_FFT, SAMPLE_RATE
-    fb = mel_filterbank().astype(np.float64); h = torch.hann_window(N_FFT).double().numpy(); n = np.arange(N_FFT)
-    fs = np.linspace(0, 8000, 8001); best = np.full(64, -np.inf)
-    for ph in np.linspace(0, np.pi, 4, endpoint=False):
-        X = np.abs(np.fft.rfft(peak * np.sin(2 * np.pi * fs[:, None] * n / SAMPLE_RATE + ph) * h, axis=1))
-        best = np.maximum(best, np.log(np.maximum(X @ fb.T, 1e-5)).max(0))
-    return best.astype(np.float32)
-ceil = torch.from_numpy(sine_ceiling(0.5))
+ceil = log_mel_ceiling(0.5)
 mel=MelSpectrogram()
 rows=[r for r in csv.DictReader(open('/work/corpus/manifest.csv')) if r['split']=='test']; random.seed(2); rows=random.sample(rows,32)
 x=torch.stack([torch.from_numpy(sf.read('/work/corpus/'+r['file'])[0]).float() for r in rows])
