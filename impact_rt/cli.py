@@ -306,7 +306,7 @@ def _save_and_report(args, out, j, path, fmt, prompt, seeds, batch, bar):
         from .spectrogram import spectrogram_png
         spectrogram_png(out.audio[j], str(path.with_suffix(".png")))
     if args.json:
-        per_clip = {k: v[j] for k, v in out.settings.items() if k in ("chosen", "scores", "negative_prompts", "clipped")}
+        per_clip = {k: v[j] for k, v in out.settings.items() if k in ("chosen", "scores", "negative_prompts", "clipped", "peak")}
         rec = {"file": str(path), "prompt": prompt, "seed": seeds[j], **out.settings, **per_clip,
                "sample_rate": out.sample_rate, "seconds": out.audio.shape[1] / out.sample_rate,
                "latency_s": round(out.timings["total_s"] / len(batch), 4)}

@@ -282,13 +282,14 @@ class Pipeline:
         # ~2 % of its samples: its VAE decoder sometimes decodes frames louder than any training clip)
         audio = wav.float().cpu().numpy()
         clipped = [round(float(x), 6) for x in (np.abs(audio) > 1.0).mean(axis=1)]
+        peak = [float(f"{x:.4g}") for x in np.abs(audio).max(axis=1)]
         np.clip(audio, -1.0, 1.0, out=audio)
         return Generation(audio, SAMPLE_RATE, prompts, seeds, timings,
                           {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
                            "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name,
                            "precision": getattr(self.backend, "precision", "fp32"),
                            **({} if negatives is None else {"negative_prompts": negatives}), **rerank,
-                           "clipped": clipped},
+                           "clipped": clipped, "peak": peak},
                           latents.cpu().numpy())
 
     def candidates(self, candidates: int | None = None) -> int:
