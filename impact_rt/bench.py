@@ -180,7 +180,7 @@ def run(args) -> int:
     """Every argument is checked before any cell runs (exit 2); a worker that fails is exit 1."""
     from .backends import BACKENDS, available, precisions
     from .config import ConfigError, DecodeConfig
-    from .fileio import atomic_write_text
+    from .fileio import atomic_write_text, output_file_problem
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         name, _, precision = b.partition(":")
@@ -204,14 +204,9 @@ def run(args) -> int:
     for t in args.iterations:          # the runtime's own rule (every bundle's latent grid has 256 tokens)
         for k in args.diffusion_steps:
             DecodeConfig(iterations=t, diffusion_steps=k).validate(256)
-    if args.out:
-        out = Path(args.out)
-        if out.is_dir():
-            raise ConfigError(f"--out {args.out} is a folder")
-        if out.exists() and not args.force:
-            raise ConfigError(f"{args.out} exists (use --force to overwrite)")
-        if not out.absolute().parent.is_dir():
-            raise ConfigError(f"folder of --out does not exist: {out.absolute().parent}")
+    problem = output_file_problem(args.out, args.force) if args.out else None
+    if problem:
+        raise ConfigError(problem)
     result = bench(args.model, backends, args.batch_sizes, args.iterations, args.diffusion_steps,
                    args.repeats, args.warmup, args.threads)
     md = markdown(result)

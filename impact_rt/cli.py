@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import warnings
@@ -193,12 +192,9 @@ def _plan_outputs(args, prompts: list[str], fmt: str) -> list[Path]:
 
 
 def _probe_writable(folder: Path) -> None:
-    """Create and remove a temporary file: catches read-only filesystems even for root."""
-    import tempfile
+    from .fileio import probe_writable
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".impact-rt-probe-", dir=folder)
-        os.close(fd)
-        os.remove(tmp)
+        probe_writable(folder)
     except OSError as e:
         raise OutputError(f"output folder is not writable: {folder} ({e.strerror or e})") from None
 

@@ -56,6 +56,9 @@ class TorchBackend:
 
 
 def load_backend(model: IMPACT, vae, vocoder, *, bundle_path=None, device="cpu", precision=None):
+    if precision not in (None, "fp32"):    # the golden reference runs in fp32 only
+        from .config import ConfigError
+        raise ConfigError(f"precision {precision!r} is not available for the torch backend (use fp32)")
     return TorchBackend(model, vae, vocoder)
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, output_file_problem, probe_writable
 from .errors import EvalError, UsageError
 
 
@@ -48,20 +46,14 @@ def _n(n, word: str) -> str:
 
 def _check_out(out: str, force: bool) -> Path:
     """Refuse an --out that cannot be written, before any work is done (exit 2, or 1 if unwritable)."""
+    problem = output_file_problem(out, force)
+    if problem:
+        raise UsageError(problem)
     path = Path(out)
-    if path.is_dir():
-        raise UsageError(f"--out {out} is a folder")
-    if (path.exists() or path.is_symlink()) and not force:
-        raise UsageError(f"{out} exists (use --force to overwrite)")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UsageError(f"folder of --out does not exist: {parent}")
-    try:   # a temporary file: catches read-only filesystems even for root
-        fd, tmp = tempfile.mkstemp(prefix=".impact-rt-probe-", dir=parent)
-        os.close(fd)
-        os.remove(tmp)
+    try:
+        probe_writable(path.absolute().parent)
     except OSError as exc:
-        raise EvalError(f"folder of --out is not writable: {parent} ({exc.strerror or exc})") from None
+        raise EvalError(f"folder of --out is not writable: {path.absolute().parent} ({exc.strerror or exc})") from None
     return path
 
 
