@@ -248,10 +248,10 @@ def cmd_generate(args) -> int:
                             diffusion_steps=args.diffusion_steps, guidance=args.guidance,
                             temperature=args.temperature, negative_prompt=args.negative_prompt,
                             candidates=args.candidates, progress=batch_progress(bar, start, len(batch)))
-        for j, (prompt, _) in enumerate(batch):
+        for j in range(len(batch)):
             path = paths[start + j]
             with _interrupts_deferred():   # a clip on disk is always a clip reported (SIGINT waits)
-                _save_and_report(args, out, j, path, fmt, prompt, seeds, batch, bar)
+                _save_and_report(args, out, j, path, fmt, seeds, batch, bar)
         bar.n = start + len(batch)
         bar.refresh()
     bar.close()
@@ -295,7 +295,7 @@ def _interrupts_deferred():
     return held()
 
 
-def _save_and_report(args, out, j, path, fmt, prompt, seeds, batch, bar):
+def _save_and_report(args, out, j, path, fmt, seeds, batch, bar):
     """Write clip j of ``out`` in format ``fmt`` (and its spectrogram) and report it."""
     out.save(path, index=j, format=fmt, force=args.force)
     if args.spectrogram:
@@ -303,7 +303,7 @@ def _save_and_report(args, out, j, path, fmt, prompt, seeds, batch, bar):
         spectrogram_png(out.audio[j], str(path.with_suffix(".png")))
     if args.json:
         per_clip = {k: v[j] for k, v in out.settings.items() if k in ("chosen", "scores", "negative_prompts", "clipped", "peak")}
-        rec = {"file": str(path), "prompt": prompt, "seed": seeds[j], **out.settings, **per_clip,
+        rec = {"file": str(path), "prompt": out.prompts[j], "seed": seeds[j], **out.settings, **per_clip,
                "sample_rate": out.sample_rate, "seconds": out.audio.shape[1] / out.sample_rate,
                "latency_s": round(out.timings["total_s"] / len(batch), 4)}
         print(json.dumps(rec), flush=True)

@@ -102,6 +102,11 @@ def test_format_flag_is_honoured_with_o_and_a_byte_order_mark_is_not_part_of_a_p
                            "-K", "2", "--json", cwd=tmp_path)
     assert rc == 0, err
     assert json.loads(out)["prompt"] == "rain" and sf.info(tmp_path / "r.flac").format == "FLAC"
+    # the record's prompt is the prompt as used (whitespace-normalised), as Generation.prompts is
+    rc, out, err = run_cli("generate", "  thunder \t rumbling ", "-o", "t.wav", "-T", "1", "-K", "2", "--json",
+                           cwd=tmp_path)
+    assert rc == 0, err
+    assert json.loads(out)["prompt"] == "thunder rumbling"
 
 
 @pytest.mark.parametrize("cmd", ["generate", "info", "bench", "eval", "export"])

