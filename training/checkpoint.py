@@ -49,6 +49,9 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], met
 
 
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """(tensors, meta) of the checkpoint folder, None where there is none; a corrupt or incomplete
+    one is a one-line ValueError."""
+    from safetensors import SafetensorError
     d = Path(directory)
     if not (d / "state.json").is_file():
         old = d.with_name(d.name + ".old")  # a save interrupted between the two renames
@@ -56,7 +59,19 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dic
             d = old
         else:
             return None
-    return load_file(str(d / "state.safetensors")), json.loads((d / "state.json").read_text())
+    try:
+        meta = json.loads((d / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {d}: unreadable state.json ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint {d}: state.json does not hold a JSON object")
+    if not (d / "state.safetensors").is_file():
+        raise ValueError(f"checkpoint {d} has state.json but no state.safetensors")
+    try:
+        tensors = load_file(str(d / "state.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"checkpoint {d}: state.safetensors is corrupt ({str(e).splitlines()[0]})") from None
+    return tensors, meta
 
 
 def prefixed(prefix: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,7 +20,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from impact_rt.fileio import atomic_write_text
+
 SPLITS = {"train": 0, "val": 1, "test": 2}
+TENSORS = ("latents", "clip", "caption_id", "split", "text_states", "text_mask")   # tag_caption_id optional
 
 
 @dataclass
@@ -68,8 +71,13 @@ class LatentStore:
         man = Path(self.meta.get("manifest", ""))
         if not man.is_file():
             raise ValueError(f"the clips' {column} needs the store's manifest, not found: {man}")
-        with open(man, newline="") as f:
-            rows = list(csv.DictReader(f))
+        try:
+            with open(man, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except UnicodeDecodeError:
+            raise ValueError(f"the store's manifest {man} is not a UTF-8 text file") from None
+        except (OSError, csv.Error) as e:
+            raise ValueError(f"cannot read the store's manifest {man}: {e}") from None
         ids = self.meta.get("clip_ids")
         if ids:
             by_id = {r.get("id"): r for r in rows}
@@ -97,15 +105,36 @@ class LatentStore:
         if self.tag_caption_id is not None:
             tensors["tag_caption_id"] = self.tag_caption_id.long().contiguous()
         tmp = p.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
-        tmp.replace(p)
-        p.with_suffix(".json").write_text(json.dumps(self.meta, indent=1))
+        try:
+            save_file(tensors, str(tmp))
+            tmp.replace(p)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        atomic_write_text(p.with_suffix(".json"), json.dumps(self.meta, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "LatentStore":
+        """The store at ``path``; a missing, unreadable or foreign file is a one-line ValueError."""
+        from safetensors import SafetensorError
         p = Path(path)
-        t = load_file(str(p))
+        if p.is_dir():
+            raise ValueError(f"latent store {p} is a folder, not a .safetensors file")
+        if not p.is_file():
+            raise ValueError(f"latent store not found: {p}")
+        try:
+            t = load_file(str(p))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"latent store {p} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
+        missing = [k for k in TENSORS if k not in t]
+        if missing:
+            raise ValueError(f"{p} is not a latent store (no {', '.join(missing)}; written by training.latents?)")
         meta_p = p.with_suffix(".json")
-        meta = json.loads(meta_p.read_text()) if meta_p.is_file() else {}
+        try:
+            meta = json.loads(meta_p.read_text(encoding="utf-8")) if meta_p.is_file() else {}
+        except (OSError, ValueError) as e:
+            raise ValueError(f"latent store {p}: unreadable sidecar {meta_p.name} ({e})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"latent store {p}: its sidecar {meta_p.name} does not hold a JSON object")
         return cls(t["latents"], t["clip"], t["caption_id"], t["split"].long(), t["text_states"],
                    t["text_mask"].bool(), meta, str(p), t.get("tag_caption_id"))

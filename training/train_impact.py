@@ -36,6 +36,7 @@ from impact_rt.config import ModelConfig, preset
 from impact_rt.model import IMPACT
 from impact_rt.patchify import patchify
 
+from .cli import Parser, at_least, check_device, check_run_folder, fail, share
 from .checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint, unprefixed
 from . import precision
 from .grow import deepen_encoder_state, encoder_depths, is_encoder_block, widen_head_state
@@ -330,7 +331,7 @@ class Trainer:
                              "and a store with label captions (python -m training.tag_captions)")
         self.rows = store.rows(cfg.phase)
         if len(self.rows) == 0:
-            raise SystemExit(f"no training rows for phase {cfg.phase} in {store.path}")
+            raise ValueError(f"no training rows for phase {cfg.phase} in {store.path}")
         self.row_weights = None
         if cfg.category_balance:
             self.row_weights = category_weights(store, self.rows, cfg.category_balance)
@@ -401,7 +402,7 @@ class Trainer:
         else:
             got = load_checkpoint(directory)
             if got is None:
-                raise SystemExit(f"no checkpoint at {directory}")
+                raise ValueError(f"no checkpoint or model bundle at {directory}")
             ema = unprefixed("ema", got[0])
         parts = [p for p in self.cfg.grow.split(",") if p]
         for part in parts:
@@ -502,7 +503,7 @@ class _LossModule(torch.nn.Module):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="train_impact")
     ap.add_argument("--latents", required=True, help="latent store written by training.latents")
     ap.add_argument("--out", required=True, help="run folder (checkpoints, log.csv)")
     ap.add_argument("--init", default=None,
@@ -527,6 +528,10 @@ def main(argv=None) -> int:
         ap.error("--phase must be uncond or text")
     if args.steps is None and args.minutes is None:
         ap.error("give --steps or --minutes")
+    at_least(ap, args, 1, "--batch-size", "--threads", "--diffusion-batch-mul")
+    at_least(ap, args, 0, "--steps", "--minutes")
+    share(ap, args, "--mask-ratio-min", "--mask-ratio-uniform", "--caption-drop", "--ema-decay")
+    check_run_folder(ap, args.out)
     try:
         parse_kind_weights(args.kind_weights)
         parse_kind_weights(args.category_weights, "category")
@@ -542,33 +547,35 @@ def main(argv=None) -> int:
     device = args.device
     if device == "auto":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    check_device(ap, device)
     if world > 1:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     prec = precision.resolve("fp32" if args.no_bf16 else args.precision, device, who="train_impact")
     cfg = TrainConfig(**{f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)},
                       bf16=prec == "bf16", ema_warmup=not args.no_ema_warmup)
-    store = LatentStore.load(args.latents)
+    from impact_rt.bundle import BundleError
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        store = LatentStore.load(args.latents)
+        # e.g. a kind weight naming no row, a store without its manifest
         tr = Trainer(cfg, store, out, device=device, rank=rank, world=world)
-    except ValueError as e:     # e.g. a kind weight naming no row, a store without its manifest
-        print(f"train_impact: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    try:
-        resumed = tr.resume()
-    except ValueError as e:     # the run folder holds a run of another recipe
-        print(f"train_impact: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+        resumed = tr.resume()   # refuses a run folder that holds a run of another recipe
+        if not resumed and args.init:
+            tr.init_from(Path(args.init))
+    except (ValueError, BundleError) as e:
+        return fail("train_impact", e)
     if resumed:
         print(f"resumed at step {tr.step}", file=sys.stderr)
     elif args.init:
-        try:
-            tr.init_from(Path(args.init))
-        except ValueError as e:
-            print(f"train_impact: error: {str(e).splitlines()[0]}", file=sys.stderr)
-            return 2
         print(f"initialised from {args.init}", file=sys.stderr)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _train(tr, args, cfg, out, rank, world)
+    except OSError as e:        # e.g. a full disk while checkpointing
+        return fail("train_impact", e, 1)
+
+
+def _train(tr: Trainer, args, cfg: TrainConfig, out: Path, rank: int, world: int) -> int:
     log_path = out / "log.csv"
     new_log = not log_path.exists()
     from tqdm import tqdm
@@ -587,7 +594,7 @@ def main(argv=None) -> int:
             loss = tr.train_step()
             if not math.isfinite(loss):
                 tr.save(out / "ckpt-nonfinite")
-                raise SystemExit(f"loss is {loss} at step {tr.step}; stopped (last good checkpoint kept)")
+                return fail("train_impact", f"loss is {loss} at step {tr.step}; stopped (last good checkpoint kept)", 1)
             acc, n_acc = acc + loss, n_acc + 1
             bar.update(1)
             if tr.step % 20 == 0 and rank == 0:

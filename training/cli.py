@@ -1,0 +1,73 @@
+"""What the training command lines share: one-line errors, as impact_rt.cli's.
+
+Bad arguments or input: ``<who>: error: <what>`` on stderr and exit status 2, before any output is
+written; a failure while working: the same line and exit status 1. No traceback either way.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from impact_rt.fileio import output_file_problem
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump): '<who>: error: ...', exit status 2.
+    ``who`` defaults to the program's module name (train_impact for training/train_impact.py)."""
+
+    def __init__(self, *args, who: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.who = who or Path(self.prog.split()[0]).stem
+
+    def error(self, message):
+        self.exit(2, f"{self.who}: error: {message}\n")
+
+
+def fail(who: str, message, code: int = 2) -> int:
+    """Print ``who: error: message`` (its first line) to stderr; return ``code`` for main to return."""
+    text = str(message).strip()
+    print(f"{who}: error: {text.splitlines()[0] if text else type(message).__name__}", file=sys.stderr)
+    return code
+
+
+def at_least(ap: argparse.ArgumentParser, args, minimum, *options: str) -> None:
+    """``ap.error`` for the first of ``options`` ("--batch-size") given below ``minimum``."""
+    for opt in options:
+        v = getattr(args, opt.lstrip("-").replace("-", "_"))
+        if v is not None and v < minimum:
+            ap.error(f"{opt} must be at least {minimum}, got {v}")
+
+
+def share(ap: argparse.ArgumentParser, args, *options: str) -> None:
+    """``ap.error`` for the first of ``options`` given outside [0, 1]."""
+    for opt in options:
+        v = getattr(args, opt.lstrip("-").replace("-", "_"))
+        if v is not None and not 0.0 <= v <= 1.0:
+            ap.error(f"{opt} must be in [0, 1], got {v}")
+
+
+def check_out_file(ap: argparse.ArgumentParser, path, force: bool, what: str = "--out") -> None:
+    """``ap.error`` where ``path`` cannot be written as an output file (impact_rt.fileio.output_file_problem:
+    a folder, an existing file without --force, a missing folder)."""
+    problem = output_file_problem(path, force, what)
+    if problem:
+        ap.error(problem)
+
+
+def check_run_folder(ap: argparse.ArgumentParser, path, what: str = "--out") -> None:
+    """``ap.error`` where ``path`` exists but is not a folder (a run folder is created or resumed)."""
+    p = Path(path)
+    if (p.exists() or p.is_symlink()) and not p.is_dir():
+        ap.error(f"{what} {path} is a file, not a folder")
+
+
+def check_device(ap: argparse.ArgumentParser, name: str) -> None:
+    """``ap.error`` for a device torch does not know, or a CUDA device on a machine without one."""
+    import torch
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        ap.error(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {name}: no CUDA device here")
