@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from impact_rt.patchify import patchify
 from impact_rt.rerank import Scorer, ScorerConfig
 from training import precision
+from training.cli import Parser, at_least, check_run_folder, fail
 from training.checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, save_checkpoint
 from training.latent_store import LatentStore
 from training.train_impact import category_weights
@@ -150,11 +151,27 @@ class ScorerTrainer:
         save_checkpoint(self.out / "ckpt", tensors, {"step": self.step, "config": asdict(self.cfg),
                                                      "scorer": self.scorer.cfg.to_dict(), **opt_meta})
 
-    def resume(self) -> bool:
+    # options that set what a step trains on: a resumed run must keep them (lr and its schedule may change)
+    RESUME_FIXED = ("batch_size", "weight_decay", "noise_max", "category_balance")
+
+    def resume(self, recipe: bool = True) -> bool:
+        """Continue the run in ``out`` (False where it holds none). A checkpoint of another scorer shape,
+        or (with ``recipe``) of other RESUME_FIXED options, is a one-line ValueError."""
         got = load_checkpoint(self.out / "ckpt")
         if got is None:
             return False
         tensors, meta = got
+        saved = meta.get("config", {})
+        differ = [f"{f} ({saved[f]!r} in the checkpoint, {getattr(self.cfg, f)!r} now)" for f in self.RESUME_FIXED
+                  if recipe and f in saved and saved[f] != getattr(self.cfg, f)]
+        now = self.scorer.cfg.to_dict()
+        shape = sorted((k, v) for k, v in meta.get("scorer", {}).items() if now.get(k) != v)
+        if shape:
+            differ.append("the scorer (" + ", ".join(f"{k} {v!r} in the checkpoint, {now.get(k)!r} now"
+                                                     for k, v in shape) + ")")
+        if differ:
+            raise ValueError(f"{self.out} holds a run trained with other options: {'; '.join(differ)}; "
+                             "resume it with the same ones or give another --out")
         self.scorer.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("scorer.")})
         load_optimizer(self.opt, tensors, meta)
         self.gen.set_state(tensors["rng"])
@@ -163,7 +180,7 @@ class ScorerTrainer:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="train_scorer")
     ap.add_argument("--latents", required=True, help="latent store written by training.latents")
     ap.add_argument("--out", required=True, help="run folder (ckpt, log.csv)")
     ap.add_argument("--steps", type=int, default=None, help="stop after this many steps in total")
@@ -177,6 +194,7 @@ def main(argv=None) -> int:
                          "training captions (impact_rt.rerank.Scorer.score)")
     ap.add_argument("--candidates", type=int, default=None, metavar="K",
                     help="with --export: also set the bundle's default number of candidates (config.json rerank)")
+    ap.add_argument("--force", action="store_true", help="with --export: replace a scorer the bundle already has")
     precision.add_argument(ap)
     for f in ("batch_size", "lr", "weight_decay", "warmup_steps", "total_steps", "noise_max", "category_balance", "seed"):
         default = getattr(ScorerTrainConfig, f)
@@ -184,28 +202,37 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.export is None and args.steps is None and args.minutes is None:
         ap.error("give --steps, --minutes or --export")
+    at_least(ap, args, 1, "--batch-size", "--threads")
+    at_least(ap, args, 0, "--steps", "--minutes", "--noise-max")
+    check_run_folder(ap, args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     prec = precision.resolve(args.precision, "cpu", who="train_scorer")
     cfg = ScorerTrainConfig(**{f: getattr(args, f) for f in ScorerTrainConfig.__dataclass_fields__ if hasattr(args, f)},
                             bf16=prec == "bf16")
-    store = LatentStore.load(args.latents)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        store = LatentStore.load(args.latents)
         tr = ScorerTrainer(cfg, store, out)
+        # refuses a run folder that holds a run of another recipe (an export needs only the scorer's shape)
+        resumed = tr.resume(recipe=args.export is None)
     except ValueError as e:
-        print(f"train_scorer: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    resumed = tr.resume()
+        return fail("train_scorer", e)
     if args.export is not None:
         if not resumed:
             print(f"train_scorer: error: no checkpoint in {out} to export", file=sys.stderr)
             return 2
         from impact_rt import bundle as B
+        from impact_rt.rerank import SCORER_WEIGHTS
         if args.candidates is not None and not 1 <= args.candidates <= B.MAX_CANDIDATES:
             print(f"train_scorer: error: --candidates must be in 1..{B.MAX_CANDIDATES}", file=sys.stderr)
             return 2
+        try:
+            B.read_config(args.export)          # a model bundle, not any folder
+        except B.BundleError as e:
+            return fail("train_scorer", f"--export: {e}")
+        if (Path(args.export) / SCORER_WEIGHTS).exists() and not args.force:
+            return fail("train_scorer", f"{args.export} already has a scorer (use --force to replace it)")
         scorer = tr.scorer.eval()
         if not args.no_references:
             caps = store.caption_id[store.rows("text", "train")].unique()
@@ -220,6 +247,14 @@ def main(argv=None) -> int:
         return 0
     if resumed:
         print(f"resumed at step {tr.step}", file=sys.stderr)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _train(tr, args, out)
+    except OSError as e:        # e.g. a full disk while checkpointing
+        return fail("train_scorer", e, 1)
+
+
+def _train(tr: ScorerTrainer, args, out: Path) -> int:
     from tqdm import tqdm
     log_path = out / "log.csv"
     new_log = not log_path.exists()
@@ -234,7 +269,7 @@ def main(argv=None) -> int:
                 (args.minutes is None or time.time() - t_start < args.minutes * 60):
             loss = tr.train_step()
             if not math.isfinite(loss):
-                raise SystemExit(f"loss is {loss} at step {tr.step}; stopped (last good checkpoint kept)")
+                return fail("train_scorer", f"loss is {loss} at step {tr.step}; stopped (last good checkpoint kept)", 1)
             acc, n_acc = acc + loss, n_acc + 1
             bar.update(1)
             if tr.step % 100 == 0:
