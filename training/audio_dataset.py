@@ -41,16 +41,31 @@ def list_audio_files(manifest: str | None = None, folder: str | None = None) -> 
     if (manifest is None) == (folder is None):
         raise ValueError("give exactly one of manifest and folder")
     if manifest is not None:
+        if Path(manifest).is_dir():
+            raise ValueError(f"manifest {manifest} is a folder (give a CSV file, or the folder with --folder)")
         base = Path(manifest).resolve().parent
-        with open(manifest, newline="") as f:
-            reader = csv.DictReader(f)
-            if "file" not in (reader.fieldnames or []):
-                raise ValueError(f"{manifest} has no 'file' column")
-            files = [str(base / row["file"]) for row in reader if row["file"].strip()]
+        try:
+            with open(manifest, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if "file" not in (reader.fieldnames or []):
+                    raise ValueError(f"{manifest} has no 'file' column")
+                files = [str(base / row["file"]) for row in reader if (row["file"] or "").strip()]
+        except UnicodeDecodeError:
+            raise ValueError(f"manifest {manifest} is not a UTF-8 text file") from None
+        except FileNotFoundError:
+            raise ValueError(f"manifest not found: {manifest}") from None
+        except (OSError, csv.Error) as e:
+            raise ValueError(f"cannot read manifest {manifest}: {e}") from None
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise ValueError(f"manifest {manifest} lists {len(missing)} audio files that do not exist "
+                             f"(first: {missing[0]})")
     else:
+        if not Path(folder).is_dir():
+            raise ValueError(f"audio folder not found: {folder}")
         files = sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
-        raise ValueError("no audio files found")
+        raise ValueError(f"no audio files found in {manifest or folder}")
     return files
 
 
@@ -82,7 +97,10 @@ class StepBatches(torch.utils.data.Dataset):
     def load(self, index: int) -> torch.Tensor:
         if index in self._cache:
             return self._cache[index]
-        wav = load_audio(self.files[index])
+        try:
+            wav = load_audio(self.files[index])
+        except Exception as e:  # soundfile's errors for unreadable or foreign files
+            raise ValueError(f"cannot read audio {self.files[index]}: {str(e).splitlines()[0] if str(e) else e!r}") from None
         if self._cached + wav.numel() * 4 <= self.cache_bytes:
             self._cache[index] = wav
             self._cached += wav.numel() * 4
@@ -227,11 +245,19 @@ def find_checkpoint(directory: str) -> str | None:
 def load_checkpoint(directory: str, modules: dict[str, nn.Module],
                     optimizers: dict[str, torch.optim.Optimizer]) -> dict:
     """Restore modules and optimizers in place; returns state.json's content."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    with open(os.path.join(directory, "state.json")) as f:
-        state = json.load(f)
-    tensors = load_file(os.path.join(directory, "checkpoint.safetensors"))
+    try:
+        with open(os.path.join(directory, "state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {directory}: unreadable state.json ({e})") from None
+    try:
+        tensors = load_file(os.path.join(directory, "checkpoint.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"checkpoint {directory}: checkpoint.safetensors is missing or corrupt "
+                         f"({str(e).splitlines()[0]})") from None
     for name, module in modules.items():
         prefix = f"model.{name}."
         device = next(iter(module.state_dict().values())).device
@@ -283,6 +309,19 @@ def start(args) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def check_common_args(ap, args) -> None:
+    """``ap.error`` (one line, exit 2) for common arguments no run can use: no data source or two,
+    counts below 1, negative limits, an --out that is a file, a device torch lacks."""
+    from .cli import at_least, check_device, check_run_folder
+    if (args.manifest is None) == (args.folder is None):
+        ap.error("give --manifest or --folder")
+    at_least(ap, args, 1, "--batch-size", "--crop-frames", "--threads")
+    at_least(ap, args, 0, "--steps", "--minutes", "--workers")
+    check_run_folder(ap, args.out)
+    if args.device != "auto":
+        check_device(ap, args.device)
+
+
 def add_common_args(ap) -> None:
     ap.add_argument("--manifest", help="CSV with a 'file' column")
     ap.add_argument("--folder", help="folder of audio files (instead of --manifest)")
@@ -304,20 +343,54 @@ def add_common_args(ap) -> None:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def check_resumable(directory: str, trainer) -> None:
+    """A one-line ValueError where the checkpoint in ``directory`` was made with another configuration
+    than ``trainer``'s: another kind, architecture or model config (``extra_state``), other modules
+    (discriminators on or off), or another set of trained parameters (--freeze-encoder)."""
+    try:
+        with open(os.path.join(directory, "state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {directory}: unreadable state.json ({e})") from None
+    extra = json.loads(json.dumps(trainer.extra_state()))
+    # another kind or architecture says it all; else the config's differing fields
+    differ = [f"{key} ({state[key]!r} in the checkpoint, {now!r} now)" for key, now in extra.items()
+              if key in state and state[key] != now and not isinstance(now, dict)]
+    for key, now in extra.items():
+        if not differ and isinstance(now, dict) and isinstance(state.get(key), dict) and state[key] != now:
+            keys = sorted(k for k in set(now) | set(state[key]) if now.get(k) != state[key].get(k))
+            differ.append(f"{key} (" + ", ".join(f"{k} {state[key].get(k)!r} in the checkpoint, "
+                                                  f"{now.get(k)!r} now" for k in keys) + ")")
+    saved = state.get("optimizers", {})
+    if not differ and set(saved) != set(trainer.optimizers):
+        differ.append(f"modules ({', '.join(sorted(saved)) or 'none'} in the checkpoint, "
+                      f"{', '.join(sorted(trainer.optimizers))} now)")
+    if not differ:
+        for name, opt in trainer.optimizers.items():
+            had = sum(len(g.get("params", ())) for g in saved[name].get("param_groups", ()))
+            has = sum(len(g["params"]) for g in opt.param_groups)
+            if had != has:
+                differ.append(f"the trained parameters of {name} ({had} tensors in the checkpoint, {has} now)")
+    if differ:
+        raise ValueError(f"{directory} holds a run of another configuration: {'; '.join(differ)}; resume it with "
+                         "the same options, or give another --out or --no-resume")
+
+
 def run_training(trainer, args, rank: int = 0, world: int = 1) -> int:
     """Resume if a checkpoint exists, train until --steps or --minutes, checkpoint on a timer and
     at the end. `trainer` has .modules, .optimizers (dicts), .train_step(batch) -> dict of floats,
     and .extra_state() -> dict (JSON). Returns the step reached."""
     from tqdm import tqdm
 
-    os.makedirs(args.out, exist_ok=True)
+    files = list_audio_files(args.manifest, args.folder)
     ckpt_dir = os.path.join(args.out, "checkpoint")
     step = 0
     found = None if args.no_resume else find_checkpoint(ckpt_dir)
     if found:
+        check_resumable(found, trainer)
         step = load_checkpoint(found, trainer.modules, trainer.optimizers)["step"]
         print(f"resumed from {found} at step {step}", file=sys.stderr)
-    files = list_audio_files(args.manifest, args.folder)
+    os.makedirs(args.out, exist_ok=True)
     batches = StepBatches(files, args.batch_size, args.crop_frames * HOP, args.seed, rank)
     log = CsvLog(os.path.join(args.out, "log.csv")) if rank == 0 else None
     start = time.monotonic()

@@ -71,3 +71,17 @@ def check_device(ap: argparse.ArgumentParser, name: str) -> None:
         ap.error(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)")
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {name}: no CUDA device here")
+
+
+def load_component(loader, directory, what: str):
+    """``loader(directory)`` (e.g. ``AutoencoderKL.from_pretrained``), with a missing, corrupt or
+    mismatched component folder turned into a one-line ValueError naming ``what`` (--vae, --init)."""
+    from safetensors import SafetensorError
+    d = Path(directory)
+    if not d.is_dir():
+        raise ValueError(f"{what} {directory} is not a folder" if d.exists() else f"{what} not found: {directory}")
+    try:
+        return loader(str(d))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{what} {directory}: cannot load it ({msg})") from None

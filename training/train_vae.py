@@ -22,9 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from impact_rt.audio import HOP
+from impact_rt.vae import PRESETS as VAE_PRESETS
 from impact_rt.vae import AutoencoderKL, count_parameters, measure_scale_factor
-from training.audio_dataset import (StepBatches, add_common_args, autocast, list_audio_files, run_training, set_lr,
-                                    start)
+from training.audio_dataset import (StepBatches, add_common_args, autocast, check_common_args, list_audio_files,
+                                    run_training, set_lr, start)
+from training.cli import Parser, at_least, fail, load_component
 
 
 class PatchDiscriminator(nn.Module):
@@ -49,7 +51,8 @@ class VAETrainer:
     def __init__(self, args, device: torch.device, world: int = 1):
         self.args, self.device = args, device
         if args.init:
-            self.vae = AutoencoderKL.from_pretrained(args.init, "vae").float().to(device)
+            self.vae = load_component(lambda d: AutoencoderKL.from_pretrained(d, "vae"), args.init,
+                                      "--init").float().to(device)
         else:
             self.vae = AutoencoderKL(args.preset).to(device)
         if args.freeze_encoder:
@@ -154,8 +157,8 @@ def measure_and_export(trainer: VAETrainer, args) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training.train_vae", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m training.train_vae", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter, who="train_vae")
     add_common_args(ap)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
     ap.add_argument("--weight-decay", type=float, default=0.01)
@@ -178,19 +181,31 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.freeze_encoder and not args.init:
         ap.error("--freeze-encoder needs --init (the VAE whose latent space to keep)")
+    check_common_args(ap, args)
+    if not args.init and args.preset not in VAE_PRESETS:
+        ap.error(f"--preset {args.preset}: choose one of {', '.join(VAE_PRESETS)}")
+    at_least(ap, args, 1, "--scale-batches")
     rank, world, device = start(args)
-    trainer = VAETrainer(args, device, world)
-    if not args.init:
-        init_output_bias(trainer, args)  # a resumed checkpoint overwrites it
-    if rank == 0 and not args.quiet:
-        print(f"AutoencoderKL[{args.preset}]: {count_parameters(trainer.vae):,} parameters on {device}",
-              file=sys.stderr)
-    step = run_training(trainer, args, rank, world)
-    result = {"step": step}
-    if rank == 0:
-        result["scale_factor"] = measure_and_export(trainer, args)
-        result["export"] = os.path.join(args.out, "export")
-        print(json.dumps(result))
+    try:
+        trainer = VAETrainer(args, device, world)
+        down = 2 ** (len(trainer.vae.config.ch_mult) - 1)     # the encoder's time downsampling
+        if args.crop_frames % down:
+            raise ValueError(f"--crop-frames must be a multiple of {down} for this VAE, got {args.crop_frames}")
+        if not args.init:
+            init_output_bias(trainer, args)  # a resumed checkpoint overwrites it
+        if rank == 0 and not args.quiet:
+            print(f"AutoencoderKL[{args.preset}]: {count_parameters(trainer.vae):,} parameters on {device}",
+                  file=sys.stderr)
+        step = run_training(trainer, args, rank, world)
+        result = {"step": step}
+        if rank == 0:
+            result["scale_factor"] = measure_and_export(trainer, args)
+            result["export"] = os.path.join(args.out, "export")
+            print(json.dumps(result))
+    except ValueError as e:     # a missing or unreadable manifest, audio file, --init or checkpoint
+        raise SystemExit(fail("train_vae", e))
+    except OSError as e:        # e.g. a full disk while checkpointing
+        raise SystemExit(fail("train_vae", e, 1))
     return result
 
 

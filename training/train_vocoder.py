@@ -31,9 +31,11 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 from impact_rt.audio import MelSpectrogram, stft
-from impact_rt.vocoder import HifiGan, Vocos, count_parameters
-from training.audio_dataset import (add_common_args, autocast, find_checkpoint, load_checkpoint, run_training, set_lr,
-                                    start)
+from impact_rt.vocoder import PRESETS as HIFIGAN_PRESETS
+from impact_rt.vocoder import VOCOS_PRESETS, HifiGan, Vocos, count_parameters
+from training.audio_dataset import (add_common_args, autocast, check_common_args, find_checkpoint, load_checkpoint,
+                                    run_training, set_lr, start)
+from training.cli import Parser, fail
 
 LRELU = 0.1
 
@@ -159,7 +161,7 @@ class VocoderTrainer:
             self.dnet = nn.parallel.DistributedDataParallel(self.disc) if world > 1 else self.disc
         self.magnitude_only = args.arch == "vocos" and self.gen.config.phase == "griffinlim"
         if self.magnitude_only and self.disc is not None:
-            raise SystemExit("a Vocos with Griffin-Lim phases trains its magnitude only: add --no-gan")
+            raise ValueError("a Vocos with Griffin-Lim phases trains its magnitude only: add --no-gan")
         self.stft_weight = args.stft_weight if args.stft_weight is not None else (1.0 if args.no_gan else 0.0)
 
     def train_step(self, batch: dict, step: int) -> dict:
@@ -236,11 +238,16 @@ def export_checkpoint(args) -> dict:
     its state.json records (the command line's --arch / --preset do not matter), to <out>/export."""
     found = find_checkpoint(os.path.join(args.out, "checkpoint"))
     if not found:
-        raise SystemExit(f"no checkpoint in {args.out}")
-    with open(os.path.join(found, "state.json")) as f:
-        state = json.load(f)
-    arch = state.get("arch", "hifigan")
-    gen = Vocos(state["config"]) if arch == "vocos" else HifiGan(state["config"], weight_norm=True)
+        raise ValueError(f"no checkpoint in {args.out}")
+    try:
+        with open(os.path.join(found, "state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+        if state.get("kind", "vocoder") != "vocoder":
+            raise ValueError(f"it is a {state.get('kind')} checkpoint, not a vocoder's")
+        arch = state.get("arch", "hifigan")
+        gen = Vocos(state["config"]) if arch == "vocos" else HifiGan(state["config"], weight_norm=True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"checkpoint {found}: state.json does not describe a vocoder ({e})") from None
     load_checkpoint(found, {"generator": gen}, {})
     result = {"step": state["step"], "export": export(gen, args)}
     print(json.dumps(result))
@@ -248,8 +255,8 @@ def export_checkpoint(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training.train_vocoder", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m training.train_vocoder", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter, who="train_vocoder")
     add_common_args(ap)
     ap.set_defaults(lr=2e-4, batch_size=16, crop_frames=64, warmup=0)
     ap.add_argument("--arch", default="hifigan", choices=["hifigan", "vocos"],
@@ -268,20 +275,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.export_only:
-        return export_checkpoint(args)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        if args.export_only:
+            return export_checkpoint(args)
+    except ValueError as e:     # no checkpoint, or a corrupt one
+        raise SystemExit(fail("train_vocoder", e))
+    except OSError as e:
+        raise SystemExit(fail("train_vocoder", e, 1))
+    check_common_args(ap, args)
+    presets = VOCOS_PRESETS if args.arch == "vocos" else HIFIGAN_PRESETS
+    if args.preset not in presets:
+        ap.error(f"--preset {args.preset}: choose one of {', '.join(presets)} (--arch {args.arch})")
     rank, world, device = start(args)
-    trainer = VocoderTrainer(args, device, world)
-    if rank == 0 and not args.quiet:
-        n_d = count_parameters(trainer.disc) if trainer.disc is not None else 0
-        print(f"{type(trainer.gen).__name__}[{args.preset}]: {count_parameters(trainer.gen):,} parameters, "
-              f"discriminators {n_d:,}, on {device}", file=sys.stderr)
-    step = run_training(trainer, args, rank, world)
-    result = {"step": step}
-    if rank == 0:
-        result["export"] = export(trainer.gen, args)
-        print(json.dumps(result))
+    try:
+        trainer = VocoderTrainer(args, device, world)
+        if rank == 0 and not args.quiet:
+            n_d = count_parameters(trainer.disc) if trainer.disc is not None else 0
+            print(f"{type(trainer.gen).__name__}[{args.preset}]: {count_parameters(trainer.gen):,} parameters, "
+                  f"discriminators {n_d:,}, on {device}", file=sys.stderr)
+        step = run_training(trainer, args, rank, world)
+        result = {"step": step}
+        if rank == 0:
+            result["export"] = export(trainer.gen, args)
+            print(json.dumps(result))
+    except ValueError as e:     # a missing or unreadable manifest, audio file or checkpoint
+        raise SystemExit(fail("train_vocoder", e))
+    except OSError as e:        # e.g. a full disk while checkpointing
+        raise SystemExit(fail("train_vocoder", e, 1))
     return result
 
 

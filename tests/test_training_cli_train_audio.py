@@ -1,0 +1,123 @@
+"""train_vae's and train_vocoder's command lines: one-line errors (exit 2) before any output, and a
+resume that refuses a checkpoint of another configuration."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+from training import train_vae, train_vocoder
+
+COMMON = ["--preset", "test", "--batch-size", "2", "--crop-frames", "32", "--warmup", "0", "--quiet",
+          "--threads", "1"]
+
+
+@pytest.fixture()
+def manifest(tmp_path):
+    t = np.arange(8000) / 16000
+    for i in range(2):
+        sf.write(tmp_path / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t)).astype(np.float32), 16000)
+    m = tmp_path / "m.csv"
+    m.write_text("file,caption\nc0.wav,a\nc1.wav,b\n")
+    return str(m)
+
+
+def _status(module, argv):
+    try:
+        module.main(argv)
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def _one_line_error(capsys, who, *words):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith(f"{who}: error: "), err
+    for w in words:
+        assert w in err, err
+
+
+@pytest.mark.parametrize("module, who", [(train_vae, "train_vae"), (train_vocoder, "train_vocoder")])
+def test_bad_data_sources_are_one_line_errors_and_make_no_run_folder(tmp_path, capsys, manifest, module, who):
+    out = tmp_path / "run"
+    (tmp_path / "nonutf.csv").write_bytes(b"file\n\xff\xfe.wav\n")
+    (tmp_path / "missing.csv").write_text("file\nc0.wav\nnot-there.wav\n")
+    (tmp_path / "nofile.csv").write_text("path\nc0.wav\n")
+    (tmp_path / "empty").mkdir()
+    cases = [(["--manifest", str(tmp_path / "none.csv")], "manifest not found"),
+             (["--manifest", str(tmp_path)], "is a folder"),
+             (["--manifest", str(tmp_path / "nonutf.csv")], "not a UTF-8 text file"),
+             (["--manifest", str(tmp_path / "missing.csv")], "1 audio files that do not exist"),  # failed mid-run
+             (["--manifest", str(tmp_path / "nofile.csv")], "no 'file' column"),
+             (["--folder", str(tmp_path / "nowhere")], "audio folder not found"),
+             (["--folder", str(tmp_path / "empty")], "no audio files found"),
+             ([], "give --manifest or --folder")]
+    for source, words in cases:
+        assert _status(module, [*source, "--out", str(out), "--steps", "1", *COMMON]) == 2, source
+        _one_line_error(capsys, who, words)
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("module, who", [(train_vae, "train_vae"), (train_vocoder, "train_vocoder")])
+@pytest.mark.parametrize("more, words", [
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--crop-frames", "0"], "--crop-frames must be at least 1"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--steps", "-1"], "--steps must be at least 0"),
+    (["--preset", "nosuch"], "--preset nosuch: choose one of"),       # was a KeyError traceback
+    (["--device", "bogus"], "not a device"),
+])
+def test_bad_numbers_and_names_are_refused(tmp_path, capsys, manifest, module, who, more, words):
+    out = tmp_path / "run"
+    assert _status(module, ["--manifest", manifest, "--out", str(out), "--steps", "1", *COMMON, *more]) == 2
+    _one_line_error(capsys, who, words)
+    assert not out.exists()
+
+
+def test_vae_refuses_crops_its_encoder_cannot_halve_and_a_missing_init(tmp_path, capsys, manifest):
+    out = tmp_path / "run"
+    argv = ["--manifest", manifest, "--out", str(out), "--steps", "1", *COMMON]
+    assert _status(train_vae, [*argv, "--crop-frames", "30"]) == 2     # was a shape traceback mid-step
+    _one_line_error(capsys, "train_vae", "multiple of 4")
+    assert _status(train_vae, [*argv, "--init", str(tmp_path / "nowhere")]) == 2
+    _one_line_error(capsys, "train_vae", "--init not found")
+    assert _status(train_vae, [*argv, "--scale-batches", "0"]) == 2
+    _one_line_error(capsys, "train_vae", "--scale-batches must be at least 1")
+    assert not out.exists()
+    (tmp_path / "file").write_text("keep")
+    assert _status(train_vae, ["--manifest", manifest, "--out", str(tmp_path / "file"), "--steps", "1", *COMMON]) == 2
+    _one_line_error(capsys, "train_vae", "is a file")
+    assert (tmp_path / "file").read_text() == "keep"
+
+
+def test_resume_refuses_another_preset_modules_or_trained_parameters(tmp_path, capsys, manifest):
+    out = tmp_path / "vae"
+    argv = ["--manifest", manifest, "--out", str(out), *COMMON]
+    assert _status(train_vae, [*argv, "--steps", "1"]) == 0
+    capsys.readouterr()
+    ckpt = (out / "checkpoint" / "checkpoint.safetensors").read_bytes()
+    # another preset: was a load_state_dict traceback
+    assert _status(train_vae, [*argv, "--steps", "2", "--preset", "small"]) == 2
+    _one_line_error(capsys, "train_vae", "holds a run of another configuration", "config (ch 8 in the checkpoint, 32 now")
+    # another set of trained parameters (the decoder alone)
+    assert _status(train_vae, [*argv, "--steps", "2", "--freeze-encoder", "--init", str(out / "export")]) == 2
+    _one_line_error(capsys, "train_vae", "the trained parameters of vae")
+    # a vocoder run in the VAE's folder
+    assert _status(train_vocoder, [*argv, "--steps", "2", "--no-gan"]) == 2
+    _one_line_error(capsys, "train_vocoder", "kind ('vae' in the checkpoint, 'vocoder' now)")
+    assert (out / "checkpoint" / "checkpoint.safetensors").read_bytes() == ckpt
+    # and a corrupt checkpoint
+    (out / "checkpoint" / "checkpoint.safetensors").write_bytes(ckpt[:100])
+    assert _status(train_vae, [*argv, "--steps", "2"]) == 2
+    _one_line_error(capsys, "train_vae", "checkpoint.safetensors is missing or corrupt")
+
+
+def test_vocoder_resume_refuses_discriminators_switched_on(tmp_path, capsys, manifest):
+    out = tmp_path / "voc"
+    argv = ["--manifest", manifest, "--out", str(out), *COMMON]
+    assert _status(train_vocoder, [*argv, "--steps", "1", "--no-gan"]) == 0
+    capsys.readouterr()
+    assert _status(train_vocoder, [*argv, "--steps", "2"]) == 2        # was a load_state_dict traceback
+    _one_line_error(capsys, "train_vocoder", "modules (generator in the checkpoint, discriminators, generator now)")
+    assert _status(train_vocoder, [*argv, "--steps", "2", "--no-gan", "--arch", "vocos"]) == 2
+    _one_line_error(capsys, "train_vocoder", "arch ('hifigan' in the checkpoint, 'vocos' now)")
+    assert _status(train_vocoder, ["--out", str(tmp_path / "nowhere"), "--export-only"]) == 2
+    _one_line_error(capsys, "train_vocoder", "no checkpoint in")
