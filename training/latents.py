@@ -23,14 +23,25 @@ from impact_rt.text_conditioner import MiniLMConditioner
 from impact_rt.vae import AutoencoderKL
 
 from . import precision
+from .cli import Parser, at_least, check_out_file, fail, load_component
 from .latent_store import SPLITS, LatentStore
 
 
 def read_manifest(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    """The manifest's rows; a missing, unreadable or file-less manifest is a one-line ValueError."""
+    if path.is_dir():
+        raise ValueError(f"manifest {path} is a folder, not a CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError:
+        raise ValueError(f"manifest {path} is not a UTF-8 text file") from None
+    except FileNotFoundError:
+        raise ValueError(f"manifest not found: {path}") from None
+    except (OSError, csv.Error) as e:
+        raise ValueError(f"cannot read manifest {path}: {e}") from None
     if not rows or "file" not in rows[0]:
-        raise SystemExit(f"{path}: a manifest needs a 'file' column")
+        raise ValueError(f"{path}: a manifest needs a 'file' column")
     return rows
 
 
@@ -48,7 +59,7 @@ def tilt(mel: torch.Tensor, db: float) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="latents")
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--vae", required=True, help="folder holding vae.safetensors")
     ap.add_argument("--out", required=True)
@@ -66,14 +77,30 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse-manifest", default=None,
                     help="the manifest --reuse was built from, if it has moved or been rewritten since "
                          "(stores that predate recorded clip ids are matched by its row order)")
+    ap.add_argument("--force", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
+    at_least(ap, args, 1, "--variants", "--batch", "--limit", "--threads")
+    keep = set(args.splits.split(","))
+    if not keep <= set(SPLITS):
+        ap.error(f"--splits: {', '.join(sorted(keep - set(SPLITS)))} is not one of {', '.join(SPLITS)}")
+    check_out_file(ap, args.out, args.force)
+    try:
+        return _encode(args, keep)
+    except ValueError as e:     # a missing or unreadable manifest, --vae or --reuse
+        return fail("latents", e)
+    except OSError as e:
+        return fail("latents", e, 1)
+
+
+def _encode(args, keep: set[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     bf16 = precision.resolve("bf16" if args.bf16 else args.precision, "cpu", who="latents") == "bf16"
     man = Path(args.manifest)
-    keep = set(args.splits.split(","))
     rows = [r for r in read_manifest(man) if (r.get("split") or "train") in keep][: args.limit]
-    vae = AutoencoderKL.from_pretrained(args.vae, "vae").eval()
+    if not rows:
+        raise ValueError(f"manifest {man} has no rows of the splits {', '.join(sorted(keep))}")
+    vae = load_component(lambda d: AutoencoderKL.from_pretrained(d, "vae"), args.vae, "--vae").eval()
     mel_fn = MelSpectrogram()
     cond = MiniLMConditioner()
     g = torch.Generator().manual_seed(args.seed)
@@ -138,6 +165,8 @@ def main(argv=None) -> int:
         if len(pending) >= args.batch:
             flush()
     flush()
+    if not lat:
+        return fail("latents", f"none of the {len(rows)} clips could be read (see the skip lines above)", 1)
     store = LatentStore(torch.stack(lat), torch.tensor(clip), torch.tensor(cap), torch.tensor(split),
                         text_states, text_mask,
                         {"manifest": str(man), "captions": captions, "variants": args.variants,
@@ -154,15 +183,15 @@ def reusable_latents(path: str, manifest: str | None, vae_hash: str, variants: i
     or variant count differs: latents of another VAE would be silently wrong."""
     old = LatentStore.load(path)
     if old.meta.get("vae_sha256") != vae_hash:
-        raise SystemExit(f"--reuse {path}: encoded by another VAE (sha256 {str(old.meta.get('vae_sha256'))[:12]}…)")
+        raise ValueError(f"--reuse {path}: encoded by another VAE (sha256 {str(old.meta.get('vae_sha256'))[:12]}…)")
     if int(old.meta.get("variants", 1)) != variants:
-        raise SystemExit(f"--reuse {path}: {old.meta.get('variants')} variants a clip, this run makes {variants}")
+        raise ValueError(f"--reuse {path}: {old.meta.get('variants')} variants a clip, this run makes {variants}")
     if manifest:
         old.meta["manifest"] = manifest
     try:
         ids = old.clip_column("id")
     except ValueError as e:
-        raise SystemExit(f"--reuse {path}: {e} (pass the manifest it was built from with --reuse-manifest)")
+        raise ValueError(f"--reuse {path}: {e} (pass the manifest it was built from with --reuse-manifest)") from None
     out: dict[str, list[torch.Tensor]] = {}
     for row, c in enumerate(old.clip.tolist()):
         if ids[c]:
