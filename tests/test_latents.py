@@ -64,3 +64,13 @@ def test_reuse_copies_known_clips_and_encodes_new_ones(tmp_path, capsys):
                          "--variants", "2", "--reuse", str(tmp_path / "a.safetensors")]) == 2
     assert "variants" in capsys.readouterr().err
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_no_readable_clip_is_a_one_line_error_not_a_traceback(tmp_path, capsys):
+    vae = _vae(tmp_path / "vae", 0)
+    man = _manifest(tmp_path / "m.csv", [7], ["thunder"])          # clips/c7.wav does not exist
+    assert latents.main(["--manifest", str(man), "--vae", str(vae), "--out", str(tmp_path / "a.safetensors"),
+                         "--variants", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("latents: error: none of the 1 clips")
+    assert not (tmp_path / "a.safetensors").exists()
