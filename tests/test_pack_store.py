@@ -172,3 +172,32 @@ def test_first_categories_are_packed_before_the_drawn_rest(tmp_path):
         assert len(rows) == n_rare and all(has(r) for r in rows)
     with pytest.raises(ValueError, match="no captioned row of category nope"):
         select_rows(st, 10 ** 9, first=frozenset({"nope"}))
+
+
+def test_cli_refuses_to_overwrite_and_unwritable_outs_before_packing(tmp_path, capsys):
+    st = _store(tmp_path)
+    pack_cmd = ["pack", "--latents", st.path, "--max-mb", "1", "--out"]
+    assert main(pack_cmd + [str(tmp_path / "p.pack")]) == 0
+    made = (tmp_path / "p.pack").read_bytes()
+    capsys.readouterr()
+    for argv, words in ((pack_cmd + [str(tmp_path / "p.pack")], "exists (use --force"),     # was overwritten
+                        (pack_cmd + [str(tmp_path)], "is a folder"),                        # was a traceback
+                        (pack_cmd + [str(tmp_path / "no" / "p.pack")], "does not exist"),   # was a traceback
+                        (pack_cmd + [str(tmp_path / "q.pack"), "--max-mb", "0"], "--max-mb must be above 0"),
+                        (["unpack", "--out", str(tmp_path), str(tmp_path / "p.pack")], "is a folder"),  # left OUT.tmp
+                        (["pack", "--latents", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "q.pack")],
+                         "latent store not found")):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("pack_store: error: ") and err.count("\n") == 1 and words in err, err
+    assert (tmp_path / "p.pack").read_bytes() == made and not (tmp_path / "q.pack").exists()
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.manifest.csv"))
+    assert main(pack_cmd + [str(tmp_path / "p.pack"), "--force"]) == 0
+    assert main(["unpack", "--out", str(tmp_path / "u.safetensors"), str(tmp_path / "p.pack")]) == 0
+    with pytest.raises(SystemExit) as e:
+        main(["unpack", "--out", str(tmp_path / "u.safetensors"), str(tmp_path / "p.pack")])
+    assert e.value.code == 2
+    assert main(["unpack", "--out", str(tmp_path / "u.safetensors"), str(tmp_path / "p.pack"), "--force"]) == 0

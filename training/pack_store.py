@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import lzma
 import sys
@@ -36,6 +37,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from impact_rt.fileio import atomic_write_text
+
+from .cli import Parser, check_out_file, fail
 from .latent_store import LatentStore
 
 COMPAND = 0.5       # asinh(x / COMPAND): linear below ~0.5, logarithmic above
@@ -252,11 +256,12 @@ def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
     local = {c: i for i, c in enumerate(uniq)}
     out = Path(out)
     man = out.with_suffix(".manifest.csv")
-    with open(man, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "category", "kind"])
-        for c in uniq:
-            w.writerow([f"c{c}", cats.get(c, ""), kinds.get(c, "")])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["id", "category", "kind"])
+    for c in uniq:
+        w.writerow([f"c{c}", cats.get(c, ""), kinds.get(c, "")])
+    atomic_write_text(man, text.getvalue())
     meta.update({"manifest": str(man), "clip_ids": [f"c{c}" for c in uniq], "packs": [str(p) for p in paths]})
     store = LatentStore(torch.cat(lat), torch.tensor([local[c] for c in clip_t.tolist()]), torch.cat(cap),
                         torch.cat(split), torch.cat(states), torch.cat(masks), meta, str(out),
@@ -266,9 +271,9 @@ def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="pack_store")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("pack")
+    p = sub.add_parser("pack", who="pack_store")
     p.add_argument("--latents", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--max-mb", type=float, default=38.0, help="size budget of the pack (MB)")
@@ -277,10 +282,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first", nargs="*", default=[], help="categories whose rows are packed before the drawn rest")
     p.add_argument("--no-compress", action="store_true", help="store the latent codes plain (no LZMA)")
-    u = sub.add_parser("unpack")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    u = sub.add_parser("unpack", who="pack_store")
     u.add_argument("--out", required=True)
+    u.add_argument("--force", action="store_true", help="replace an existing --out")
     u.add_argument("packs", nargs="+")
     a = ap.parse_args(argv)
+    check_out_file(ap, a.out, a.force)
+    if a.cmd == "pack" and not a.max_mb > 0:
+        ap.error(f"--max-mb must be above 0, got {a.max_mb}")
     try:
         if a.cmd == "pack":
             store = LatentStore.load(a.latents)
@@ -294,8 +304,7 @@ def main(argv=None) -> int:
             st = unpack(a.packs, a.out)
             print(json.dumps({"out": a.out, "rows": len(st.clip), "text_rows": len(st.rows("text"))}))
     except (ValueError, OSError) as e:
-        print(f"pack_store: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return fail("pack_store", e)
     return 0
 
 
