@@ -119,3 +119,26 @@ def test_tag_captions_cli_refuses_to_overwrite_its_input(tmp_path, capsys):
     from training.tag_captions import main
     assert main(["--latents", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "a.safetensors")]) == 2
     assert "must differ" in capsys.readouterr().err
+
+
+def test_tag_captions_cli_refuses_an_existing_out_and_a_bad_store_in_one_line(tmp_path, capsys):
+    from training.tag_captions import main
+    (tmp_path / "done.safetensors").write_bytes(b"an earlier tagged store")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a store")
+    for argv, words in ((["--latents", str(tmp_path / "x.safetensors"), "--out", str(tmp_path / "done.safetensors")],
+                         "exists (use --force"),                  # was overwritten
+                        (["--latents", str(tmp_path / "x.safetensors"), "--out", str(tmp_path)], "is a folder"),
+                        (["--latents", str(tmp_path / "x.safetensors"), "--out", str(tmp_path / "no" / "o.safetensors")],
+                         "does not exist"),
+                        (["--latents", str(tmp_path / "x.safetensors"), "--out", str(tmp_path / "o.safetensors")],
+                         "latent store not found"),               # was a traceback
+                        (["--latents", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "o.safetensors")],
+                         "not a readable safetensors file")):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("tag_captions: error: ") and err.count("\n") == 1 and words in err, err
+    assert (tmp_path / "done.safetensors").read_bytes() == b"an earlier tagged store"
+    assert not (tmp_path / "o.safetensors").exists()

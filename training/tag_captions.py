@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .cli import Parser, check_out_file, fail
 from .data.captions import tag_captions
 from .latent_store import LatentStore
 
@@ -50,14 +51,19 @@ def add_tag_captions(store: LatentStore, encode) -> LatentStore:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="tag_captions")
     ap.add_argument("--latents", required=True, help="store written by training.latents")
     ap.add_argument("--out", required=True, help="the store with label captions (a new file)")
+    ap.add_argument("--force", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
     if Path(args.out).resolve() == Path(args.latents).resolve():
         print("tag_captions: error: --out must differ from --latents", file=sys.stderr)
         return 2
-    store = LatentStore.load(args.latents)
+    check_out_file(ap, args.out, args.force)
+    try:
+        store = LatentStore.load(args.latents)
+    except ValueError as e:
+        return fail("tag_captions", e)
     from impact_rt.text_conditioner import MiniLMConditioner
     cond = MiniLMConditioner()
     if store.meta.get("conditioner") not in (None, cond.spec()):
@@ -67,9 +73,11 @@ def main(argv=None) -> int:
     try:
         out = add_tag_captions(store, cond.encode)
     except ValueError as e:
-        print(f"tag_captions: error: {e}", file=sys.stderr)
-        return 2
-    out.save(args.out)
+        return fail("tag_captions", e)
+    try:
+        out.save(args.out)
+    except OSError as e:
+        return fail("tag_captions", e, 1)
     tagged = int((out.tag_caption_id[:, 0] >= 0).sum())
     print(f"{tagged} of {int((store.caption_id >= 0).sum())} captioned rows tagged, "
           f"{out.meta['tag_captions']} new captions → {args.out}", file=sys.stderr)
