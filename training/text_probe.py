@@ -16,29 +16,41 @@ from pathlib import Path
 
 import torch
 
+from impact_rt.fileio import atomic_write_text
 from impact_rt.patchify import patchify
 
+from .cli import Parser, at_least, check_out_file, fail
 from .latent_store import LatentStore
 
 
 def load_generator(path: Path):
-    """A checkpoint folder (its EMA weights) or a model bundle → IMPACT in eval mode."""
+    """A checkpoint folder (its EMA weights) or a model bundle → IMPACT in eval mode. A missing,
+    corrupt or foreign one is a one-line ValueError."""
+    from impact_rt import bundle as B
     from impact_rt.config import ModelConfig
     from impact_rt.model import IMPACT
 
     from .checkpoint import load_checkpoint, unprefixed
     if (path / "impact.safetensors").is_file():
-        from impact_rt import bundle as B
-        cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text())["model"])
-        state = {k: v.float() for k, v in B.load_generator_state(path).items()}
+        try:
+            cfg = B.read_config(path).model
+            state = {k: v.float() for k, v in B.load_generator_state(path).items()}
+        except B.BundleError as e:
+            raise ValueError(str(e)) from None
     else:
         got = load_checkpoint(path)
         if got is None:
-            raise SystemExit(f"no checkpoint or bundle at {path}")
+            raise ValueError(f"no checkpoint or bundle at {path}")
         tensors, meta = got
-        cfg, state = ModelConfig.from_dict(meta["model"]), unprefixed("ema", tensors)
+        try:
+            cfg, state = ModelConfig.from_dict(meta["model"]), unprefixed("ema", tensors)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint {path} is not a generator's (no model config: {e})") from None
     m = IMPACT(cfg)
-    m.load_state_dict(state)
+    try:
+        m.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its weights do not fit its config ({str(e).strip().splitlines()[0]})") from None
     return m.eval()
 
 
@@ -75,20 +87,36 @@ def probe(model, store: LatentStore, *, rows: int = 256, batch: int = 32, repeat
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="text_probe")
     ap.add_argument("--latents", required=True)
     ap.add_argument("--model", required=True, help="checkpoint folder or model bundle")
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="also write the result here (JSON)")
+    ap.add_argument("--force", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
+    at_least(ap, args, 1, "--rows", "--threads")
+    if args.out:
+        check_out_file(ap, args.out, args.force)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_generator(Path(args.model))
-    res = probe(model, LatentStore.load(args.latents), rows=args.rows)
+    try:
+        model = load_generator(Path(args.model))
+        store = LatentStore.load(args.latents)
+        if len(store.rows("text")) == 0:
+            raise ValueError(f"{args.latents} has no captioned training rows to probe")
+        if tuple(store.text_states.shape[1:]) != (model.cfg.text_len, model.cfg.text_dim):
+            raise ValueError(f"{args.latents} holds text states {list(store.text_states.shape[1:])}, the model "
+                             f"takes [{model.cfg.text_len}, {model.cfg.text_dim}]")
+    except ValueError as e:
+        return fail("text_probe", e)
+    res = probe(model, store, rows=args.rows)
     text = json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()})
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        try:
+            atomic_write_text(args.out, text + "\n")
+        except OSError as e:
+            return fail("text_probe", e, 1)
     print(text)
     return 0
 
