@@ -43,7 +43,7 @@ def test_rescore_keeps_the_runs_settings_and_replaces_its_scores(tmp_path, monke
 
 def test_rescore_without_an_earlier_run_is_a_one_line_error(tmp_path):
     import training.evaluate_model as E
-    with pytest.raises(SystemExit, match="--rescore"):
+    with pytest.raises(ValueError, match="--rescore"):
         E.rescore(tmp_path, tmp_path / "p.tsv", None)
 
 

@@ -30,6 +30,9 @@ from pathlib import Path
 
 from impact_rt.config import PRECISIONS
 from impact_rt.evaluation.adherence import default_prompts_path, load_prompts_tsv
+from impact_rt.fileio import atomic_write_text
+
+from .cli import Parser, at_least, check_out_file, check_run_folder, fail
 
 
 def derangement(items: list[str], seed: int = 0) -> list[str]:
@@ -73,17 +76,17 @@ def rescore(out: Path, prompts_path: Path, reference) -> dict:
         records = [json.loads(line) for line in (clips / "clips.jsonl").read_text().splitlines() if line.strip()]
         old = json.loads((out / "summary.json").read_text())
     except (OSError, ValueError) as e:
-        raise SystemExit(f"evaluate_model: error: --rescore {out}: {e}")
+        raise ValueError(f"--rescore {out}: {e}") from None
     prompts = list(dict.fromkeys(r["prompt"] for r in records))
     report, scores = score(clips, records, prompts, prompts_path, reference or old.get("reference"))
     summary = {**old, **scores, "reference": reference or old.get("reference"), "rescored": True}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="evaluate_model")
     ap.add_argument("--model", default=None, help="bundle folder (default: the shipped one)")
     ap.add_argument("--out", help="run folder (clips, report.json, summary.json); not needed with --write-prompt-table")
     ap.add_argument("--seeds", type=int, default=10)
@@ -110,15 +113,35 @@ def main(argv=None) -> int:
     ap.add_argument("--write-prompt-table", default=None, metavar="FILE",
                     help="write the encodings of the prompts (and the negative prompt) with the bundle's text "
                          "encoder to FILE, then stop")
+    ap.add_argument("--force", action="store_true",
+                    help="replace a finished evaluation in OUT (its summary.json), or an existing --write-prompt-table")
     a = ap.parse_args(argv)
+    at_least(ap, a, 1, "--threads", "--seeds", "--batch-size")
     if a.threads is not None:
-        if a.threads < 1:
-            ap.error(f"--threads must be at least 1, got {a.threads}")
         import torch
         torch.set_num_threads(a.threads)
     prompts_path = Path(a.prompts) if a.prompts else default_prompts_path()
     if not a.out and not a.write_prompt_table:
         ap.error("--out is required")
+    if a.write_prompt_table:
+        check_out_file(ap, a.write_prompt_table, a.force, "--write-prompt-table")
+    else:
+        check_run_folder(ap, a.out)
+        if not a.rescore and (Path(a.out) / "summary.json").exists() and not a.force:
+            ap.error(f"{a.out} holds a finished evaluation (use --force to replace it, or --rescore)")
+    from impact_rt.bundle import BundleError
+    from impact_rt.evaluation.errors import EvalError
+    try:
+        return _run(a, prompts_path)
+    except (ValueError, BundleError) as e:      # a missing bundle, prompts file or table; bad decode settings
+        return fail("evaluate_model", e)
+    except EvalError as e:                      # the scoring's own one-line errors
+        return fail("evaluate_model", e, e.exit_code)
+    except OSError as e:
+        return fail("evaluate_model", e, 1)
+
+
+def _run(a, prompts_path: Path) -> int:
     if a.write_prompt_table:
         from impact_rt import bundle as B
         from impact_rt.text_conditioner import build_conditioner, write_prompt_table
@@ -142,10 +165,12 @@ def main(argv=None) -> int:
     prompts = [s.prompt for s in load_prompts_tsv(prompts_path).values()]
     out = Path(a.out)
     clips = out / "clips"
-    clips.mkdir(parents=True, exist_ok=True)
     pipe = Pipeline.from_pretrained(a.model, backend=a.backend, precision=a.precision, prompt_table=a.prompt_table)
     settings = dict(iterations=a.iterations, diffusion_steps=a.diffusion_steps, guidance=a.guidance,
                     temperature=a.temperature)
+    pipe.decode_config(**settings)      # the runtime's rules for the settings, before any clip
+    pipe.candidates(a.candidates)
+    clips.mkdir(parents=True, exist_ok=True)
     records, changes, t0, n_gen = [], [], time.perf_counter(), 0
     from tqdm import tqdm
     jobs = [(p, s) for p in prompts for s in range(a.first_seed, a.first_seed + a.seeds)]
@@ -161,7 +186,7 @@ def main(argv=None) -> int:
             records.append({"file": name, "prompt": p, "seed": s,
                             **({"candidate": g.settings["chosen"][j]} if "chosen" in g.settings else {})})
     gen_seconds = time.perf_counter() - t0
-    (clips / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(clips / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     report, scores = score(clips, records, prompts, prompts_path, a.reference)
     dc = pipe.decode_config(**settings)
     summary = {
@@ -175,8 +200,8 @@ def main(argv=None) -> int:
         # judge-free: how much the latents jump at the generator's patch grid (real latents ~0.9 / 0.7)
         "token_seams": seams_of_changes(*(np.concatenate(c) for c in zip(*changes)), pipe.model.cfg.patch),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return 0
 
