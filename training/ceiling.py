@@ -18,6 +18,10 @@ from pathlib import Path
 
 import torch
 
+from impact_rt.fileio import atomic_write_text
+
+from .cli import Parser, at_least, check_run_folder, fail
+
 # prompt → manifest categories whose clips are honest examples of it (whole clips, not scenes)
 PROMPT_CATEGORIES = {
     "thunder": ["thunder"], "rain falling on a roof": ["rain"], "strong wind blowing": ["wind"],
@@ -32,8 +36,17 @@ SPLIT_ORDER = {"test": 0, "val": 1, "train": 2}
 
 
 def pick_clips(manifest: Path, per_prompt: int) -> list[tuple[str, Path]]:
-    with open(manifest, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not (r.get("kind") or "").startswith(("scene", "natural"))]
+    try:
+        with open(manifest, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if not (r.get("kind") or "").startswith(("scene", "natural"))]
+    except UnicodeDecodeError:
+        raise ValueError(f"manifest {manifest} is not a UTF-8 text file") from None
+    except FileNotFoundError:
+        raise ValueError(f"no manifest.csv in the corpus folder {manifest.parent}") from None
+    except (OSError, csv.Error) as e:
+        raise ValueError(f"cannot read manifest {manifest}: {e}") from None
+    if rows and not {"file", "category", "split", "id"} <= set(rows[0]):
+        raise ValueError(f"manifest {manifest} lacks the columns id, file, split and category")
     out = []
     for prompt, cats in PROMPT_CATEGORIES.items():
         cand = sorted((r for r in rows if r.get("category") in cats), key=lambda r: (SPLIT_ORDER.get(r["split"], 3), r["id"]))
@@ -42,24 +55,46 @@ def pick_clips(manifest: Path, per_prompt: int) -> list[tuple[str, Path]]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="ceiling")
     ap.add_argument("--corpus", required=True, help="corpus folder (manifest.csv)")
     ap.add_argument("--model", default=None, help="bundle folder (default: the shipped one)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--per-prompt", type=int, default=5)
+    ap.add_argument("--force", action="store_true", help="replace a finished measurement in --out (its summary.json)")
     a = ap.parse_args(argv)
+    at_least(ap, a, 1, "--per-prompt")
+    check_run_folder(ap, a.out)
+    if (Path(a.out) / "summary.json").exists() and not a.force:
+        ap.error(f"{a.out} holds a finished measurement (use --force to replace it)")
+    from impact_rt.bundle import BundleError
+    from impact_rt.evaluation.errors import EvalError
+    try:
+        return _measure(a)
+    except (ValueError, BundleError) as e:      # a missing corpus, manifest, clip or bundle
+        return fail("ceiling", e)
+    except EvalError as e:                      # the scoring's own one-line errors
+        return fail("ceiling", e, e.exit_code)
+    except OSError as e:
+        return fail("ceiling", e, 1)
 
+
+def _measure(a) -> int:
     from impact_rt.audio import MelSpectrogram, load_audio, save_audio
     from impact_rt.evaluation import evaluate
     from impact_rt.evaluation.adherence import default_prompts_path
     from impact_rt.pipeline import Pipeline
 
+    jobs = pick_clips(Path(a.corpus) / "manifest.csv", a.per_prompt)
+    if not jobs:
+        raise ValueError(f"{a.corpus}/manifest.csv has no whole clip of any evaluation prompt's categories")
+    missing = [str(path) for _, path in jobs if not path.is_file()]
+    if missing:
+        raise ValueError(f"{len(missing)} clips of the manifest are not on disk (first: {missing[0]})")
     pipe = Pipeline.from_pretrained(a.model, backend="torch")
     vae, vocoder = pipe.backend.vae, pipe.backend.vocoder
     if not hasattr(vae, "encoder"):
-        raise SystemExit("the bundle's VAE has no encoder: the VAE round trip cannot be measured")
+        raise ValueError("the bundle's VAE has no encoder: the VAE round trip cannot be measured")
     mel_fn = MelSpectrogram()
-    jobs = pick_clips(Path(a.corpus) / "manifest.csv", a.per_prompt)
     out = Path(a.out)
     ways = ("recorded", "vocoder", "vae+vocoder")
     for w in ways:
@@ -67,7 +102,10 @@ def main(argv=None) -> int:
     records = []
     with torch.inference_mode():
         for i, (prompt, path) in enumerate(jobs):
-            wav = load_audio(str(path))[None]
+            try:
+                wav = load_audio(str(path))[None]
+            except Exception as e:      # soundfile's errors for a missing or unreadable clip
+                raise ValueError(f"cannot read clip {path}: {str(e).splitlines()[0] if str(e) else e!r}") from None
             mel = mel_fn(wav)
             z = vae.encode(mel).mode()
             name = f"{i:04d}.wav"
@@ -80,7 +118,7 @@ def main(argv=None) -> int:
         rep = evaluate(out / w, None, default_prompts_path(), out / w / "clips.jsonl")
         summary[w] = {"adherence": rep["adherence"]["rate"],
                       "per_prompt": {r["prompt"]: f"{r['hits']}/{r['clips']}" for r in rep["adherence"]["per_prompt"]}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print(json.dumps({w: summary[w]["adherence"] for w in ways}))
     return 0
 
