@@ -58,5 +58,27 @@ def test_bad_runs_are_one_line_errors(tmp_path, capsys):
     (noseed / "clips" / "clips.jsonl").write_text(json.dumps({"file": "0000.wav", "prompt": "thunder"}) + "\n")
     assert main([str(good), str(noseed)]) == 2
     assert "no seeds" in capsys.readouterr().err
-    assert main([str(good), str(good), "--json", str(tmp_path / "no" / "dir" / "x.json")]) == 2
-    assert "cannot write" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:            # refused before the runs are read, not after
+        main([str(good), str(good), "--json", str(tmp_path / "no" / "dir" / "x.json")])
+    assert e.value.code == 2 and "folder of --json does not exist" in capsys.readouterr().err
+
+
+def test_an_existing_json_is_replaced_only_with_force_and_odd_records_are_named(tmp_path, capsys):
+    good = _run(tmp_path, "good", [("thunder", 0, True)])
+    (tmp_path / "cmp.json").write_text("an earlier comparison")
+    with pytest.raises(SystemExit) as e:
+        main([str(good), str(good), "--json", str(tmp_path / "cmp.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("compare_runs: error: ") and "exists (use --force" in err
+    assert (tmp_path / "cmp.json").read_text() == "an earlier comparison"
+    assert main([str(good), str(good), "--json", str(tmp_path / "cmp.json"), "--force"]) == 0
+    assert json.loads((tmp_path / "cmp.json").read_text())["runs"] == [str(good), str(good)]
+    capsys.readouterr()
+    odd = _run(tmp_path, "odd", [("thunder", 0, True)])
+    (odd / "clips" / "clips.jsonl").write_text(json.dumps({"file": "0000.wav", "prompt": "thunder", "seed": "x"}))
+    assert main([str(good), str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "odd: clip 0000.wav has the seed 'x'" in err, err    # no folder named before
+    (odd / "clips" / "clips.jsonl").write_text('"a string"\n')
+    assert main([str(good), str(odd)]) == 2
+    assert "not a clip record" in capsys.readouterr().err

@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 from impact_rt.evaluation.adherence import wilson
+from impact_rt.fileio import atomic_write_text
+
+from .cli import Parser, check_out_file, fail
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
@@ -49,11 +51,17 @@ def load_run(folder: str | Path) -> dict[tuple[str, int], bool]:
         raise ValueError(f"{folder}: unreadable report or clips.jsonl ({e})") from None
     out: dict[tuple[str, int], bool] = {}
     for r in rows:
+        if not isinstance(r, dict) or not {"file", "prompt"} <= set(r):
+            raise ValueError(f"{folder}: clips.jsonl holds a line that is not a clip record ({str(r)[:60]})")
         if "seed" not in r:
             raise ValueError(f"{folder}: clips.jsonl has no seeds (a run older than training.evaluate_model's seeds)")
         if r["file"] not in hits:
             raise ValueError(f"{folder}: clip {r['file']} has no verdict in report.json")
-        out[(r["prompt"], int(r["seed"]))] = hits[r["file"]]
+        try:
+            seed = int(r["seed"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{folder}: clip {r['file']} has the seed {r['seed']!r}, not an integer") from None
+        out[(r["prompt"], seed)] = hits[r["file"]]
     if not out:
         raise ValueError(f"{folder}: no clips")
     return out
@@ -100,24 +108,25 @@ def table(result: dict, names: list[str]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="compare_runs")
     ap.add_argument("runs", nargs="+", help="evaluate_model output folders (the first is the baseline)")
     ap.add_argument("--json", default=None, help="also write the comparison here")
+    ap.add_argument("--force", action="store_true", help="replace an existing --json")
     a = ap.parse_args(argv)
+    if a.json:
+        check_out_file(ap, a.json, a.force, "--json")
     try:
         runs = [load_run(r) for r in a.runs]
     except ValueError as e:
-        print(f"compare_runs: {e}", file=sys.stderr)
-        return 2
+        return fail("compare_runs", e)
     names = [Path(r).name or str(r) for r in a.runs]
     result = compare(runs)
     print(table(result, names))
     if a.json:
         try:
-            Path(a.json).write_text(json.dumps({"runs": list(a.runs), "prompts": result}, indent=1))
+            atomic_write_text(a.json, json.dumps({"runs": list(a.runs), "prompts": result}, indent=1))
         except OSError as e:
-            print(f"compare_runs: cannot write {a.json}: {e.strerror}", file=sys.stderr)
-            return 2
+            return fail("compare_runs", f"cannot write {a.json}: {e.strerror}", 1)
     return 0
 
 
