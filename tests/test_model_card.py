@@ -143,3 +143,37 @@ def test_rows_of_cards_before_the_candidate_column_get_k_1_and_the_scorer_is_nam
     assert "| main (previous card) | cpu | 16 | 100 | 992 | 5.0 | 1 | 180 | 40.6 % |" in card
     assert "best of 8 candidates" in card and "3,175 reference captions" in card
     assert "| reranking scorer | 200 |" in card
+
+
+def test_cli_bad_input_is_one_line_and_the_card_is_left_alone(tmp_path, capsys):
+    import pytest
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"model": {}, "vocoder": {"kind": "griffinlim"}}))
+    (bundle / "MODEL_CARD.md").write_text("the card")
+    (tmp_path / "nonutf.md").write_bytes(b"\xff\xfe")
+    (tmp_path / "s.json").write_text("{}")
+    (tmp_path / "bad.json").write_text("{bad")
+    (tmp_path / "m.csv").write_text("file,caption\nx.wav,a\n")
+    cases = [(["--vae-log", str(tmp_path / "none.csv")], "cannot read"),                          # tracebacks before
+             (["--vae-log", str(tmp_path / "m.csv")], "is not a training log"),
+             (["--train-log", str(tmp_path / "m.csv")], "expected NAME=PATH"),                      # was exit 1
+             (["--eval", f"main={tmp_path / 'nowhere'}"], "cannot read"),
+             (["--eval", f"main={tmp_path / 's.json'}"], "is not an evaluate_model summary"),        # KeyError
+             (["--probe", f"p={tmp_path / 'bad.json'}"], "is not a JSON file"),
+             (["--probe", f"p={tmp_path / 's.json'}"], "an input file lacks what the card needs"),
+             (["--previous", str(tmp_path / "nonutf.md")], "not a UTF-8 text file"),
+             (["--corpus", str(tmp_path / "nowhere")], "cannot read"),
+             (["--out", str(tmp_path / "no" / "card.md")], "folder of --out does not exist"),
+             (["--out", str(tmp_path)], "is a folder")]
+    for more, words in cases:
+        try:
+            code = main(["--bundle", str(bundle), *more])
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("model_card: error: ") and err.count("\n") == 1 and words in err, (more, err)
+        assert (bundle / "MODEL_CARD.md").read_text() == "the card"
+    with pytest.raises(SystemExit) as e:
+        main(["--bundle", str(tmp_path / "nowhere")])
+    assert e.value.code == 2 and "is not a model bundle" in capsys.readouterr().err

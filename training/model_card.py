@@ -20,10 +20,37 @@ from pathlib import Path
 
 from impact_rt.fileio import atomic_write_text
 
+from .cli import Parser, check_out_file, fail
+
 
 def _csv_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    """A CSV file's rows; a missing or unreadable one is a one-line ValueError naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text file") from None
+    except (OSError, csv.Error) as e:
+        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _read_json(path: Path):
+    """A JSON file's content; a missing or unreadable one is a one-line ValueError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:          # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not a JSON file ({e})") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text file") from None
 
 
 def training_summary(path: Path, loss_key: str = "loss") -> dict:
@@ -31,6 +58,13 @@ def training_summary(path: Path, loss_key: str = "loss") -> dict:
     rows = _csv_rows(path)
     if not rows:
         return {"steps": 0}
+    try:
+        return _summarise(rows, loss_key)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise ValueError(f"{path} is not a training log (step, seconds or wall_s, {loss_key}): {e}") from None
+
+
+def _summarise(rows: list[dict], loss_key: str) -> dict:
     clock = "seconds" if "seconds" in rows[0] else "wall_s"
     seconds, prev = 0.0, 0.0
     for r in rows:                      # the clock restarts from 0 at every resumed invocation
@@ -45,7 +79,7 @@ def training_summary(path: Path, loss_key: str = "loss") -> dict:
 
 
 def corpus_summary(corpus: Path) -> dict:
-    report = json.loads((corpus / "report.json").read_text())
+    report = _read_json(corpus / "report.json")
     licences = Counter()
     for r in _csv_rows(corpus / "manifest.csv"):
         for lic in set(r.get("license", "").split(";")):
@@ -298,13 +332,25 @@ def _named(items: list[str]) -> dict[str, Path]:
     for it in items:
         name, _, path = it.rpartition("=")
         if not name:
-            raise SystemExit(f"model_card: expected NAME=PATH, got {it!r}")
+            raise ValueError(f"expected NAME=PATH, got {it!r}")
         out[name] = Path(path)
     return out
 
 
+# what the card reads of an evaluation summary (training.evaluate_model)
+EVAL_FIELDS = ("settings", "metrics", "backend", "clips", "adherence", "generation_seconds_per_clip")
+
+
+def _evaluation(path: Path) -> dict:
+    summary = _read_json(_summary_file(path))
+    missing = [f for f in EVAL_FIELDS if f not in summary] if isinstance(summary, dict) else list(EVAL_FIELDS)
+    if missing:
+        raise ValueError(f"{_summary_file(path)} is not an evaluate_model summary (no {', '.join(missing)})")
+    return summary
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, who="model_card")
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--corpus", default=None, help="corpus folder (report.json, manifest.csv)")
     ap.add_argument("--vae-log", default=None)
@@ -321,15 +367,29 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="default: BUNDLE/MODEL_CARD.md")
     a = ap.parse_args(argv)
     bundle = Path(a.bundle)
-    corpus = corpus_summary(Path(a.corpus)) if a.corpus else None
-    vae = training_summary(Path(a.vae_log), "l1") if a.vae_log else None
-    phases = {k: training_summary(p) for k, p in _named(a.train_log).items()}
-    evals = {k: json.loads(_summary_file(p).read_text()) for k, p in _named(a.eval).items()}
-    probes = {k: json.loads(p.read_text()) for k, p in _named(a.probe).items()}
-    ceiling = json.loads(_summary_file(Path(a.ceiling)).read_text()) if a.ceiling else None
-    previous = previous_rows(Path(a.previous).read_text()) if a.previous else None
-    text = render(bundle, corpus, vae, phases, evals, a.note, probes, ceiling, previous)
-    atomic_write_text(Path(a.out) if a.out else bundle / "MODEL_CARD.md", text)
+    if not (bundle / "config.json").is_file():
+        ap.error(f"--bundle {bundle} is not a model bundle (no config.json)")
+    out = Path(a.out) if a.out else bundle / "MODEL_CARD.md"
+    check_out_file(ap, out, True)      # the card is rewritten by design; a folder or a missing folder is not
+    try:
+        corpus = corpus_summary(Path(a.corpus)) if a.corpus else None
+        vae = training_summary(Path(a.vae_log), "l1") if a.vae_log else None
+        phases = {k: training_summary(p) for k, p in _named(a.train_log).items()}
+        evals = {k: _evaluation(p) for k, p in _named(a.eval).items()}
+        probes = {k: _read_json(p) for k, p in _named(a.probe).items()}
+        ceiling = _read_json(_summary_file(Path(a.ceiling))) if a.ceiling else None
+        previous = previous_rows(_read_text(Path(a.previous))) if a.previous else None
+        if not isinstance(_read_json(bundle / "config.json"), dict):
+            raise ValueError(f"{bundle / 'config.json'} does not hold a JSON object")
+        text = render(bundle, corpus, vae, phases, evals, a.note, probes, ceiling, previous)
+    except ValueError as e:
+        return fail("model_card", e)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:   # a field an input file lacks
+        return fail("model_card", f"an input file lacks what the card needs ({type(e).__name__}: {e})")
+    try:
+        atomic_write_text(out, text)
+    except OSError as e:
+        return fail("model_card", e, 1)
     for what, ok, val in checks(evals):
         print(f"{'PASS' if ok else ('n/a ' if ok is None else 'FAIL')}  {what}: {val}", file=sys.stderr)
     return 0
