@@ -1,6 +1,8 @@
 /* Self-check of the native sampler without Python: a random head (small output layer, so the
- * loop is well-behaved), every kernel this CPU runs against the portable fp32 kernel, and
- * thread/blocking invariance. Exit status 0 when all agree. Built by CMake (ctest). */
+ * loop is well-behaved), every kernel this CPU runs (the portable one included, so that a CPU
+ * with no kernel of its own, e.g. aarch64, is checked too) against a scalar double-precision
+ * loop written from the header's math, and thread/blocking invariance. Exit status 0 when all
+ * agree. Built by CMake (ctest). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +99,50 @@ struct Head {
   }
 };
 
+const float kGuidance = 3.0f, kTemperature = 0.9f;
+
+double silu(double v) { return v / (1.0 + exp(-v)); }
+
+/* y[n] = b[n] + sum_k x[k] W[k][n], in double */
+void linear(const Head& h, int li, const double* x, double* y) {
+  const int K = h.k[li], N = h.n[li];
+  for (int n = 0; n < N; ++n) y[n] = h.b[li][n];
+  for (int k = 0; k < K; ++k)
+    for (int n = 0; n < N; ++n) y[n] += x[k] * (double)h.w[li][(size_t)k * N + n];
+}
+
+void layer_norm(const double* x, int W, const float* g, const float* b, double* y) {
+  double mu = 0, var = 0;
+  for (int c = 0; c < W; ++c) mu += x[c];
+  mu /= W;
+  for (int c = 0; c < W; ++c) var += (x[c] - mu) * (x[c] - mu);
+  const double r = 1.0 / sqrt(var / W + 1e-6);
+  for (int c = 0; c < W; ++c) y[c] = (x[c] - mu) * r * (g ? g[c] : 1.0) + (b ? b[c] : 0.0);
+}
+
+/* The head's output (eps | v) [2C] for one row, from the header's math, scalar and in double:
+ * the reference every kernel, the portable one included, is checked against. */
+std::vector<double> head_step(const Head& h, const std::vector<double>& x, const float* c_emb, const float* t_emb) {
+  const int W = h.W, C = h.C;
+  std::vector<double> s(W), hid(W), mod(3 * W), ln(W), u(W), m(W), m2(W), out(2 * C);
+  for (int c = 0; c < W; ++c) s[c] = silu((double)c_emb[c] + t_emb[c]);
+  linear(h, 0, x.data(), hid.data());
+  for (int d = 0; d < h.D; ++d) {
+    linear(h, 1 + 3 * d, s.data(), mod.data());                   /* shift | scale (+1 folded) | gate */
+    layer_norm(hid.data(), W, &h.ln_w[(size_t)d * W], &h.ln_b[(size_t)d * W], ln.data());
+    for (int c = 0; c < W; ++c) u[c] = ln[c] * mod[W + c] + mod[c];
+    linear(h, 2 + 3 * d, u.data(), m.data());
+    for (int c = 0; c < W; ++c) m[c] = silu(m[c]);
+    linear(h, 3 + 3 * d, m.data(), m2.data());
+    for (int c = 0; c < W; ++c) hid[c] += mod[2 * W + c] * m2[c];
+  }
+  linear(h, 1 + 3 * h.D, s.data(), mod.data());                   /* final: shift | scale (+1 folded) */
+  layer_norm(hid.data(), W, nullptr, nullptr, ln.data());
+  for (int c = 0; c < W; ++c) u[c] = ln[c] * mod[W + c] + mod[c];
+  linear(h, 2 + 3 * h.D, u.data(), out.data());
+  return out;
+}
+
 struct Case {
   int R, T;
   std::vector<float> cc, cu, te, cx, ce, lm, lh, noise;
@@ -131,10 +177,32 @@ struct Case {
       lh.push_back((float)(0.5 * (log(beta[i]) - plv)));
     }
   }
+  /* The whole loop in double (impact_rt/sampler.py's sample_head and ddpm.p_sample_step). */
+  std::vector<float> reference(const Head& h, bool cfg) const {
+    const int C = h.C, W = h.W;
+    std::vector<float> x0((size_t)R * C);
+    for (int r = 0; r < R; ++r) {
+      std::vector<double> x(noise.begin() + (size_t)r * C, noise.begin() + (size_t)(r + 1) * C);
+      for (int j = 0, i = T - 1; i >= 0; ++j, --i) {
+        std::vector<double> o = head_step(h, x, &cc[(size_t)r * W], &te[(size_t)i * W]);
+        if (cfg) {
+          const std::vector<double> ou = head_step(h, x, &cu[(size_t)r * W], &te[(size_t)i * W]);
+          for (int c = 0; c < C; ++c) o[c] = ou[c] + kGuidance * (o[c] - ou[c]);
+        }
+        for (int c = 0; c < C; ++c) {
+          double v = cx[i] * x[c] - ce[i] * o[c];
+          if (i > 0) v += exp(0.5 * (lm[i] + lh[i] * o[C + c])) * noise[((size_t)(j + 1) * R + r) * C + c] * kTemperature;
+          x[c] = v;
+        }
+      }
+      for (int c = 0; c < C; ++c) x0[(size_t)r * C + c] = (float)x[c];
+    }
+    return x0;
+  }
   std::vector<float> run(const impact_head_t& h, int isa, int threads, int split, int bp, bool cfg, int C) const {
     std::vector<float> x0((size_t)R * C);
     impact_sample_args_t a = {R, T, cc.data(), cfg ? cu.data() : nullptr, te.data(), cx.data(), ce.data(),
-                              lm.data(), lh.data(), noise.data(), 3.0f, 0.9f, x0.data()};
+                              lm.data(), lh.data(), noise.data(), kGuidance, kTemperature, x0.data()};
     char err[256] = {0};
     if (impact_native_sample(&h, &a, isa, threads, split, bp, err, sizeof err) != 0) {
       fprintf(stderr, "sample failed: %s\n", err);
@@ -144,11 +212,15 @@ struct Case {
   }
 };
 
+/* NaN anywhere gives NaN (fmax would drop it, and a kernel writing NaN would pass). Plain
+ * comparisons, not fmax: GCC 12's aarch64 vectoriser crashes on this loop as an fmax reduction. */
 double rel_max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0, m = 0;
   for (size_t i = 0; i < a.size(); ++i) {
-    d = fmax(d, fabs((double)a[i] - b[i]));
-    m = fmax(m, fabs((double)b[i]));
+    const double e = fabs((double)a[i] - b[i]), r = fabs((double)b[i]);
+    if (isnan(e) || isnan(r)) return NAN;
+    if (e > d) d = e;
+    if (r > m) m = r;
   }
   return d / (m > 0 ? m : 1);
 }
@@ -169,16 +241,16 @@ int main() {
     Head h(s[0], s[1], s[2], rng);
     Case c(13, 50, s[1], s[0], rng);
     for (int cfg = 0; cfg < 2; ++cfg) {
-      const std::vector<float> ref = c.run(h.hf, IMPACT_ISA_GENERIC, 1, IMPACT_SPLIT_ROWS, 0, cfg, s[0]);
-      for (int isa = 1; isa < IMPACT_ISA_COUNT; ++isa) {
+      const std::vector<float> ref = c.reference(h, cfg);
+      for (int isa = 0; isa < IMPACT_ISA_COUNT; ++isa) {
         if (!(isas >> isa & 1)) continue;
         if (isa == IMPACT_ISA_AMX_BF16 && (s[0] % 32 || s[1] % 32)) continue;  /* AMX needs multiples of 32 */
         const bool bf = impact_native_isa_dtype(isa) == IMPACT_DTYPE_BF16;
         const std::vector<float> x = c.run(bf ? h.hb : h.hf, isa, 2, IMPACT_SPLIT_ROWS, 0, cfg, s[0]);
-        const double d = rel_max_diff(x, ref), tol = bf ? 2e-2 : 1e-4;
+        const double d = rel_max_diff(x, ref), tol = bf ? 2e-2 : 1e-5;   /* measured: fp32 3e-7 (AVX2, generic) */
         printf("C=%d w=%d d=%d cfg=%d %-12s max|diff|/max|ref| = %.2e (tol %.0e) %s\n", s[0], s[1], s[2], cfg,
                names[isa], d, tol, d <= tol ? "ok" : "FAIL");
-        failures += d > tol;
+        failures += !(d <= tol);   /* NaN fails */
         /* rows are independent: the result must not depend on threads or blocking */
         const int splits[][3] = {{1, IMPACT_SPLIT_ROWS, 3}, {2, IMPACT_SPLIT_COLUMNS, 0}, {2, IMPACT_SPLIT_COLUMNS, 5},
                                  {3, IMPACT_SPLIT_COLUMNS, 4}};
