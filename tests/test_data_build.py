@@ -509,3 +509,25 @@ def test_nature_argument_reaches_the_config_and_bad_counts_are_refused(tmp_path)
     assert parse_args(["--out", str(tmp_path), "--nature", "240"]).nature == 240
     with pytest.raises(BuildError, match="--nature"):
         parse_args(["--out", str(tmp_path), "--nature", "-1"])
+
+
+def test_cli_an_out_that_is_a_file_and_bad_values_are_one_line_errors(tmp_path):
+    (tmp_path / "file").write_text("keep")
+    for args in (["--out", str(tmp_path / "file"), "--no-fetch", "--no-render"],     # was a FileExistsError
+                 ["--out", str(tmp_path / "o"), "--seed", "x"]):                       # was the usage dump too
+        r = subprocess.run([sys.executable, "-m", "training.data.build", *args], cwd=REPO, capture_output=True,
+                           text=True)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("build: error: "), r.stderr
+    assert (tmp_path / "file").read_text() == "keep" and not (tmp_path / "o").exists()
+
+
+def test_cli_an_os_error_while_building_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
+    from training.data import build as B
+
+    def full_disk(cfg):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(B, "build", full_disk)
+    assert B.main(["--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == "build: error: [Errno 28] No space left on device\n"

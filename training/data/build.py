@@ -11,13 +11,13 @@ Stages (each resumable; rerun the same command after an interruption):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..cli import Parser
 from .audio import CLIP_SAMPLES, SR
 from .clips import remove_stale, render_all
 from .manifest import build_report, format_report, manifest_rows, write_manifest, write_report
@@ -154,8 +154,8 @@ def build(cfg: BuildConfig) -> dict:
 
 
 def parse_args(argv: list[str]) -> BuildConfig:
-    ap = argparse.ArgumentParser(prog="python -m training.data.build",
-                                 description="Build the text-to-audio training corpus from Debian packages.")
+    ap = Parser(prog="python -m training.data.build", who="build",
+                description="Build the text-to-audio training corpus from Debian packages.")
     ap.add_argument("--out", type=Path, help="output folder (debs, sources, clips, manifest.csv)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--packages", default=",".join(PACKAGES), help="comma-separated Debian packages")
@@ -185,6 +185,8 @@ def parse_args(argv: list[str]) -> BuildConfig:
     args = ap.parse_args(argv)
     if args.out is None:
         raise BuildError("missing --out DIR (where the corpus is built)")
+    if args.out.exists() and not args.out.is_dir():
+        raise BuildError(f"--out {args.out} is a file, not a folder")
     pkgs = tuple(p.strip() for p in args.packages.split(",") if p.strip())
     if not pkgs:
         raise BuildError("--packages is empty")
@@ -218,10 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build(parse_args(sys.argv[1:] if argv is None else argv))
     except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"build: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:        # e.g. a full disk or a read-only --out while building
+        print(f"build: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("error: interrupted (rerun the same command to resume)", file=sys.stderr)
+        print("build: error: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
     return 0
 

@@ -7,6 +7,8 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from impact_rt.fileio import atomic_write_text
+
 from .audio import CLIP_SAMPLES, SR
 from .captions import BY_NAME
 from .clips import clip_relpath
@@ -134,7 +136,7 @@ def format_report(rep: dict) -> str:
 
 
 def write_report(rep: dict, path: Path) -> None:
-    path.write_text(json.dumps(rep, indent=1, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(rep, indent=1, sort_keys=False) + "\n")
 
 
 def caption_counts(rows: list[dict]) -> Counter:
