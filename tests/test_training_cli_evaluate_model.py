@@ -82,3 +82,13 @@ def test_an_existing_prompt_table_is_replaced_only_with_force(tmp_path, capsys, 
     assert _status(argv + [str(tmp_path / "no" / "t.safetensors")]) == 2                    # was a traceback
     _one_line_error(capsys, "folder of --write-prompt-table does not exist")
     assert _status(argv + [str(table), "--force"]) == 0
+
+
+def test_ctrl_c_is_one_line(tmp_path, capsys, bundle, tsv, monkeypatch):
+    from impact_rt.pipeline import Pipeline
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Pipeline, "from_pretrained", interrupted)
+    assert _status(["--model", bundle, "--prompts", tsv, "--out", str(tmp_path / "eval")]) == 130
+    assert capsys.readouterr().err == "evaluate_model: error: interrupted; no summary was written\n"

@@ -62,3 +62,13 @@ def test_bad_manifests_vaes_and_numbers_are_one_line_errors(tmp_path, capsys, in
         assert _status([*inputs, *i, "--out", str(out)]) == 2, i
         _one_line_error(capsys, words)
         assert not out.exists()
+
+
+def test_ctrl_c_is_one_line_and_writes_nothing(tmp_path, capsys, inputs, monkeypatch):
+    def interrupted():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(latents, "MiniLMConditioner", interrupted)
+    out = tmp_path / "lat.safetensors"
+    assert _status([*inputs, "--out", str(out)]) == 130             # was a KeyboardInterrupt traceback
+    assert capsys.readouterr().err == f"latents: error: interrupted; {out} was not written\n"
+    assert not out.exists()

@@ -108,3 +108,19 @@ def test_resuming_a_run_of_another_preset_is_refused_in_one_line(tmp_path, capsy
     assert main(_args(store, out, "--steps", "2", "--preset", "small")) == 2
     _one_line_error(capsys, "holds a run trained with other options", "the model (")
     assert (out / "ckpt" / "state.safetensors").read_bytes() == before
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    from training.train_impact import Trainer
+    store, out = _store(tmp_path), tmp_path / "run"
+    assert main(_args(store, out)) == 0
+    capsys.readouterr()
+    before = (out / "ckpt" / "state.safetensors").read_bytes()
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    assert main(_args(store, out, "--steps", "5")) == 130          # was a KeyboardInterrupt traceback
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "train_impact: error: interrupted at step 1; the last checkpoint stands (rerun the same command to resume)"
+    assert (out / "ckpt" / "state.safetensors").read_bytes() == before

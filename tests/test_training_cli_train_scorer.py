@@ -103,3 +103,13 @@ def test_export_needs_a_model_bundle_and_force_to_replace_its_scorer(tmp_path, c
     _one_line_error(capsys, "already has a scorer (use --force")
     assert (d / "scorer.safetensors").read_bytes() == scorer
     assert main(export + [str(d), "--force"]) == 0
+
+
+def test_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
+    from training.train_scorer import ScorerTrainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ScorerTrainer, "train_step", interrupted)
+    assert main(_args(_store(tmp_path), tmp_path / "run")) == 130   # was a KeyboardInterrupt traceback
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("train_scorer: error: interrupted at step 0")

@@ -139,6 +139,8 @@ def main(argv=None) -> int:
         return fail("evaluate_model", e, e.exit_code)
     except OSError as e:
         return fail("evaluate_model", e, 1)
+    except KeyboardInterrupt:
+        return fail("evaluate_model", "interrupted; no summary was written", 130)
 
 
 def _run(a, prompts_path: Path) -> int:

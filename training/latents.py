@@ -90,6 +90,8 @@ def main(argv=None) -> int:
         return fail("latents", e)
     except OSError as e:
         return fail("latents", e, 1)
+    except KeyboardInterrupt:
+        return fail("latents", f"interrupted; {args.out} was not written", 130)
 
 
 def _encode(args, keep: set[str]) -> int:

@@ -573,6 +573,9 @@ def main(argv=None) -> int:
         return _train(tr, args, cfg, out, rank, world)
     except OSError as e:        # e.g. a full disk while checkpointing
         return fail("train_impact", e, 1)
+    except KeyboardInterrupt:
+        return fail("train_impact", f"interrupted at step {tr.step}; the last checkpoint stands "
+                    "(rerun the same command to resume)", 130)
 
 
 def _train(tr: Trainer, args, cfg: TrainConfig, out: Path, rank: int, world: int) -> int:
@@ -581,34 +584,37 @@ def _train(tr: Trainer, args, cfg: TrainConfig, out: Path, rank: int, world: int
     from tqdm import tqdm
     t_start = last_ckpt = time.time()
     bar = tqdm(initial=tr.step, total=args.steps, unit="step", disable=rank != 0, file=sys.stderr)
-    with open(log_path, "a", newline="") as f:
-        w = csv.writer(f)
-        if new_log and rank == 0:
-            w.writerow(["step", "phase", "loss", "lr", "samples_per_s", "wall_s"])
-        acc, n_acc, t_acc = 0.0, 0, time.time()
-        while True:
-            if args.steps is not None and tr.step >= args.steps:
-                break
-            if args.minutes is not None and time.time() - t_start > args.minutes * 60:
-                break
-            loss = tr.train_step()
-            if not math.isfinite(loss):
-                tr.save(out / "ckpt-nonfinite")
-                return fail("train_impact", f"loss is {loss} at step {tr.step}; stopped (last good checkpoint kept)", 1)
-            acc, n_acc = acc + loss, n_acc + 1
-            bar.update(1)
-            if tr.step % 20 == 0 and rank == 0:
-                sps = n_acc * cfg.batch_size * world / (time.time() - t_acc)
-                w.writerow([tr.step, cfg.phase, f"{acc / n_acc:.5f}", f"{tr.lr_at(tr.step):.2e}", f"{sps:.1f}",
-                            f"{time.time() - t_start:.0f}"])
-                f.flush()
-                bar.set_postfix(loss=f"{acc / n_acc:.4f}", sps=f"{sps:.1f}")
-                acc, n_acc, t_acc = 0.0, 0, time.time()
-            if time.time() - last_ckpt > args.ckpt_minutes * 60:
-                tr.save()
-                last_ckpt = time.time()
-    tr.save()
-    bar.close()
+    try:
+        with open(log_path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new_log and rank == 0:
+                w.writerow(["step", "phase", "loss", "lr", "samples_per_s", "wall_s"])
+            acc, n_acc, t_acc = 0.0, 0, time.time()
+            while True:
+                if args.steps is not None and tr.step >= args.steps:
+                    break
+                if args.minutes is not None and time.time() - t_start > args.minutes * 60:
+                    break
+                loss = tr.train_step()
+                if not math.isfinite(loss):
+                    tr.save(out / "ckpt-nonfinite")
+                    bar.close()
+                    return fail("train_impact", f"loss is {loss} at step {tr.step}; stopped (last good checkpoint kept)", 1)
+                acc, n_acc = acc + loss, n_acc + 1
+                bar.update(1)
+                if tr.step % 20 == 0 and rank == 0:
+                    sps = n_acc * cfg.batch_size * world / (time.time() - t_acc)
+                    w.writerow([tr.step, cfg.phase, f"{acc / n_acc:.5f}", f"{tr.lr_at(tr.step):.2e}", f"{sps:.1f}",
+                                f"{time.time() - t_start:.0f}"])
+                    f.flush()
+                    bar.set_postfix(loss=f"{acc / n_acc:.4f}", sps=f"{sps:.1f}")
+                    acc, n_acc, t_acc = 0.0, 0, time.time()
+                if time.time() - last_ckpt > args.ckpt_minutes * 60:
+                    tr.save()
+                    last_ckpt = time.time()
+        tr.save()
+    finally:
+        bar.close()
     if world > 1:
         dist.destroy_process_group()
     print(json.dumps({"step": tr.step, "out": str(out)}))

@@ -252,6 +252,9 @@ def main(argv=None) -> int:
         return _train(tr, args, out)
     except OSError as e:        # e.g. a full disk while checkpointing
         return fail("train_scorer", e, 1)
+    except KeyboardInterrupt:
+        return fail("train_scorer", f"interrupted at step {tr.step}; the last checkpoint stands "
+                    "(rerun the same command to resume)", 130)
 
 
 def _train(tr: ScorerTrainer, args, out: Path) -> int:
@@ -260,30 +263,33 @@ def _train(tr: ScorerTrainer, args, out: Path) -> int:
     new_log = not log_path.exists()
     t_start = last_ckpt = time.time()
     bar = tqdm(initial=tr.step, total=args.steps, unit="step", file=sys.stderr)
-    with open(log_path, "a", newline="") as f:
-        w = csv.writer(f)
-        if new_log:
-            w.writerow(["step", "loss", "lr", "val_top1", "wall_s"])
-        acc, n_acc = 0.0, 0
-        while (args.steps is None or tr.step < args.steps) and \
-                (args.minutes is None or time.time() - t_start < args.minutes * 60):
-            loss = tr.train_step()
-            if not math.isfinite(loss):
-                return fail("train_scorer", f"loss is {loss} at step {tr.step}; stopped (last good checkpoint kept)", 1)
-            acc, n_acc = acc + loss, n_acc + 1
-            bar.update(1)
-            if tr.step % 100 == 0:
-                v = tr.validate()
-                w.writerow([tr.step, f"{acc / n_acc:.4f}", f"{tr.lr_at(tr.step):.2e}", f"{v.get('top1', float('nan')):.3f}",
-                            f"{time.time() - t_start:.0f}"])
-                f.flush()
-                bar.set_postfix(loss=f"{acc / n_acc:.3f}", val=f"{v.get('top1', float('nan')):.3f}")
-                acc, n_acc = 0.0, 0
-            if time.time() - last_ckpt > args.ckpt_minutes * 60:
-                tr.save()
-                last_ckpt = time.time()
-    tr.save()
-    bar.close()
+    try:
+        with open(log_path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new_log:
+                w.writerow(["step", "loss", "lr", "val_top1", "wall_s"])
+            acc, n_acc = 0.0, 0
+            while (args.steps is None or tr.step < args.steps) and \
+                    (args.minutes is None or time.time() - t_start < args.minutes * 60):
+                loss = tr.train_step()
+                if not math.isfinite(loss):
+                    bar.close()
+                    return fail("train_scorer", f"loss is {loss} at step {tr.step}; stopped (last good checkpoint kept)", 1)
+                acc, n_acc = acc + loss, n_acc + 1
+                bar.update(1)
+                if tr.step % 100 == 0:
+                    v = tr.validate()
+                    w.writerow([tr.step, f"{acc / n_acc:.4f}", f"{tr.lr_at(tr.step):.2e}", f"{v.get('top1', float('nan')):.3f}",
+                                f"{time.time() - t_start:.0f}"])
+                    f.flush()
+                    bar.set_postfix(loss=f"{acc / n_acc:.3f}", val=f"{v.get('top1', float('nan')):.3f}")
+                    acc, n_acc = 0.0, 0
+                if time.time() - last_ckpt > args.ckpt_minutes * 60:
+                    tr.save()
+                    last_ckpt = time.time()
+        tr.save()
+    finally:
+        bar.close()
     print(json.dumps({"step": tr.step, "out": str(out), **tr.validate()}))
     return 0
 
