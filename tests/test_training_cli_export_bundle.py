@@ -48,6 +48,9 @@ def test_a_folder_that_is_not_a_bundle_is_never_deleted(tmp_path, capsys, inputs
     assert _status(args + ["--force"]) == 2
     _one_line_error(capsys, "holds no model bundle")
     assert (keep / "weeks-of-work.txt").read_text() == "keep"
+    (tmp_path / "empty").mkdir()                           # an empty folder takes the bundle as it is
+    assert main(["--ckpt", inputs["ckpt"], "--vae", inputs["vae"], "--out", str(tmp_path / "empty")]) == 0
+    assert (tmp_path / "empty" / "config.json").is_file()
 
 
 def test_a_bundle_is_replaced_only_with_force_and_its_card_is_kept(tmp_path, capsys, inputs):

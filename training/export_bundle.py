@@ -82,14 +82,15 @@ def export(ckpt: Path, vae_dir: Path, out: Path, vocoder_dir: Path | None = None
 
 
 def out_problem(out: Path, force: bool) -> str | None:
-    """Why ``out`` cannot take the bundle, or None: a file; an existing folder without ``force``; with
-    it, a folder that is neither empty nor a model bundle (never deleted on the strength of --force)."""
+    """Why ``out`` cannot take the bundle, or None: a file; a folder with files in it without ``force``;
+    with it, one that holds no model bundle (never deleted on the strength of --force). An empty folder
+    takes the bundle."""
     if out.is_file() or (out.is_symlink() and not out.is_dir()):
         return f"--out {out} is a file"
-    if out.is_dir():
+    if out.is_dir() and any(out.iterdir()):
         if not force:
             return f"{out} exists (use --force to replace the bundle in it)"
-        if any(out.iterdir()) and not (out / "config.json").is_file():
+        if not (out / "config.json").is_file():
             return f"--out {out} is a folder that holds no model bundle (no config.json); not replacing it"
     return None
 
