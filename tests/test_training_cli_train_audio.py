@@ -121,3 +121,13 @@ def test_vocoder_resume_refuses_discriminators_switched_on(tmp_path, capsys, man
     _one_line_error(capsys, "train_vocoder", "arch ('hifigan' in the checkpoint, 'vocos' now)")
     assert _status(train_vocoder, ["--out", str(tmp_path / "nowhere"), "--export-only"]) == 2
     _one_line_error(capsys, "train_vocoder", "no checkpoint in")
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_an_unreadable_audio_file_is_one_line_naming_it(tmp_path, capsys, workers):
+    (tmp_path / "bad.wav").write_text("not audio")
+    (tmp_path / "m.csv").write_text("file\nbad.wav\n")
+    argv = ["--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "run"), "--steps", "1", "--no-gan",
+            "--workers", workers, *COMMON]
+    assert _status(train_vocoder, argv) == 2      # was soundfile's traceback (a worker's: 'Caught ... in worker')
+    _one_line_error(capsys, "train_vocoder", "cannot read audio", "bad.wav")

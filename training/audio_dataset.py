@@ -424,6 +424,12 @@ def run_training(trainer, args, rank: int = 0, world: int = 1) -> int:
             if now - last_ckpt >= args.ckpt_minutes * 60:
                 checkpoint(step)
                 last_ckpt = now
+    except ValueError as e:    # a loader worker's error comes as 'Caught ValueError in DataLoader worker ...' + traceback
+        bar.close()
+        lines = str(e).strip().splitlines()
+        if len(lines) > 1 and lines[0].startswith("Caught "):
+            raise ValueError(lines[-1].split(": ", 1)[-1]) from None
+        raise
     except KeyboardInterrupt:  # Ctrl-C between steps: checkpoint; inside one: keep the last one
         bar.close()
         if in_step:
