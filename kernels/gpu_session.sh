@@ -43,7 +43,7 @@ unpack_packs() {
   mkdir -p $TR/packs
   cp ${TRAIN_PACKS:-.gpudata/*.pack} $TR/packs/ 2>/dev/null   # kept while the machine stays warm
   [ -f $TR/store.safetensors ] && [ -z "$(find $TR/packs -newer $TR/store.safetensors)" ] && return 0
-  python3 -m training.pack_store unpack --out $TR/store.safetensors $TR/packs/*.pack 2>&1 | tee -a $OUT/train.log
+  python3 -m training.pack_store unpack --force --out $TR/store.safetensors $TR/packs/*.pack 2>&1 | tee -a $OUT/train.log
 }
 train_run() {   # TRAIN_MIN minutes in chunks of SNAP_MIN (default: one chunk), a bundle of the EMA after each
   [ -f $TR/store.safetensors ] || unpack_packs
@@ -55,7 +55,7 @@ train_run() {   # TRAIN_MIN minutes in chunks of SNAP_MIN (default: one chunk), 
       --category-balance 0.5 ${TRAIN_ARGS:-} 2>&1 | tail -c 1500 >> $OUT/train.log
     done_min=$(( done_min + snap ))
     step=$(python3 -c "import json; print(json.load(open('$RUN/ckpt/state.json'))['step'])")
-    python3 -m training.export_bundle --ckpt $RUN/ckpt --vae impact_rt/models/default \
+    python3 -m training.export_bundle --ckpt $RUN/ckpt --vae impact_rt/models/default --force \
       --out $SNAPS/step-$step 2>&1 | tail -2 >> $OUT/train.log
   done
   rm -rf $OUT/bundle && cp -r $SNAPS/step-$step $OUT/bundle     # the last; `eval` may replace it
@@ -70,14 +70,15 @@ eval_snaps() {   # each snapshot and the shipped model on held-out seeds, genera
   head -1 $prompts > $EV/thunder.tsv              # the thunder line alone, for the ranking pass
   grep -P '^thunder\t' $prompts >> $EV/thunder.tsv
   for m in impact_rt/models/default $SNAPS/*; do
+    [ -d "$m" ] || continue       # no snapshot (training failed): the glob stays unexpanded
     name=$(basename $m); names="$names $name"
-    timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $EV/$name --backend ${EVAL_BACKEND:-cuda} \
+    timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --force --model $m --out $EV/$name --backend ${EVAL_BACKEND:-cuda} \
       --prompts $prompts --prompt-table .gpudata/prompts.safetensors \
       --seeds ${EVAL_SEEDS:-10} --first-seed ${EVAL_FIRST_SEED:-10} --batch-size 30 > $EV/$name.log 2>&1
     # thunder alone on more seeds for the ranking: 10 seeds cannot tell snapshots apart (session 26: the
     # same two models gave 10/20 against 6/20 on seeds 10-29 and 13/40 each on seeds 100-139)
     if [ "${THUNDER_SEEDS:-40}" -gt 0 ]; then
-      timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --model $m --out $EV/$name-thunder \
+      timeout ${EVAL_LIMIT:-120} python3 -m training.evaluate_model --force --model $m --out $EV/$name-thunder \
         --backend ${EVAL_BACKEND:-cuda} --prompts $EV/thunder.tsv --prompt-table .gpudata/prompts.safetensors \
         --seeds ${THUNDER_SEEDS:-40} --first-seed ${THUNDER_FIRST_SEED:-100} --batch-size 40 > $EV/$name-thunder.log 2>&1
     fi

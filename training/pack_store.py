@@ -250,8 +250,9 @@ def unpack(paths: list[str | Path], out: str | Path) -> LatentStore:
         kinds.update({int(k): v for k, v in json.loads(head.get("kinds", "{}")).items()})
         meta = json.loads(head["store_meta"])
     clip_t = torch.cat(clip)
-    uniq = sorted(set(clip_t.tolist()))
-    if len(uniq) != len(clip_t):
+    per_pack = [set(c.tolist()) for c in clip]   # a clip's variants (training.latents --variants) share it
+    uniq = sorted(set().union(*per_pack))
+    if len(uniq) != sum(len(c) for c in per_pack):
         raise ValueError("packs overlap: a clip is in more than one (pack the second with --exclude)")
     local = {c: i for i, c in enumerate(uniq)}
     out = Path(out)
