@@ -41,21 +41,11 @@ def list_audio_files(manifest: str | None = None, folder: str | None = None) -> 
     if (manifest is None) == (folder is None):
         raise ValueError("give exactly one of manifest and folder")
     if manifest is not None:
+        from .cli import read_manifest
         if Path(manifest).is_dir():
             raise ValueError(f"manifest {manifest} is a folder (give a CSV file, or the folder with --folder)")
         base = Path(manifest).resolve().parent
-        try:
-            with open(manifest, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if "file" not in (reader.fieldnames or []):
-                    raise ValueError(f"{manifest} has no 'file' column")
-                files = [str(base / row["file"]) for row in reader if (row["file"] or "").strip()]
-        except UnicodeDecodeError:
-            raise ValueError(f"manifest {manifest} is not a UTF-8 text file") from None
-        except FileNotFoundError:
-            raise ValueError(f"manifest not found: {manifest}") from None
-        except (OSError, csv.Error) as e:
-            raise ValueError(f"cannot read manifest {manifest}: {e}") from None
+        files = [str(base / row["file"]) for row in read_manifest(manifest) if (row["file"] or "").strip()]
         missing = [f for f in files if not os.path.isfile(f)]
         if missing:
             raise ValueError(f"manifest {manifest} lists {len(missing)} audio files that do not exist "

@@ -11,7 +11,6 @@ vocoder. A generator can at best reach the last number; the gaps say which stage
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from impact_rt.fileio import atomic_write_text
 
-from .cli import Parser, at_least, check_run_folder, fail
+from .cli import Parser, at_least, check_run_folder, fail, read_manifest
 
 # prompt → manifest categories whose clips are honest examples of it (whole clips, not scenes)
 PROMPT_CATEGORIES = {
@@ -36,17 +35,10 @@ SPLIT_ORDER = {"test": 0, "val": 1, "train": 2}
 
 
 def pick_clips(manifest: Path, per_prompt: int) -> list[tuple[str, Path]]:
-    try:
-        with open(manifest, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if not (r.get("kind") or "").startswith(("scene", "natural"))]
-    except UnicodeDecodeError:
-        raise ValueError(f"manifest {manifest} is not a UTF-8 text file") from None
-    except FileNotFoundError:
-        raise ValueError(f"no manifest.csv in the corpus folder {manifest.parent}") from None
-    except (OSError, csv.Error) as e:
-        raise ValueError(f"cannot read manifest {manifest}: {e}") from None
-    if rows and not {"file", "category", "split", "id"} <= set(rows[0]):
-        raise ValueError(f"manifest {manifest} lacks the columns id, file, split and category")
+    if not manifest.exists():
+        raise ValueError(f"no manifest.csv in the corpus folder {manifest.parent}")
+    rows = [r for r in read_manifest(manifest, ("id", "file", "split", "category"))
+            if not (r.get("kind") or "").startswith(("scene", "natural"))]
     out = []
     for prompt, cats in PROMPT_CATEGORIES.items():
         cand = sorted((r for r in rows if r.get("category") in cats), key=lambda r: (SPLIT_ORDER.get(r["split"], 3), r["id"]))

@@ -6,6 +6,7 @@ written; a failure while working: the same line and exit status 1. No traceback 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -85,3 +86,26 @@ def load_component(loader, directory, what: str):
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{what} {directory}: cannot load it ({msg})") from None
+
+
+def read_manifest(path, columns=("file",)) -> list[dict]:
+    """The rows of a manifest CSV; a folder, a missing, unreadable or non-UTF-8 file, or one without
+    ``columns`` is a one-line ValueError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"manifest {path} is a folder, not a CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows, fields = list(reader), reader.fieldnames or []
+    except UnicodeDecodeError:
+        raise ValueError(f"manifest {path} is not a UTF-8 text file") from None
+    except FileNotFoundError:
+        raise ValueError(f"manifest not found: {path}") from None
+    except (OSError, csv.Error) as e:
+        raise ValueError(f"cannot read manifest {path}: {e}") from None
+    lacking = [c for c in columns if c not in fields]
+    if lacking:
+        raise ValueError(f"manifest {path} has no {', '.join(repr(c) for c in lacking)} column"
+                         + ("s" if len(lacking) > 1 else ""))
+    return rows

@@ -10,7 +10,6 @@ or absolute), ``caption`` (may be empty), ``split`` (train/val/test; default tra
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import sys
 from pathlib import Path
@@ -23,26 +22,8 @@ from impact_rt.text_conditioner import MiniLMConditioner
 from impact_rt.vae import AutoencoderKL
 
 from . import precision
-from .cli import Parser, at_least, check_out_file, fail, load_component
+from .cli import Parser, at_least, check_out_file, fail, load_component, read_manifest
 from .latent_store import SPLITS, LatentStore
-
-
-def read_manifest(path: Path) -> list[dict]:
-    """The manifest's rows; a missing, unreadable or file-less manifest is a one-line ValueError."""
-    if path.is_dir():
-        raise ValueError(f"manifest {path} is a folder, not a CSV file")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except UnicodeDecodeError:
-        raise ValueError(f"manifest {path} is not a UTF-8 text file") from None
-    except FileNotFoundError:
-        raise ValueError(f"manifest not found: {path}") from None
-    except (OSError, csv.Error) as e:
-        raise ValueError(f"cannot read manifest {path}: {e}") from None
-    if not rows or "file" not in rows[0]:
-        raise ValueError(f"{path}: a manifest needs a 'file' column")
-    return rows
 
 
 def speed_perturb(wav: torch.Tensor, factor: float) -> torch.Tensor:
