@@ -81,3 +81,19 @@ def prefixed(prefix: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     n = len(prefix) + 1
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def refuse_other_options(out, fixed, saved: dict, cfg, what: str, saved_shape: dict, now_shape: dict,
+                         extra: tuple[str, ...] = ()) -> None:
+    """Resuming the run in ``out`` with other options is a one-line ValueError naming each: the ``fixed``
+    fields of ``cfg`` that differ from the checkpoint's ``saved`` ones, ``extra`` differences already
+    found, and the ``what`` ("the model") whose ``saved_shape`` differs from ``now_shape``."""
+    differ = [f"{f} ({saved[f]!r} in the checkpoint, {getattr(cfg, f)!r} now)" for f in fixed
+              if f in saved and saved[f] != getattr(cfg, f)] + list(extra)
+    shape = sorted((k, v) for k, v in saved_shape.items() if now_shape.get(k) != v)
+    if shape:
+        differ.append(f"{what} (" + ", ".join(f"{k} {v!r} in the checkpoint, {now_shape.get(k)!r} now"
+                                              for k, v in shape) + ")")
+    if differ:
+        raise ValueError(f"{out} holds a run trained with other options: {'; '.join(differ)}; "
+                         "resume it with the same ones or give another --out")

@@ -37,7 +37,8 @@ from impact_rt.model import IMPACT
 from impact_rt.patchify import patchify
 
 from .cli import Parser, at_least, check_device, check_run_folder, fail, share
-from .checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint, unprefixed
+from .checkpoint import (load_checkpoint, load_optimizer, optimizer_tensors, prefixed, refuse_other_options,
+                         save_checkpoint, unprefixed)
 from . import precision
 from .grow import deepen_encoder_state, encoder_depths, is_encoder_block, widen_head_state
 from .latent_store import LatentStore
@@ -373,19 +374,10 @@ class Trainer:
         if got is None:
             return False
         tensors, meta = got
-        saved = meta.get("train", {})
-        differ = [f"{f} ({saved[f]!r} in the checkpoint, {getattr(self.cfg, f)!r} now)" for f in self.RESUME_FIXED
-                  if f in saved and saved[f] != getattr(self.cfg, f)]
-        if meta.get("clip_weights_sha256") != self.clip_weights_sha256:
-            differ.append("the --clip-weights selection")
-        now = self.model.cfg.to_dict()
-        shape = sorted((k, v) for k, v in meta.get("model", {}).items() if now.get(k) != v)
-        if shape:
-            differ.append("the model (" + ", ".join(f"{k} {v!r} in the checkpoint, {now.get(k)!r} now"
-                                                    for k, v in shape) + ")")
-        if differ:
-            raise ValueError(f"{self.out} holds a run trained with other options: {'; '.join(differ)}; "
-                             "resume it with the same ones or give another --out")
+        weights = meta.get("clip_weights_sha256") != self.clip_weights_sha256
+        refuse_other_options(self.out, self.RESUME_FIXED, meta.get("train", {}), self.cfg, "the model",
+                             meta.get("model", {}), self.model.cfg.to_dict(),
+                             ("the --clip-weights selection",) if weights else ())
         self.model.load_state_dict(unprefixed("model", tensors))
         self.ema = {k: v.float().to(self.device) for k, v in unprefixed("ema", tensors).items()}
         load_optimizer(self.opt, tensors, meta)

@@ -33,7 +33,7 @@ from impact_rt.patchify import patchify
 from impact_rt.rerank import Scorer, ScorerConfig
 from training import precision
 from training.cli import Parser, at_least, check_run_folder, fail
-from training.checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, save_checkpoint
+from training.checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, refuse_other_options, save_checkpoint
 from training.latent_store import LatentStore
 from training.train_impact import category_weights
 
@@ -161,17 +161,8 @@ class ScorerTrainer:
         if got is None:
             return False
         tensors, meta = got
-        saved = meta.get("config", {})
-        differ = [f"{f} ({saved[f]!r} in the checkpoint, {getattr(self.cfg, f)!r} now)" for f in self.RESUME_FIXED
-                  if recipe and f in saved and saved[f] != getattr(self.cfg, f)]
-        now = self.scorer.cfg.to_dict()
-        shape = sorted((k, v) for k, v in meta.get("scorer", {}).items() if now.get(k) != v)
-        if shape:
-            differ.append("the scorer (" + ", ".join(f"{k} {v!r} in the checkpoint, {now.get(k)!r} now"
-                                                     for k, v in shape) + ")")
-        if differ:
-            raise ValueError(f"{self.out} holds a run trained with other options: {'; '.join(differ)}; "
-                             "resume it with the same ones or give another --out")
+        refuse_other_options(self.out, self.RESUME_FIXED if recipe else (), meta.get("config", {}), self.cfg,
+                             "the scorer", meta.get("scorer", {}), self.scorer.cfg.to_dict())
         self.scorer.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("scorer.")})
         load_optimizer(self.opt, tensors, meta)
         self.gen.set_state(tensors["rng"])
