@@ -5,6 +5,7 @@ import json
 import pytest
 
 import training.evaluate_model as E
+from helpers import exit_status, one_line_error
 
 
 @pytest.fixture()
@@ -21,20 +22,6 @@ def tsv(tmp_path):
     return str(p)
 
 
-def _status(argv):
-    try:
-        return E.main(argv)
-    except SystemExit as e:
-        return e.code
-
-
-def _one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("evaluate_model: error: "), err
-    for w in words:
-        assert w in err, err
-
-
 def test_bad_inputs_are_one_line_errors_before_the_run_folder_is_made(tmp_path, capsys, bundle, tsv):
     out = tmp_path / "eval"
     ok = ["--model", bundle, "--prompts", tsv, "--out", str(out), "--seeds", "1", "--threads", "1"]
@@ -48,14 +35,14 @@ def test_bad_inputs_are_one_line_errors_before_the_run_folder_is_made(tmp_path, 
              (["--seeds", "0"], "--seeds must be at least 1"),                            # scoring's error late
              (["--batch-size", "0"], "--batch-size must be at least 1")]                   # range() traceback
     for more, words in cases:
-        assert _status(ok + more) == 2, more
-        _one_line_error(capsys, words)
+        assert exit_status(E.main, ok + more) == 2, more
+        one_line_error(capsys, "evaluate_model", words)
         assert not out.exists(), more
     (tmp_path / "file").write_text("x")
-    assert _status(["--model", bundle, "--prompts", tsv, "--out", str(tmp_path / "file")]) == 2
-    _one_line_error(capsys, "is a file")
-    assert _status(["--prompts", tsv, "--out", str(out), "--rescore"]) == 2                # was exit 1
-    _one_line_error(capsys, "--rescore")
+    assert exit_status(E.main, ["--model", bundle, "--prompts", tsv, "--out", str(tmp_path / "file")]) == 2
+    one_line_error(capsys, "evaluate_model", "is a file")
+    assert exit_status(E.main, ["--prompts", tsv, "--out", str(out), "--rescore"]) == 2                # was exit 1
+    one_line_error(capsys, "evaluate_model", "--rescore")
 
 
 def test_a_finished_evaluation_is_replaced_only_with_force(tmp_path, capsys, bundle, tsv, monkeypatch):
@@ -64,11 +51,11 @@ def test_a_finished_evaluation_is_replaced_only_with_force(tmp_path, capsys, bun
     (out / "summary.json").write_text('{"adherence": 0.4}')
     argv = ["--model", bundle, "--prompts", tsv, "--out", str(out), "--seeds", "1", "--iterations", "1",
             "--diffusion-steps", "2", "--threads", "1"]
-    assert _status(argv) == 2                                    # was overwritten, clips and all
-    _one_line_error(capsys, "holds a finished evaluation (use --force")
+    assert exit_status(E.main, argv) == 2                                    # was overwritten, clips and all
+    one_line_error(capsys, "evaluate_model", "holds a finished evaluation (use --force")
     assert json.loads((out / "summary.json").read_text()) == {"adherence": 0.4}
     monkeypatch.setattr(E, "score", lambda *a: ({"clips": []}, {"adherence": 0.5}))
-    assert _status(argv + ["--force"]) == 0
+    assert exit_status(E.main, argv + ["--force"]) == 0
     assert json.loads((out / "summary.json").read_text())["adherence"] == 0.5
 
 
@@ -76,12 +63,12 @@ def test_an_existing_prompt_table_is_replaced_only_with_force(tmp_path, capsys, 
     table = tmp_path / "t.safetensors"
     table.write_bytes(b"earlier")
     argv = ["--model", bundle, "--prompts", tsv, "--write-prompt-table"]
-    assert _status(argv + [str(table)]) == 2
-    _one_line_error(capsys, "exists (use --force")
+    assert exit_status(E.main, argv + [str(table)]) == 2
+    one_line_error(capsys, "evaluate_model", "exists (use --force")
     assert table.read_bytes() == b"earlier"
-    assert _status(argv + [str(tmp_path / "no" / "t.safetensors")]) == 2                    # was a traceback
-    _one_line_error(capsys, "folder of --write-prompt-table does not exist")
-    assert _status(argv + [str(table), "--force"]) == 0
+    assert exit_status(E.main, argv + [str(tmp_path / "no" / "t.safetensors")]) == 2                    # was a traceback
+    one_line_error(capsys, "evaluate_model", "folder of --write-prompt-table does not exist")
+    assert exit_status(E.main, argv + [str(table), "--force"]) == 0
 
 
 def test_ctrl_c_is_one_line(tmp_path, capsys, bundle, tsv, monkeypatch):
@@ -90,5 +77,5 @@ def test_ctrl_c_is_one_line(tmp_path, capsys, bundle, tsv, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(Pipeline, "from_pretrained", interrupted)
-    assert _status(["--model", bundle, "--prompts", tsv, "--out", str(tmp_path / "eval")]) == 130
+    assert exit_status(E.main, ["--model", bundle, "--prompts", tsv, "--out", str(tmp_path / "eval")]) == 130
     assert capsys.readouterr().err == "evaluate_model: error: interrupted; no summary was written\n"

@@ -9,6 +9,7 @@ from impact_rt.model import IMPACT
 from impact_rt.vae import PRESETS, AutoencoderKL
 from training.checkpoint import prefixed, save_checkpoint
 from training.export_bundle import main
+from helpers import exit_status, one_line_error
 
 
 @pytest.fixture()
@@ -24,29 +25,15 @@ def inputs(tmp_path):
     return {"ckpt": str(tmp_path / "ckpt"), "ckpt16": str(tmp_path / "ckpt16"), "vae": str(tmp_path / "vae")}
 
 
-def _status(argv):
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return e.code
-
-
-def _one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("export_bundle: error: "), err
-    for w in words:
-        assert w in err, err
-
-
 def test_a_folder_that_is_not_a_bundle_is_never_deleted(tmp_path, capsys, inputs):
     keep = tmp_path / "runs"
     keep.mkdir()
     (keep / "weeks-of-work.txt").write_text("keep")
     args = ["--ckpt", inputs["ckpt"], "--vae", inputs["vae"], "--out", str(keep)]
-    assert _status(args) == 2                              # was shutil.rmtree(out) without a word
-    _one_line_error(capsys, "exists (use --force")
-    assert _status(args + ["--force"]) == 2
-    _one_line_error(capsys, "holds no model bundle")
+    assert exit_status(main, args) == 2                              # was shutil.rmtree(out) without a word
+    one_line_error(capsys, "export_bundle", "exists (use --force")
+    assert exit_status(main, args + ["--force"]) == 2
+    one_line_error(capsys, "export_bundle", "holds no model bundle")
     assert (keep / "weeks-of-work.txt").read_text() == "keep"
     (tmp_path / "empty").mkdir()                           # an empty folder takes the bundle as it is
     assert main(["--ckpt", inputs["ckpt"], "--vae", inputs["vae"], "--out", str(tmp_path / "empty")]) == 0
@@ -61,15 +48,15 @@ def test_a_bundle_is_replaced_only_with_force_and_its_card_is_kept(tmp_path, cap
     (out / "MODEL_CARD.md").write_text("card")
     before = (out / "impact.safetensors").read_bytes()
     capsys.readouterr()
-    assert _status(args) == 2
-    _one_line_error(capsys, "exists (use --force")
+    assert exit_status(main, args) == 2
+    one_line_error(capsys, "export_bundle", "exists (use --force")
     assert (out / "impact.safetensors").read_bytes() == before
     assert main(args + ["--force", "--fp32"]) == 0
     assert (out / "MODEL_CARD.md").read_text() == "card" and not (tmp_path / "bundle.tmp").exists()
     capsys.readouterr()
     (tmp_path / "file").write_text("x")
-    assert _status(["--ckpt", inputs["ckpt"], "--vae", inputs["vae"], "--out", str(tmp_path / "file")]) == 2
-    _one_line_error(capsys, "is a file")
+    assert exit_status(main, ["--ckpt", inputs["ckpt"], "--vae", inputs["vae"], "--out", str(tmp_path / "file")]) == 2
+    one_line_error(capsys, "export_bundle", "is a file")
 
 
 def test_bad_or_mismatched_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys, inputs):
@@ -87,6 +74,6 @@ def test_bad_or_mismatched_inputs_are_one_line_errors_and_write_nothing(tmp_path
              (["--griffin-lim", "-3"], "--griffin-lim must be at least 0")]                    # left OUT.tmp
     for more, words in cases:
         argv = ["--ckpt", inputs["ckpt"], "--vae", inputs["vae"], "--out", str(out), *more]
-        assert _status(argv) == 2, more
-        _one_line_error(capsys, words)
+        assert exit_status(main, argv) == 2, more
+        one_line_error(capsys, "export_bundle", words)
         assert not out.exists() and not (tmp_path / "bundle.tmp").exists(), more

@@ -7,6 +7,7 @@ import torch
 
 from impact_rt.vae import PRESETS, AutoencoderKL
 from training import latents
+from helpers import exit_status, one_line_error
 
 
 @pytest.fixture()
@@ -18,33 +19,19 @@ def inputs(tmp_path):
     return ["--manifest", str(tmp_path / "m.csv"), "--vae", str(tmp_path / "vae"), "--variants", "1", "--threads", "1"]
 
 
-def _status(argv):
-    try:
-        return latents.main(argv)
-    except SystemExit as e:
-        return e.code
-
-
-def _one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("latents: error: "), err
-    for w in words:
-        assert w in err, err
-
-
 def test_an_existing_store_is_not_replaced_without_force(tmp_path, capsys, inputs):
     out = tmp_path / "lat.safetensors"
     out.write_bytes(b"hours of encoding")
-    assert _status([*inputs, "--out", str(out)]) == 2                  # was overwritten at the end
-    _one_line_error(capsys, "exists (use --force to overwrite)")
+    assert exit_status(latents.main, [*inputs, "--out", str(out)]) == 2                  # was overwritten at the end
+    one_line_error(capsys, "latents", "exists (use --force to overwrite)")
     assert out.read_bytes() == b"hours of encoding"
 
 
 @pytest.mark.parametrize("out, words", [("nowhere/lat.safetensors", "folder of --out does not exist"),
                                         (".", "is a folder")])
 def test_an_out_that_cannot_be_written_is_refused_before_encoding(tmp_path, capsys, inputs, out, words):
-    assert _status([*inputs, "--out", str(tmp_path / out)]) == 2       # was a traceback after encoding
-    _one_line_error(capsys, words)
+    assert exit_status(latents.main, [*inputs, "--out", str(tmp_path / out)]) == 2       # was a traceback after encoding
+    one_line_error(capsys, "latents", words)
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -59,8 +46,8 @@ def test_bad_manifests_vaes_and_numbers_are_one_line_errors(tmp_path, capsys, in
                      (["--variants", "0"], "--variants must be at least 1"),
                      (["--splits", "tran"], "--splits: tran is not one of"),
                      (["--splits", "val"], "no rows of the splits val")):
-        assert _status([*inputs, *i, "--out", str(out)]) == 2, i
-        _one_line_error(capsys, words)
+        assert exit_status(latents.main, [*inputs, *i, "--out", str(out)]) == 2, i
+        one_line_error(capsys, "latents", words)
         assert not out.exists()
 
 
@@ -69,6 +56,6 @@ def test_ctrl_c_is_one_line_and_writes_nothing(tmp_path, capsys, inputs, monkeyp
         raise KeyboardInterrupt
     monkeypatch.setattr(latents, "MiniLMConditioner", interrupted)
     out = tmp_path / "lat.safetensors"
-    assert _status([*inputs, "--out", str(out)]) == 130             # was a KeyboardInterrupt traceback
+    assert exit_status(latents.main, [*inputs, "--out", str(out)]) == 130             # was a KeyboardInterrupt traceback
     assert capsys.readouterr().err == f"latents: error: interrupted; {out} was not written\n"
     assert not out.exists()

@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 
 from training import train_vae, train_vocoder
+from helpers import exit_status, one_line_error
 
 COMMON = ["--preset", "test", "--batch-size", "2", "--crop-frames", "32", "--warmup", "0", "--quiet",
           "--threads", "1"]
@@ -18,21 +19,6 @@ def manifest(tmp_path):
     m = tmp_path / "m.csv"
     m.write_text("file,caption\nc0.wav,a\nc1.wav,b\n")
     return str(m)
-
-
-def _status(module, argv):
-    try:
-        module.main(argv)
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
-def _one_line_error(capsys, who, *words):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith(f"{who}: error: "), err
-    for w in words:
-        assert w in err, err
 
 
 @pytest.mark.parametrize("module, who", [(train_vae, "train_vae"), (train_vocoder, "train_vocoder")])
@@ -51,8 +37,8 @@ def test_bad_data_sources_are_one_line_errors_and_make_no_run_folder(tmp_path, c
              (["--folder", str(tmp_path / "empty")], "no audio files found"),
              ([], "give --manifest or --folder")]
     for source, words in cases:
-        assert _status(module, [*source, "--out", str(out), "--steps", "1", *COMMON]) == 2, source
-        _one_line_error(capsys, who, words)
+        assert exit_status(module.main, [*source, "--out", str(out), "--steps", "1", *COMMON]) == 2, source
+        one_line_error(capsys, who, words)
         assert not out.exists()
 
 
@@ -67,60 +53,60 @@ def test_bad_data_sources_are_one_line_errors_and_make_no_run_folder(tmp_path, c
 ])
 def test_bad_numbers_and_names_are_refused(tmp_path, capsys, manifest, module, who, more, words):
     out = tmp_path / "run"
-    assert _status(module, ["--manifest", manifest, "--out", str(out), "--steps", "1", *COMMON, *more]) == 2
-    _one_line_error(capsys, who, words)
+    assert exit_status(module.main, ["--manifest", manifest, "--out", str(out), "--steps", "1", *COMMON, *more]) == 2
+    one_line_error(capsys, who, words)
     assert not out.exists()
 
 
 def test_vae_refuses_crops_its_encoder_cannot_halve_and_a_missing_init(tmp_path, capsys, manifest):
     out = tmp_path / "run"
     argv = ["--manifest", manifest, "--out", str(out), "--steps", "1", *COMMON]
-    assert _status(train_vae, [*argv, "--crop-frames", "30"]) == 2     # was a shape traceback mid-step
-    _one_line_error(capsys, "train_vae", "multiple of 4")
-    assert _status(train_vae, [*argv, "--init", str(tmp_path / "nowhere")]) == 2
-    _one_line_error(capsys, "train_vae", "--init not found")
-    assert _status(train_vae, [*argv, "--scale-batches", "0"]) == 2
-    _one_line_error(capsys, "train_vae", "--scale-batches must be at least 1")
+    assert exit_status(train_vae.main, [*argv, "--crop-frames", "30"]) == 2     # was a shape traceback mid-step
+    one_line_error(capsys, "train_vae", "multiple of 4")
+    assert exit_status(train_vae.main, [*argv, "--init", str(tmp_path / "nowhere")]) == 2
+    one_line_error(capsys, "train_vae", "--init not found")
+    assert exit_status(train_vae.main, [*argv, "--scale-batches", "0"]) == 2
+    one_line_error(capsys, "train_vae", "--scale-batches must be at least 1")
     assert not out.exists()
     (tmp_path / "file").write_text("keep")
-    assert _status(train_vae, ["--manifest", manifest, "--out", str(tmp_path / "file"), "--steps", "1", *COMMON]) == 2
-    _one_line_error(capsys, "train_vae", "is a file")
+    assert exit_status(train_vae.main, ["--manifest", manifest, "--out", str(tmp_path / "file"), "--steps", "1", *COMMON]) == 2
+    one_line_error(capsys, "train_vae", "is a file")
     assert (tmp_path / "file").read_text() == "keep"
 
 
 def test_resume_refuses_another_preset_modules_or_trained_parameters(tmp_path, capsys, manifest):
     out = tmp_path / "vae"
     argv = ["--manifest", manifest, "--out", str(out), *COMMON]
-    assert _status(train_vae, [*argv, "--steps", "1"]) == 0
+    assert exit_status(train_vae.main, [*argv, "--steps", "1"]) == 0
     capsys.readouterr()
     ckpt = (out / "checkpoint" / "checkpoint.safetensors").read_bytes()
     # another preset: was a load_state_dict traceback
-    assert _status(train_vae, [*argv, "--steps", "2", "--preset", "small"]) == 2
-    _one_line_error(capsys, "train_vae", "holds a run of another configuration", "config (ch 8 in the checkpoint, 32 now")
+    assert exit_status(train_vae.main, [*argv, "--steps", "2", "--preset", "small"]) == 2
+    one_line_error(capsys, "train_vae", "holds a run of another configuration", "config (ch 8 in the checkpoint, 32 now")
     # another set of trained parameters (the decoder alone)
-    assert _status(train_vae, [*argv, "--steps", "2", "--freeze-encoder", "--init", str(out / "export")]) == 2
-    _one_line_error(capsys, "train_vae", "the trained parameters of vae")
+    assert exit_status(train_vae.main, [*argv, "--steps", "2", "--freeze-encoder", "--init", str(out / "export")]) == 2
+    one_line_error(capsys, "train_vae", "the trained parameters of vae")
     # a vocoder run in the VAE's folder
-    assert _status(train_vocoder, [*argv, "--steps", "2", "--no-gan"]) == 2
-    _one_line_error(capsys, "train_vocoder", "kind ('vae' in the checkpoint, 'vocoder' now)")
+    assert exit_status(train_vocoder.main, [*argv, "--steps", "2", "--no-gan"]) == 2
+    one_line_error(capsys, "train_vocoder", "kind ('vae' in the checkpoint, 'vocoder' now)")
     assert (out / "checkpoint" / "checkpoint.safetensors").read_bytes() == ckpt
     # and a corrupt checkpoint
     (out / "checkpoint" / "checkpoint.safetensors").write_bytes(ckpt[:100])
-    assert _status(train_vae, [*argv, "--steps", "2"]) == 2
-    _one_line_error(capsys, "train_vae", "checkpoint.safetensors is missing or corrupt")
+    assert exit_status(train_vae.main, [*argv, "--steps", "2"]) == 2
+    one_line_error(capsys, "train_vae", "checkpoint.safetensors is missing or corrupt")
 
 
 def test_vocoder_resume_refuses_discriminators_switched_on(tmp_path, capsys, manifest):
     out = tmp_path / "voc"
     argv = ["--manifest", manifest, "--out", str(out), *COMMON]
-    assert _status(train_vocoder, [*argv, "--steps", "1", "--no-gan"]) == 0
+    assert exit_status(train_vocoder.main, [*argv, "--steps", "1", "--no-gan"]) == 0
     capsys.readouterr()
-    assert _status(train_vocoder, [*argv, "--steps", "2"]) == 2        # was a load_state_dict traceback
-    _one_line_error(capsys, "train_vocoder", "modules (generator in the checkpoint, discriminators, generator now)")
-    assert _status(train_vocoder, [*argv, "--steps", "2", "--no-gan", "--arch", "vocos"]) == 2
-    _one_line_error(capsys, "train_vocoder", "arch ('hifigan' in the checkpoint, 'vocos' now)")
-    assert _status(train_vocoder, ["--out", str(tmp_path / "nowhere"), "--export-only"]) == 2
-    _one_line_error(capsys, "train_vocoder", "no checkpoint in")
+    assert exit_status(train_vocoder.main, [*argv, "--steps", "2"]) == 2        # was a load_state_dict traceback
+    one_line_error(capsys, "train_vocoder", "modules (generator in the checkpoint, discriminators, generator now)")
+    assert exit_status(train_vocoder.main, [*argv, "--steps", "2", "--no-gan", "--arch", "vocos"]) == 2
+    one_line_error(capsys, "train_vocoder", "arch ('hifigan' in the checkpoint, 'vocos' now)")
+    assert exit_status(train_vocoder.main, ["--out", str(tmp_path / "nowhere"), "--export-only"]) == 2
+    one_line_error(capsys, "train_vocoder", "no checkpoint in")
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
@@ -129,5 +115,5 @@ def test_an_unreadable_audio_file_is_one_line_naming_it(tmp_path, capsys, worker
     (tmp_path / "m.csv").write_text("file\nbad.wav\n")
     argv = ["--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "run"), "--steps", "1", "--no-gan",
             "--workers", workers, *COMMON]
-    assert _status(train_vocoder, argv) == 2      # was soundfile's traceback (a worker's: 'Caught ... in worker')
-    _one_line_error(capsys, "train_vocoder", "cannot read audio", "bad.wav")
+    assert exit_status(train_vocoder.main, argv) == 2      # was soundfile's traceback (a worker's: 'Caught ... in worker')
+    one_line_error(capsys, "train_vocoder", "cannot read audio", "bad.wav")

@@ -4,6 +4,7 @@ import torch
 
 from training.latent_store import LatentStore
 from training.train_impact import main
+from helpers import exit_status, one_line_error
 
 
 def _store(tmp_path, text_dim=16):
@@ -21,21 +22,6 @@ def _args(store, out, *more):
             "--no-bf16", "--threads", "1", *more]
 
 
-def _one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("train_impact: error: "), err
-    for w in words:
-        assert w in err, err
-
-
-def _exits(argv):
-    """main's status, whether it returns it or argparse raises it."""
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return e.code
-
-
 def test_a_missing_folder_or_corrupt_store_is_a_one_line_error_and_makes_no_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
@@ -45,10 +31,10 @@ def test_a_missing_folder_or_corrupt_store_is_a_one_line_error_and_makes_no_run_
                          (tmp_path / "bad.safetensors", ["not a readable safetensors file"]),
                          (tmp_path / "short.safetensors", ["not a readable safetensors file"])):
         assert main(_args(store, out)) == 2
-        _one_line_error(capsys, *words)
+        one_line_error(capsys, "train_impact", *words)
         assert not out.exists()
     assert main(_args(good, out, "--preset", "nosuch")) == 2
-    _one_line_error(capsys, "unknown preset")
+    one_line_error(capsys, "train_impact", "unknown preset")
     assert not out.exists()
 
 
@@ -65,20 +51,20 @@ def test_a_missing_folder_or_corrupt_store_is_a_one_line_error_and_makes_no_run_
 ])
 def test_bad_numbers_and_devices_are_refused_before_anything_is_written(tmp_path, capsys, flag, value, words):
     out = tmp_path / "run"
-    assert _exits(_args(_store(tmp_path), out, flag, value)) == 2
-    _one_line_error(capsys, *words)
+    assert exit_status(main, _args(_store(tmp_path), out, flag, value)) == 2
+    one_line_error(capsys, "train_impact", *words)
     assert not out.exists()
 
 
 def test_argparse_errors_are_one_line_too(tmp_path, capsys):
-    assert _exits(["--out", str(tmp_path / "run"), "--steps", "1"]) == 2
-    _one_line_error(capsys, "--latents")
+    assert exit_status(main, ["--out", str(tmp_path / "run"), "--steps", "1"]) == 2
+    one_line_error(capsys, "train_impact", "--latents")
 
 
 def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "file").write_text("keep")
-    assert _exits(_args(_store(tmp_path), tmp_path / "file")) == 2
-    _one_line_error(capsys, "is a file")
+    assert exit_status(main, _args(_store(tmp_path), tmp_path / "file")) == 2
+    one_line_error(capsys, "train_impact", "is a file")
     assert (tmp_path / "file").read_text() == "keep"
 
 
@@ -90,13 +76,13 @@ def test_a_corrupt_checkpoint_or_a_missing_init_is_a_one_line_error(tmp_path, ca
     good = state.read_bytes()
     state.write_bytes(good[:300])
     assert main(_args(store, out, "--steps", "2")) == 2
-    _one_line_error(capsys, "state.safetensors is corrupt")
+    one_line_error(capsys, "train_impact", "state.safetensors is corrupt")
     state.write_bytes(good)
     (out / "ckpt" / "state.json").write_text("{bad")
     assert main(_args(store, out, "--steps", "2")) == 2
-    _one_line_error(capsys, "unreadable state.json")
+    one_line_error(capsys, "train_impact", "unreadable state.json")
     assert main(_args(store, tmp_path / "other", "--init", str(tmp_path / "nowhere"))) == 2
-    _one_line_error(capsys, "no checkpoint or model bundle at")
+    one_line_error(capsys, "train_impact", "no checkpoint or model bundle at")
     assert not (tmp_path / "other").exists()
 
 
@@ -106,7 +92,7 @@ def test_resuming_a_run_of_another_preset_is_refused_in_one_line(tmp_path, capsy
     capsys.readouterr()
     before = (out / "ckpt" / "state.safetensors").read_bytes()
     assert main(_args(store, out, "--steps", "2", "--preset", "small")) == 2
-    _one_line_error(capsys, "holds a run trained with other options", "the model (")
+    one_line_error(capsys, "train_impact", "holds a run trained with other options", "the model (")
     assert (out / "ckpt" / "state.safetensors").read_bytes() == before
 
 

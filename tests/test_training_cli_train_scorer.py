@@ -7,6 +7,7 @@ import torch
 
 from training.latent_store import LatentStore
 from training.train_scorer import main
+from helpers import exit_status, one_line_error
 
 
 def _store(tmp_path, text_dim=16, name="lat.safetensors"):
@@ -25,20 +26,6 @@ def _store(tmp_path, text_dim=16, name="lat.safetensors"):
     return str(tmp_path / name)
 
 
-def _one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("train_scorer: error: "), err
-    for w in words:
-        assert w in err, err
-
-
-def _exits(argv):
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return e.code
-
-
 def _args(store, out, *more):
     return ["--latents", store, "--out", str(out), "--steps", "1", "--batch-size", "4", "--threads", "1", *more]
 
@@ -50,25 +37,25 @@ def _args(store, out, *more):
 ])
 def test_bad_numbers_are_refused_before_the_run_folder_is_made(tmp_path, capsys, more, words):
     out = tmp_path / "run"
-    assert _exits(_args(_store(tmp_path), out, *more)) == 2
-    _one_line_error(capsys, *words)
+    assert exit_status(main, _args(_store(tmp_path), out, *more)) == 2
+    one_line_error(capsys, "train_scorer", *words)
     assert not out.exists()
 
 
 def test_a_missing_or_corrupt_store_or_checkpoint_is_a_one_line_error(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_args(str(tmp_path / "none.safetensors"), out)) == 2
-    _one_line_error(capsys, "latent store not found")
+    one_line_error(capsys, "train_scorer", "latent store not found")
     assert not out.exists()
     store = _store(tmp_path)
     (tmp_path / "file").write_text("x")
-    assert _exits(_args(store, tmp_path / "file")) == 2
-    _one_line_error(capsys, "is a file")
+    assert exit_status(main, _args(store, tmp_path / "file")) == 2
+    one_line_error(capsys, "train_scorer", "is a file")
     assert main(_args(store, out)) == 0
     capsys.readouterr()
     (out / "ckpt" / "state.safetensors").write_bytes(b"xx")
     assert main(_args(store, out, "--steps", "2")) == 2
-    _one_line_error(capsys, "state.safetensors is corrupt")
+    one_line_error(capsys, "train_scorer", "state.safetensors is corrupt")
 
 
 def test_resume_refuses_another_recipe_or_scorer_shape_but_export_needs_only_the_shape(tmp_path, capsys):
@@ -77,10 +64,10 @@ def test_resume_refuses_another_recipe_or_scorer_shape_but_export_needs_only_the
     capsys.readouterr()
     before = (out / "ckpt" / "state.safetensors").read_bytes()
     assert main(_args(store, out, "--steps", "2", "--batch-size", "6")) == 2
-    _one_line_error(capsys, "holds a run trained with other options", "batch_size (4 in the checkpoint, 6 now)")
+    one_line_error(capsys, "train_scorer", "holds a run trained with other options", "batch_size (4 in the checkpoint, 6 now)")
     wide = _store(tmp_path, text_dim=32, name="wide.safetensors")
     assert main(_args(wide, out, "--steps", "2")) == 2                  # was a load_state_dict traceback
-    _one_line_error(capsys, "the scorer (text_dim 16 in the checkpoint, 32 now)")
+    one_line_error(capsys, "train_scorer", "the scorer (text_dim 16 in the checkpoint, 32 now)")
     assert (out / "ckpt" / "state.safetensors").read_bytes() == before
     assert main(_args(store, out, "--steps", "2", "--lr", "1e-4")) == 0   # the lr may change
 
@@ -93,14 +80,14 @@ def test_export_needs_a_model_bundle_and_force_to_replace_its_scorer(tmp_path, c
     capsys.readouterr()
     export = ["--latents", store, "--out", str(out), "--export"]
     assert main(export + [str(tmp_path / "nowhere")]) == 2      # used to write a scorer into a new folder
-    _one_line_error(capsys, "--export: model bundle not found")
+    one_line_error(capsys, "train_scorer", "--export: model bundle not found")
     assert not (tmp_path / "nowhere").exists()
     d = save_bundle(Pipeline.random("test"), tmp_path / "bundle")
     assert main(export + [str(d), "--batch-size", "8"]) == 0     # training options do not matter to an export
     capsys.readouterr()
     scorer = (d / "scorer.safetensors").read_bytes()
     assert main(export + [str(d)]) == 2
-    _one_line_error(capsys, "already has a scorer (use --force")
+    one_line_error(capsys, "train_scorer", "already has a scorer (use --force")
     assert (d / "scorer.safetensors").read_bytes() == scorer
     assert main(export + [str(d), "--force"]) == 0
 
