@@ -80,6 +80,16 @@ def test_resume_refuses_another_preset_modules_or_trained_parameters(tmp_path, c
     assert exit_status(train_vae.main, [*argv, "--steps", "1"]) == 0
     capsys.readouterr()
     ckpt = (out / "checkpoint" / "checkpoint.safetensors").read_bytes()
+    # a crash after the step-1 save leaves rows past it and a partial line: the resumed run drops them
+    log = out / "log.csv"
+    lines = log.read_text().splitlines()
+    assert [r.split(",")[0] for r in lines] == ["step", "1"]
+    log.write_text(log.read_text() + "2," + lines[1].split(",", 1)[1] + "\n3,0.1")
+    assert exit_status(train_vae.main, [*argv, "--steps", "2"]) == 0
+    capsys.readouterr()
+    assert [r.split(",")[0] for r in log.read_text().splitlines()] == ["step", "1", "2"]
+    assert log.read_text().endswith("\n")
+    ckpt = (out / "checkpoint" / "checkpoint.safetensors").read_bytes()
     # another preset: was a load_state_dict traceback
     assert exit_status(train_vae.main, [*argv, "--steps", "2", "--preset", "small"]) == 2
     one_line_error(capsys, "train_vae", "holds a run of another configuration", "config (ch 8 in the checkpoint, 32 now")

@@ -110,3 +110,14 @@ def test_ctrl_c_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monk
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == "train_impact: error: interrupted at step 1; the last checkpoint stands (rerun the same command to resume)"
     assert (out / "ckpt" / "state.safetensors").read_bytes() == before
+
+
+def test_resume_trims_the_log_to_the_checkpoint(tmp_path, capsys):
+    store, out = _store(tmp_path), tmp_path / "run"
+    assert main(_args(store, out)) == 0
+    log = out / "log.csv"
+    header = log.read_text()
+    assert header.startswith("step,phase,loss") and header.count("\n") == 1    # rows every 20 steps
+    log.write_text(header + "20,text,0.5,1e-4,10.0,3\n40,text,0.4")         # a crash after step 20's save
+    assert main(_args(store, out, "--steps", "2")) == 0                     # resumes at step 1
+    assert log.read_text() == header

@@ -30,6 +30,7 @@ import torch.nn as nn
 from impact_rt.audio import HOP, N_SAMPLES, MelSpectrogram, load_audio, normalize_waveform, pad_or_trim
 
 from . import precision
+from .checkpoint import trim_log
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -382,6 +383,8 @@ def run_training(trainer, args, rank: int = 0, world: int = 1) -> int:
         print(f"resumed from {found} at step {step}", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
     batches = StepBatches(files, args.batch_size, args.crop_frames * HOP, args.seed, rank)
+    if rank == 0:
+        trim_log(os.path.join(args.out, "log.csv"), step)   # rows past the checkpoint a crash left
     log = CsvLog(os.path.join(args.out, "log.csv")) if rank == 0 else None
     start = time.monotonic()
     last_ckpt = start

@@ -97,3 +97,36 @@ def refuse_other_options(out, fixed, saved: dict, cfg, what: str, saved_shape: d
     if differ:
         raise ValueError(f"{out} holds a run trained with other options: {'; '.join(differ)}; "
                          "resume it with the same ones or give another --out")
+
+
+def trim_log(path: str | Path, step: int) -> int:
+    """Make a run's CSV log (first column: the step) end where the run resumes, at ``step``.
+
+    A crash leaves rows of the steps after the last checkpoint, which the resumed run logs again,
+    and may leave a partial last line. Both are dropped, atomically (a log whose header line is
+    partial is removed, so that the run writes it again). Returns the lines dropped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    text = p.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    partial = lines.pop()                  # '' when the file ends with a newline
+    dropped = int(partial != "")
+    header, rows = (lines[0], lines[1:]) if lines else (None, [])
+    kept = []
+    for row in rows:
+        first = row.split(",", 1)[0]
+        if first.isdigit() and int(first) <= step:
+            kept.append(row)
+        else:
+            dropped += 1
+    if dropped == 0:
+        return 0
+    if header is None:
+        p.unlink()
+        return dropped
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in [header, *kept]), encoding="utf-8")
+    os.replace(tmp, p)
+    return dropped

@@ -38,7 +38,7 @@ from impact_rt.patchify import patchify
 
 from .cli import Parser, at_least, check_device, check_run_folder, fail, share
 from .checkpoint import (load_checkpoint, load_optimizer, optimizer_tensors, prefixed, refuse_other_options,
-                         save_checkpoint, unprefixed)
+                         save_checkpoint, trim_log, unprefixed)
 from . import precision
 from .grow import deepen_encoder_state, encoder_depths, is_encoder_block, widen_head_state
 from .latent_store import LatentStore
@@ -572,6 +572,8 @@ def main(argv=None) -> int:
 
 def _train(tr: Trainer, args, cfg: TrainConfig, out: Path, rank: int, world: int) -> int:
     log_path = out / "log.csv"
+    if rank == 0:
+        trim_log(log_path, tr.step)    # rows past the checkpoint a crash left, and a partial last line
     new_log = not log_path.exists()
     from tqdm import tqdm
     t_start = last_ckpt = time.time()

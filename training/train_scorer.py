@@ -33,7 +33,8 @@ from impact_rt.patchify import patchify
 from impact_rt.rerank import Scorer, ScorerConfig
 from training import precision
 from training.cli import Parser, at_least, check_run_folder, fail
-from training.checkpoint import load_checkpoint, load_optimizer, optimizer_tensors, refuse_other_options, save_checkpoint
+from training.checkpoint import (load_checkpoint, load_optimizer, optimizer_tensors, refuse_other_options,
+                                 save_checkpoint, trim_log)
 from training.latent_store import LatentStore
 from training.train_impact import category_weights
 
@@ -251,6 +252,7 @@ def main(argv=None) -> int:
 def _train(tr: ScorerTrainer, args, out: Path) -> int:
     from tqdm import tqdm
     log_path = out / "log.csv"
+    trim_log(log_path, tr.step)        # rows past the checkpoint a crash left, and a partial last line
     new_log = not log_path.exists()
     t_start = last_ckpt = time.time()
     bar = tqdm(initial=tr.step, total=args.steps, unit="step", file=sys.stderr)
