@@ -74,3 +74,34 @@ def test_no_readable_clip_is_a_one_line_error_not_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("latents: error: none of the 1 clips")
     assert not (tmp_path / "a.safetensors").exists()
+
+
+def _tiny_store(meta):
+    g = torch.Generator().manual_seed(0)
+    return LatentStore(latents=torch.randn(2, 8, 256, 16, generator=g).half(), clip=torch.arange(2),
+                       caption_id=torch.tensor([0, -1]), split=torch.zeros(2, dtype=torch.long),
+                       text_states=torch.randn(1, 78, 16, generator=g).half(),
+                       text_mask=torch.ones(1, 78, dtype=torch.bool), meta=meta)
+
+
+def test_a_sidecar_from_another_save_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "lat.safetensors"
+    _tiny_store({"captions": ["old"]}).save(path)
+    old_sidecar = (tmp_path / "lat.json").read_bytes()
+    _tiny_store({"captions": ["new"]}).save(path)
+    assert LatentStore.load(path).meta == {"captions": ["new"]}
+    (tmp_path / "lat.json").write_bytes(old_sidecar)       # a save interrupted between its two renames
+    with pytest.raises(ValueError, match=r"sidecar lat.json belongs to another save .*rebuild the store$"):
+        LatentStore.load(path)
+    (tmp_path / "lat.json").unlink()
+    with pytest.raises(ValueError, match="sidecar lat.json is missing"):
+        LatentStore.load(path)
+
+
+def test_a_store_saved_before_the_sidecar_hash_still_loads(tmp_path):
+    from safetensors.torch import load_file, save_file
+    path = tmp_path / "lat.safetensors"
+    _tiny_store({"captions": ["a"]}).save(path)
+    save_file(load_file(str(path)), str(path))              # the same tensors without the header's hash
+    (tmp_path / "lat.json").write_text('{"captions": ["edited"]}')
+    assert LatentStore.load(path).meta == {"captions": ["edited"]}

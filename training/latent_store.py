@@ -1,6 +1,7 @@
 """Precomputed training data for the generator: scaled VAE latents and text-encoder states.
 
-One safetensors file (+ a JSON sidecar):
+One safetensors file (+ a JSON sidecar, ``meta``; the safetensors header holds the sidecar's
+SHA-256, so that a save interrupted between the two files is found on load, not trained on):
 
     latents      fp16 [M, 8, 256, 16]   scaled VAE latents, several augmented variants per clip
     clip         int64 [M]              manifest row of each latent
@@ -13,14 +14,16 @@ One safetensors file (+ a JSON sidecar):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from impact_rt.fileio import atomic_write_text
+from impact_rt.fileio import atomic_write_bytes
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 TENSORS = ("latents", "clip", "caption_id", "split", "text_states", "text_mask")   # tag_caption_id optional
@@ -104,14 +107,15 @@ class LatentStore:
                    "text_mask": self.text_mask.to(torch.uint8)}
         if self.tag_caption_id is not None:
             tensors["tag_caption_id"] = self.tag_caption_id.long().contiguous()
+        sidecar = json.dumps(self.meta, indent=1).encode("utf-8")
         tmp = p.with_suffix(".tmp")
         try:
-            save_file(tensors, str(tmp))
+            save_file(tensors, str(tmp), metadata={"sidecar_sha256": hashlib.sha256(sidecar).hexdigest()})
             tmp.replace(p)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        atomic_write_text(p.with_suffix(".json"), json.dumps(self.meta, indent=1))
+        atomic_write_bytes(p.with_suffix(".json"), sidecar)
 
     @classmethod
     def load(cls, path: str | Path) -> "LatentStore":
@@ -131,8 +135,15 @@ class LatentStore:
             raise ValueError(f"{p} is not a latent store (no {', '.join(missing)}; written by training.latents?)")
         meta_p = p.with_suffix(".json")
         try:
-            meta = json.loads(meta_p.read_text(encoding="utf-8")) if meta_p.is_file() else {}
-        except (OSError, ValueError) as e:
+            sidecar = meta_p.read_bytes() if meta_p.is_file() else None
+            with safe_open(str(p), "pt") as f:
+                want = (f.metadata() or {}).get("sidecar_sha256")   # None in stores saved before session 31
+            if want is not None and (sidecar is None or hashlib.sha256(sidecar).hexdigest() != want):
+                found = "is missing" if sidecar is None else "belongs to another save"
+                raise ValueError(f"latent store {p}: its sidecar {meta_p.name} {found} (a save interrupted "
+                                 "between the two files?); rebuild the store")
+            meta = json.loads(sidecar.decode("utf-8")) if sidecar is not None else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"latent store {p}: unreadable sidecar {meta_p.name} ({e})") from None
         if not isinstance(meta, dict):
             raise ValueError(f"latent store {p}: its sidecar {meta_p.name} does not hold a JSON object")
