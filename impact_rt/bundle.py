@@ -44,7 +44,8 @@ class BundleConfig:
     def to_json(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "model": self.model.to_dict(),
                 "conditioner": self.conditioner, "vae": self.vae or {"kind": "file"}, "vocoder": self.vocoder,
-                "decode": {k: getattr(self.decode, k) for k in ("iterations", "diffusion_steps", "guidance", "temperature")},
+                "decode": {k: getattr(self.decode, k) for k in ("iterations", "diffusion_steps", "guidance", "temperature")
+                           + (("refine", "refine_share") if self.decode.refine else ())},
                 **({"rerank": self.rerank} if self.rerank else {})}
 
     @property

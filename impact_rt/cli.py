@@ -71,6 +71,8 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diffusion-steps", "-K", type=int, default=None, help="DDPM steps per iteration T̂ (default: the bundle's)")
     p.add_argument("--guidance", type=float, default=None, help="CFG β_max (default: the bundle's)")
     p.add_argument("--temperature", type=float, default=None, help="noise temperature (default: the bundle's)")
+    p.add_argument("--refine", type=int, default=None,
+                   help="re-masking passes after the decode, each up to one more decode's time (default: the bundle's)")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -228,12 +230,14 @@ def cmd_generate(args) -> int:
     fmt = _output_format(args.output, args.format)
     from .config import DecodeConfig
     early = DecodeConfig(**{k: v for k, v in (("iterations", args.iterations), ("diffusion_steps", args.diffusion_steps),
-                                              ("guidance", args.guidance), ("temperature", args.temperature))
+                                              ("guidance", args.guidance), ("temperature", args.temperature),
+                                              ("refine", args.refine))
                             if v is not None})
     early.validate(256)  # the token count of every bundle's latent geometry; re-checked once loaded
     paths = _plan_outputs(args, prompts, fmt)
     pipe = Pipeline.from_pretrained(args.model, backend=args.backend, precision=args.precision)
-    pipe.decode_config(args.iterations, args.diffusion_steps, args.guidance, args.temperature)  # validate early
+    pipe.decode_config(args.iterations, args.diffusion_steps, args.guidance, args.temperature,
+                       args.refine)  # validate early
     pipe.candidates(args.candidates)
     jobs = [(p, k) for p in prompts for k in range(args.num)]
     import secrets
@@ -246,7 +250,7 @@ def cmd_generate(args) -> int:
         seeds = [base_seed + start + j for j in range(len(batch))]
         out = pipe.generate([p for p, _ in batch], seed=seeds, iterations=args.iterations,
                             diffusion_steps=args.diffusion_steps, guidance=args.guidance,
-                            temperature=args.temperature, negative_prompt=args.negative_prompt,
+                            temperature=args.temperature, refine=args.refine, negative_prompt=args.negative_prompt,
                             candidates=args.candidates, progress=batch_progress(bar, start, len(batch)))
         for j in range(len(batch)):
             path = paths[start + j]

@@ -102,6 +102,9 @@ def preset(name: str) -> ModelConfig:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
+MAX_REFINE = 8   # re-masking passes: each costs up to one more decode
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     """Settings of one generation (paper §3.2, App. D)."""
@@ -110,6 +113,8 @@ class DecodeConfig:
     diffusion_steps: int = 100    # T̂, DDPM sampling steps per iteration
     guidance: float = 5.0         # β_max of the falling CFG schedule
     temperature: float = 1.0      # scales the noise added at each DDPM step
+    refine: int = 0               # re-masking passes after the decode (0: none)
+    refine_share: float = 0.9     # share of the tokens each pass re-masks and decodes again
 
     def validate(self, num_tokens: int, train_steps: int = 1000) -> "DecodeConfig":
         import math
@@ -127,6 +132,10 @@ class DecodeConfig:
             raise ConfigError(f"guidance must be a finite number >= 1, got {self.guidance!r}")
         if not real(self.temperature) or self.temperature < 0.0:
             raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or not 0 <= self.refine <= MAX_REFINE:
+            raise ConfigError(f"refine must be an integer in 0..{MAX_REFINE}, got {self.refine!r}")
+        if not real(self.refine_share) or not 0.0 < self.refine_share <= 1.0:
+            raise ConfigError(f"refine share must be a number in (0, 1], got {self.refine_share!r}")
         return self
 
 

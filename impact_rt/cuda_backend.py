@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from . import ddpm
 from .config import ConfigError, DecodeConfig, ModelConfig
 from .cuda_graphs import PRECISIONS, CaptureKey, DecodePlan, FusedConfig, GraphCache, choose_config
+from .decoding import refine_seeds
+from .mask_schedule import MaskPlan
 from .model import IMPACT
 from .patchify import tokens_to_latent
 
@@ -352,13 +354,16 @@ class CudaBackend:
     # -- fast path ----------------------------------------------------------------------------
     @torch.inference_mode()
     def decode_all(self, model_cfg: ModelConfig, dc: DecodeConfig, cond, cond_mask, null_cond, null_mask,
-                   seeds, order, tables=None, on_iteration=None) -> torch.Tensor:
+                   seeds, order, tables=None, on_iteration=None, refine_orders=()) -> torch.Tensor:
         """The whole decoding loop → tokens [B, N, C] fp32 (on this backend's device).
 
         ``cond``/``cond_mask``: ``project`` output [B, L, D]; ``null_cond``/``null_mask``: ``null(B)``;
         ``seeds``: B per-sample seeds (ints or an int64 tensor), the Philox keys of the head noise;
         ``order`` [B, N]: the per-sample decoding order (e.g. ``TorchNoise(seeds).order(B, N)``, so
         that the order matches the other backends). ``tables``: ``DecodeTables`` (for β(t)).
+        ``refine_orders``: one order per re-masking pass (``dc.refine``), e.g. from
+        ``TorchNoise(seeds).refine(p)``; pass p replays the graphs of its iterations with that order
+        and the seeds ``refine_seeds(seeds, p)`` as Philox keys, so it needs no capture of its own.
         Graphs are captured on the first call for a ``CaptureKey`` and replayed afterwards.
         """
         b = cond.shape[0]
@@ -373,6 +378,11 @@ class CudaBackend:
         seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1)
         if seeds.numel() != b or tuple(order.shape) != (b, model_cfg.num_tokens):
             raise ConfigError(f"decode_all: need {b} seeds and an order [{b}, {model_cfg.num_tokens}]")
+        if len(refine_orders) != dc.refine or any(tuple(o.shape) != (b, model_cfg.num_tokens) for o in refine_orders):
+            raise ConfigError(f"decode_all: need {dc.refine} re-masking orders [{b}, {model_cfg.num_tokens}]")
+        refine = [(o, torch.tensor(refine_seeds(seeds.tolist(), p), dtype=torch.int64))
+                  for p, o in enumerate(refine_orders)]
+        start = MaskPlan.build(model_cfg.num_tokens, dc.iterations).refine_start(dc.refine_share)
         with self._lock:
             runner = self.graphs.get(key)
             if runner is not None and runner.schedule_key != schedule.key:
@@ -385,7 +395,7 @@ class CudaBackend:
                 self.graphs.put(key, runner)
             else:
                 runner.load(cond, cond_mask, null_cond, null_mask, order, seeds, guidance, dc.temperature)
-            return runner.run(on_iteration)
+            return runner.run(on_iteration, refine, start)
 
     @property
     def stats(self) -> dict:
@@ -485,16 +495,24 @@ class _LoopRunner:
                 self.iteration(t)
             self.graphs.append(g)
 
-    def run(self, on_iteration=None) -> torch.Tensor:
+    def run(self, on_iteration=None, refine=(), start: int = 0) -> torch.Tensor:
+        """The decode, then each re-masking pass (``refine``: (order, seeds) pairs) from ``start``."""
         self.tokens.zero_()
-        total = self.key.iterations
-        for t in range(total):
-            if self.graphs:
-                self.graphs[t].replay()
-            else:
-                self.iteration(t)
-            if on_iteration is not None:
-                on_iteration(t, total)
+        its = self.key.iterations
+        total, done = its + len(refine) * (its - start), 0
+        for p in range(len(refine) + 1):
+            if p:    # the pass's order and Philox keys into the static buffers; the tokens stay
+                order, seeds = refine[p - 1]
+                self.order.copy_(order.to(self.be.device), non_blocking=True)
+                self.seeds.copy_(seeds.to(self.be.device), non_blocking=True)
+            for t in range(start if p else 0, its):
+                if self.graphs:
+                    self.graphs[t].replay()
+                else:
+                    self.iteration(t)
+                if on_iteration is not None:
+                    on_iteration(done, total)
+                done += 1
         return self.tokens.clone()
 
     def release(self):

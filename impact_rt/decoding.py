@@ -8,6 +8,12 @@ Noise comes from a ``NoiseSource``: ``TorchNoise`` draws from one seeded ``torch
 per sample (so a sample's audio does not depend on what else is in the batch);
 ``RecordedNoise`` replays what another run drew, so that two backends can be compared step
 for step with the same injected noise.
+
+Re-masking refinement (``DecodeConfig.refine``; session 31, docs/training.md): after the T
+iterations, each pass re-masks a share of the finished tokens in a fresh random order and decodes
+them again with the tail of the same schedule (the iterations from the one where that share is
+still masked, with their β), seeing the tokens it kept. A pass draws its order and head noise from
+its own source (``NoiseSource.refine``: for seeds, seed + (p + 1)·REFINE_SEED_STRIDE).
 """
 from __future__ import annotations
 
@@ -21,9 +27,18 @@ from .config import DecodeConfig, ModelConfig
 from .mask_schedule import MaskPlan, guidance_schedule
 
 
+REFINE_SEED_STRIDE = 1_000_003   # re-masking pass p of seed s draws from seed s + (p + 1)·stride
+
+
+def refine_seeds(seeds, p: int) -> list[int]:
+    """The seeds of re-masking pass ``p`` (0-based) of the samples of ``seeds``."""
+    return [int(s) + (p + 1) * REFINE_SEED_STRIDE for s in seeds]
+
+
 class NoiseSource(Protocol):
     def order(self, batch: int, num_tokens: int) -> torch.Tensor: ...          # [B, N] long
     def head(self, t: int, batch: int, rows: int, steps: int, dim: int) -> torch.Tensor: ...  # [T̂, B·K, C]
+    def refine(self, p: int) -> "NoiseSource": ...      # the order and head noise of re-masking pass p
 
 
 class TorchNoise:
@@ -31,7 +46,11 @@ class TorchNoise:
 
     def __init__(self, seeds: list[int], device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self.generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+        self.seeds = [int(s) for s in seeds]
+        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
+
+    def refine(self, p):
+        return TorchNoise(refine_seeds(self.seeds, p), self.device)
 
     def order(self, batch, num_tokens):
         assert batch == len(self.generators)
@@ -49,13 +68,19 @@ class RecordedNoise:
     orders: torch.Tensor | None = None
     heads: list[torch.Tensor] = field(default_factory=list)
     inner: NoiseSource | None = None
+    refines: list["RecordedNoise"] = field(default_factory=list)
 
     @classmethod
     def wrap(cls, inner: NoiseSource) -> "RecordedNoise":
         return cls(inner=inner)
 
     def replay(self) -> "RecordedNoise":
-        return RecordedNoise(orders=self.orders, heads=list(self.heads))
+        return RecordedNoise(orders=self.orders, heads=list(self.heads), refines=[r.replay() for r in self.refines])
+
+    def refine(self, p):
+        if self.inner is not None:
+            self.refines.append(RecordedNoise.wrap(self.inner.refine(p)))
+        return self.refines[p]
 
     def order(self, batch, num_tokens):
         if self.inner is not None:
@@ -107,20 +132,24 @@ def decode(backend: Backend, model_cfg: ModelConfig, dc: DecodeConfig, cond: tor
     use_cfg = dc.guidance != 1.0
     if use_cfg:  # cond rows then uncond rows, through one encoder batch
         cond, cond_mask = torch.cat([cond, null_cond]), torch.cat([cond_mask, null_mask])
-    order = noise.order(b, n).to(cond.device)
     tokens = torch.zeros(b, n, c, dtype=torch.float32, device=cond.device)
-    for t in range(plan.iterations):
-        visible, predicted = order[:, plan.visible_slice(t)], order[:, plan.predicted_slice(t)]
-        k = predicted.shape[1]
-        if use_cfg:
-            h = backend.encode(torch.cat([tokens, tokens]), cond, cond_mask,
-                               torch.cat([visible, visible]), torch.cat([predicted, predicted]))
-            h_cond, h_uncond = h[:b].reshape(b * k, -1), h[b:].reshape(b * k, -1)
-        else:
-            h_cond, h_uncond = backend.encode(tokens, cond, cond_mask, visible, predicted).reshape(b * k, -1), None
-        eps_noise = noise.head(t, b, k, steps, c).to(cond.device)
-        z = backend.sample(h_cond, h_uncond, eps_noise, tables.guidance[t], dc.temperature, tables.schedule)
-        tokens = tokens.scatter(1, predicted[..., None].expand(-1, -1, c), z.reshape(b, k, c).float())
-        if on_iteration is not None:
-            on_iteration(t, plan.iterations)
+    start = plan.refine_start(dc.refine_share)      # where each re-masking pass enters the schedule
+    total, done = plan.iterations + dc.refine * (plan.iterations - start), 0
+    for p, src in enumerate([noise] + [noise.refine(p) for p in range(dc.refine)]):
+        order = src.order(b, n).to(cond.device)
+        for t in range(start if p else 0, plan.iterations):
+            visible, predicted = order[:, plan.visible_slice(t)], order[:, plan.predicted_slice(t)]
+            k = predicted.shape[1]
+            if use_cfg:
+                h = backend.encode(torch.cat([tokens, tokens]), cond, cond_mask,
+                                   torch.cat([visible, visible]), torch.cat([predicted, predicted]))
+                h_cond, h_uncond = h[:b].reshape(b * k, -1), h[b:].reshape(b * k, -1)
+            else:
+                h_cond, h_uncond = backend.encode(tokens, cond, cond_mask, visible, predicted).reshape(b * k, -1), None
+            eps_noise = src.head(t, b, k, steps, c).to(cond.device)
+            z = backend.sample(h_cond, h_uncond, eps_noise, tables.guidance[t], dc.temperature, tables.schedule)
+            tokens = tokens.scatter(1, predicted[..., None].expand(-1, -1, c), z.reshape(b, k, c).float())
+            if on_iteration is not None:
+                on_iteration(done, total)
+            done += 1
     return tokens

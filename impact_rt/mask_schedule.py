@@ -74,6 +74,12 @@ class MaskPlan:
     def predicted_slice(self, t: int) -> slice:
         return slice(self.masked[t + 1], self.masked[t])
 
+    def refine_start(self, share: float) -> int:
+        """The iteration a re-masking pass starts from: the first at which at most ``share`` of the
+        tokens are still masked (0 for share 1; the last iteration at the least)."""
+        return min(next(t for t in range(self.iterations + 1) if self.masked[t] <= share * self.num_tokens),
+                   self.iterations - 1)
+
     def counts(self, t: int) -> tuple[int, int]:
         """(visible, predicted) counts at iteration t."""
         return self.num_tokens - self.masked[t], self.masked[t] - self.masked[t + 1]

@@ -189,12 +189,14 @@ class Pipeline:
                    precision=precision)
 
     # -- generation ---------------------------------------------------------------------------
-    def decode_config(self, iterations=None, diffusion_steps=None, guidance=None, temperature=None) -> DecodeConfig:
+    def decode_config(self, iterations=None, diffusion_steps=None, guidance=None, temperature=None,
+                      refine=None) -> DecodeConfig:
         d = self.defaults
         dc = DecodeConfig(iterations=d.iterations if iterations is None else iterations,
                           diffusion_steps=d.diffusion_steps if diffusion_steps is None else diffusion_steps,
                           guidance=d.guidance if guidance is None else _number(guidance, "guidance"),
-                          temperature=d.temperature if temperature is None else _number(temperature, "temperature"))
+                          temperature=d.temperature if temperature is None else _number(temperature, "temperature"),
+                          refine=d.refine if refine is None else refine, refine_share=d.refine_share)
         return dc.validate(self.model.cfg.num_tokens, self.model.cfg.train_steps)
 
     def _tables_for(self, dc: DecodeConfig) -> DecodeTables:
@@ -206,7 +208,8 @@ class Pipeline:
     def generate(self, prompts, *, seed: int | list[int] | None = None, iterations: int | None = None,
                  diffusion_steps: int | None = None, guidance: float | None = None,
                  temperature: float | None = None, progress=None, noise: NoiseSource | None = None,
-                 negative_prompt: str | list[str] | None = None, candidates: int | None = None) -> Generation:
+                 negative_prompt: str | list[str] | None = None, candidates: int | None = None,
+                 refine: int | None = None) -> Generation:
         """Generate one 10.24 s clip per prompt.
 
         ``seed``: an int (sample i gets seed + i), a list (one per prompt) or None (random).
@@ -217,6 +220,9 @@ class Pipeline:
         seeds derived from it) and keep the one the bundle's scorer rates closest to the prompt
         (default: the bundle's ``rerank.candidates``, 1 without a scorer). Only the kept clips are
         turned into audio; the decoding costs K times as much.
+        ``refine``: re-masking passes after the decode (default: the bundle's ``decode.refine``):
+        each re-masks ``refine_share`` of the tokens and decodes them again, at up to one more
+        decode's cost a pass (impact_rt.decoding).
         ``progress``: optional callable(iteration, total). ``noise``: injected noise (parity tests;
         it must hold K·B rows when reranking).
         """
@@ -224,7 +230,7 @@ class Pipeline:
         if self.backend is None:
             raise RuntimeError("this Pipeline is closed (close() or the end of its with block); load a new one")
         prompts = check_prompts(prompts)
-        dc = self.decode_config(iterations, diffusion_steps, guidance, temperature)
+        dc = self.decode_config(iterations, diffusion_steps, guidance, temperature, refine)
         k = self.candidates(candidates)
         n = len(prompts)
         seeds = _seeds(seed, n)
@@ -250,9 +256,11 @@ class Pipeline:
             timings["condition_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             if noise is None and hasattr(self.backend, "decode_all"):  # CUDA graphs: the whole loop replayed
-                order = TorchNoise(seeds_k, self.device).order(n * k, self.model.cfg.num_tokens)
-                tokens = self.backend.decode_all(self.model.cfg, dc, cond, cmask, null_c, null_m, seeds_k, order,
-                                                 self._tables_for(dc), progress)
+                noise_k = TorchNoise(seeds_k, self.device)
+                orders = [src.order(n * k, self.model.cfg.num_tokens)
+                          for src in [noise_k] + [noise_k.refine(p) for p in range(dc.refine)]]
+                tokens = self.backend.decode_all(self.model.cfg, dc, cond, cmask, null_c, null_m, seeds_k, orders[0],
+                                                 self._tables_for(dc), progress, refine_orders=orders[1:])
             else:
                 tokens = decode(self.backend, self.model.cfg, dc, cond, cmask, null_c, null_m,
                                 noise or TorchNoise(seeds_k, self.device), self._tables_for(dc), progress)
@@ -285,7 +293,9 @@ class Pipeline:
         np.clip(audio, -1.0, 1.0, out=audio)
         return Generation(audio, SAMPLE_RATE, prompts, seeds, timings,
                           {"iterations": dc.iterations, "diffusion_steps": dc.diffusion_steps,
-                           "guidance": dc.guidance, "temperature": dc.temperature, "backend": self.backend_name,
+                           "guidance": dc.guidance, "temperature": dc.temperature,
+                           **({"refine": dc.refine, "refine_share": dc.refine_share} if dc.refine else {}),
+                           "backend": self.backend_name,
                            "precision": getattr(self.backend, "precision", "fp32"),
                            **({} if negatives is None else {"negative_prompts": negatives}), **rerank,
                            "clipped": clipped, "peak": peak},

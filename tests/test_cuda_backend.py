@@ -177,12 +177,16 @@ def test_graph_cache_lru_releases_evicted():
 class PhiloxNoise:
     """A NoiseSource that hands out exactly the noise the kernel draws in Philox mode."""
 
-    def __init__(self, seeds, order):
+    def __init__(self, seeds, order, refine_orders=()):
         self.seeds = torch.as_tensor(seeds, dtype=torch.int64, device=DEVICE)
-        self._order = order
+        self._order, self.refine_orders = order, list(refine_orders)
 
     def order(self, batch, num_tokens):
         return self._order
+
+    def refine(self, p):
+        from impact_rt.decoding import refine_seeds
+        return PhiloxNoise(refine_seeds(self.seeds.tolist(), p), self.refine_orders[p])
 
     def head(self, t, batch, rows, steps, dim):
         from kernels.fused_sampler import philox_noise
@@ -242,6 +246,26 @@ def test_decode_all_equals_per_step_decode_with_the_same_philox_noise():
         step = decode(be, model.cfg, dc, cond, mask, nc, nm, PhiloxNoise([5, 6], order), tables)
     assert fast.shape == (2, 256, 128) and (fast.abs().sum(-1) > 0).all()
     assert (fast - step).abs().max() <= 1e-6 * step.abs().max()
+
+
+@needs_kernel
+def test_decode_all_refinement_equals_per_step_decode_and_needs_no_capture_of_its_own():
+    from impact_rt.decoding import TorchNoise, decode
+    dc = DecodeConfig(iterations=2, diffusion_steps=2, guidance=4.0, refine=1, refine_share=0.6)
+    model, cond, mask, nc, nm, tables = _tiny_setup(["rain"], dc)
+    noise = TorchNoise([5], DEVICE)
+    order, again = noise.order(1, model.cfg.num_tokens), noise.refine(0).order(1, model.cfg.num_tokens)
+    be = _backend(model)
+    with torch.inference_mode():
+        fast = be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5], order, tables, refine_orders=[again])
+        step = decode(be, model.cfg, dc, cond, mask, nc, nm, PhiloxNoise([5], order, [again]), tables)
+        plain = be.decode_all(model.cfg, DecodeConfig(iterations=2, diffusion_steps=2, guidance=4.0),
+                              cond, mask, nc, nm, [5], order, tables)
+        with pytest.raises(ConfigError, match="re-masking orders"):
+            be.decode_all(model.cfg, dc, cond, mask, nc, nm, [5], order, tables)
+    assert (fast - step).abs().max() <= 1e-6 * step.abs().max()
+    assert not torch.equal(fast, plain)
+    assert be.stats["captures"] == 1                    # refine is not part of the capture key
 
 
 @needs_kernel

@@ -1,9 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from impact_rt import bundle as B
-from impact_rt.config import ConfigError
+from impact_rt.config import ConfigError, DecodeConfig
 from impact_rt.pipeline import Pipeline, check_prompts
 
 from helpers import save_bundle
@@ -237,3 +239,18 @@ def test_audio_is_clipped_to_full_scale_and_the_clipped_share_reported():
     g = p.generate(["a", "b"], seed=0, iterations=1, diffusion_steps=2)
     assert g.settings["clipped"] == [0.25, 0.0] and g.settings["peak"] == [3.0, 1.0]
     assert g.audio[0, :2].tolist() == [1.0, -1.0] and g.audio[1, 0] == 1.0 and float(abs(g.audio).max()) == 1.0
+
+
+def test_a_bundle_can_default_to_refinement_and_a_call_can_turn_it_off(tmp_path):
+    src = Pipeline.random("test")
+    d = save_bundle(src, tmp_path / "bundle",
+                    defaults=DecodeConfig(iterations=2, diffusion_steps=3, refine=1, refine_share=0.5))
+    assert json.loads((d / "config.json").read_text())["decode"]["refine"] == 1
+    pipe = Pipeline.from_pretrained(d, backend="torch")
+    steps = []
+    refined = pipe.generate("thunder", seed=1, progress=lambda t, n: steps.append(n))
+    plain = pipe.generate("thunder", seed=1, refine=0)
+    assert refined.settings["refine"] == 1 and refined.settings["refine_share"] == 0.5
+    assert "refine" not in plain.settings and set(steps) == {3}       # 2 iterations + the pass's last one
+    assert not np.array_equal(refined.audio, plain.audio)
+    assert np.array_equal(pipe.generate("thunder", seed=1).audio, refined.audio)

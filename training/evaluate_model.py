@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--diffusion-steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--temperature", type=float, default=None)
+    ap.add_argument("--refine", type=int, default=None, help="re-masking passes after the decode (default: the bundle's)")
     ap.add_argument("--negative-prompt", default=None, help="one negative prompt for every clip")
     ap.add_argument("--candidates", type=int, default=None, metavar="K",
                     help="best of K by the bundle's reranking scorer (default: the bundle's; 1 = none)")
@@ -169,7 +170,7 @@ def _run(a, prompts_path: Path) -> int:
     clips = out / "clips"
     pipe = Pipeline.from_pretrained(a.model, backend=a.backend, precision=a.precision, prompt_table=a.prompt_table)
     settings = dict(iterations=a.iterations, diffusion_steps=a.diffusion_steps, guidance=a.guidance,
-                    temperature=a.temperature)
+                    temperature=a.temperature, refine=a.refine)
     pipe.decode_config(**settings)      # the runtime's rules for the settings, before any clip
     pipe.candidates(a.candidates)
     clips.mkdir(parents=True, exist_ok=True)
