@@ -73,7 +73,9 @@ def run_cells(model: str, backend: str, cells: list[dict], repeats: int, warmup:
         prompts = _audiocaps_prompts(cell["batch"])
         # one candidate a clip: a bundle's best-of-K reranking multiplies the decoding by K on every
         # backend alike, so the cells measure the decoding itself (the model card gives s/clip with K)
-        kw = dict(iterations=cell["iterations"], diffusion_steps=cell["diffusion_steps"], candidates=1)
+        # and the refinement passes the cell names (0 unless --refine), whatever the bundle's default
+        kw = dict(iterations=cell["iterations"], diffusion_steps=cell["diffusion_steps"], candidates=1,
+                  refine=cell.get("refine", 0))
         for i in range(warmup):
             pipe.generate(prompts, seed=i, **kw)
         _reset_peak_rss()
@@ -102,8 +104,10 @@ def machine() -> dict:
 
 
 def bench(model: str, backends: list[str], batches: list[int], iterations: list[int], steps: list[int],
-          repeats: int = 3, warmup: int = 1, threads: int | None = None, isolate: bool = True) -> dict:
-    cells = [{"batch": b, "iterations": t, "diffusion_steps": k} for b in batches for t in iterations for k in steps]
+          repeats: int = 3, warmup: int = 1, threads: int | None = None, isolate: bool = True,
+          refine: list[int] = (0,)) -> dict:
+    cells = [{"batch": b, "iterations": t, "diffusion_steps": k, "refine": r}
+             for b in batches for t in iterations for k in steps for r in refine]
     order = ["torch"] + [b for b in backends if b != "torch"]
     records = []
     for spec in order:
@@ -120,9 +124,11 @@ def bench(model: str, backends: list[str], batches: list[int], iterations: list[
             records += json.loads(p.stdout.strip().splitlines()[-1])
         else:
             records += run_cells(model, be, cells, repeats, warmup, threads, precision)
-    ref = {(r["batch"], r["iterations"], r["diffusion_steps"]): r["latency_s"] for r in records if r["backend"] == "torch"}
+    def cell(r):
+        return r["batch"], r["iterations"], r["diffusion_steps"], r.get("refine", 0)
+    ref = {cell(r): r["latency_s"] for r in records if r["backend"] == "torch"}
     for r in records:
-        r["speedup_vs_reference"] = ref[(r["batch"], r["iterations"], r["diffusion_steps"])] / r["latency_s"]
+        r["speedup_vs_reference"] = ref[cell(r)] / r["latency_s"]
     return {"model": model, "machine": machine(), "repeats": repeats, "warmup": warmup, "records": records}
 
 
@@ -136,7 +142,8 @@ def markdown(result: dict) -> str:
     for r in result["records"]:
         p = r.get("parts_s", {})
         prec = f" ({r['precision']})" if r.get("precision") else ""
-        lines.append(f"| {r['backend']}{prec} | {r['batch']} | {r['iterations']} | {r['diffusion_steps']} | "
+        passes = f" + {r['refine']} refine" if r.get("refine") else ""
+        lines.append(f"| {r['backend']}{prec} | {r['batch']} | {r['iterations']}{passes} | {r['diffusion_steps']} | "
                      f"{r['latency_s']:.3f} ({r['latency_min_s']:.3f}–{r['latency_max_s']:.3f}) | {r['rtf']:.4f} | "
                      f"{r['peak_rss_mb']:.0f} | {r['speedup_vs_reference']:.2f}x | "
                      f"{p.get('condition_s', 0):.3f} / {p.get('decode_s', 0):.3f} / {p.get('audio_s', 0):.3f} |")
@@ -158,6 +165,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-sizes", type=_ints, default=[1])
     ap.add_argument("--iterations", type=_ints, default=[16])
     ap.add_argument("--diffusion-steps", type=_ints, default=[100])
+    ap.add_argument("--refine", type=_ints, default=[0], help="re-masking passes after the decode (a grid axis)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -201,14 +209,17 @@ def run(args) -> int:
         raise ConfigError(f"batch sizes must be in 1..1024, got {args.batch_sizes}")
     if not args.iterations or not args.diffusion_steps:
         raise ConfigError("--iterations and --diffusion-steps need at least one value each")
+    if not args.refine:
+        raise ConfigError("--refine needs at least one value")
     for t in args.iterations:          # the runtime's own rule (every bundle's latent grid has 256 tokens)
         for k in args.diffusion_steps:
-            DecodeConfig(iterations=t, diffusion_steps=k).validate(256)
+            for r in args.refine:
+                DecodeConfig(iterations=t, diffusion_steps=k, refine=r).validate(256)
     problem = output_file_problem(args.out, args.force) if args.out else None
     if problem:
         raise ConfigError(problem)
     result = bench(args.model, backends, args.batch_sizes, args.iterations, args.diffusion_steps,
-                   args.repeats, args.warmup, args.threads)
+                   args.repeats, args.warmup, args.threads, refine=args.refine)
     md = markdown(result)
     if args.out:
         atomic_write_text(Path(args.out), md + "\n")

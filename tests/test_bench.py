@@ -37,6 +37,7 @@ def test_bench_checks_every_argument_before_any_cell_runs(tmp_path, capsys, monk
              (["--model", "random:huge"], "unknown preset 'huge'"),
              (["--threads", "0"], "--threads must be at least 1"),
              (["--diffusion-steps", "995"], "diffusion steps must be an integer in 1..993"),
+             (["--refine", "9"], "refine must be an integer in 0..8"),
              (["--out", str(tmp_path / "old.md")], "exists (use --force"),
              (["--out", str(tmp_path / "no" / "x.md")], "folder of --out does not exist")]
     if not torch.cuda.is_available():
@@ -74,3 +75,14 @@ def test_bench_runs_a_backend_in_a_named_precision(capsys):
     assert [(r["backend"], r["precision"]) for r in recs] == [("torch", "fp32"), ("cpu", "fp32"), ("cpu", "bf16")]
     assert main(["bench", "--model", "random:test", "--backends", "cpu:int4"]) == 2
     assert "precision 'int4' is not available for the cpu backend" in capsys.readouterr().err
+
+
+def test_bench_times_refinement_as_its_own_cell(capsys):
+    rc = main(["bench", "--model", "random:test", "--iterations", "2", "--diffusion-steps", "2", "--refine", "0,1",
+               "--repeats", "1", "--warmup", "0", "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["refine"] for r in result["records"]] == [0, 1]
+    assert all(r["speedup_vs_reference"] == 1.0 for r in result["records"])   # each against its own cell
+    md = bench.markdown(result)
+    assert "| torch (fp32) | 1 | 2 | 2 |" in md and "| torch (fp32) | 1 | 2 + 1 refine | 2 |" in md
