@@ -45,6 +45,7 @@ def test_card_renders_from_files(tmp_path):
     ev = tmp_path / "ev"
     ev.mkdir()
     summ = _summary(0.45, 0.1, "7/10", 9.5)
+    summ["settings"].update(refine=1, refine_share=0.9)
     summ["metrics"].update(silent_share=0.62, silent_share_reference=0.14)
     summ["silent_share_per_prompt"] = {"thunder": 0.7}
     (ev / "summary.json").write_text(json.dumps(summ))
@@ -58,7 +59,8 @@ def test_card_renders_from_files(tmp_path):
     assert "preset `small`" in card and "45.0 %" in card and "| generator, text | 2 |" in card
     assert "| 62 % (14 %) |" in card and "| thunder | 7/10 | 70 % |" in card
     older = next(line for line in card.splitlines() if line.startswith("| older |"))
-    assert older.count("| — |") >= 1
+    assert older.count("| — |") >= 1 and older.startswith("| older | cpu | 16 | 100 |")
+    assert next(line for line in card.splitlines() if line.startswith("| main |")).startswith("| main | cpu | 16 + 1 refine | 100 |")
 
 
 def test_training_summary_reads_the_generator_log_format(tmp_path):

@@ -276,11 +276,14 @@ def render(bundle: Path, corpus: dict | None, vae: dict | None, phases: dict[str
                   "Column t₀: the DDPM step sampling starts from (999 before session 4 — see Notes).", "",
                   "Column silent: the share of 32 ms frames below −50 dBFS, generated (real test clips).", "",
                   "Column K: best of K candidates by the bundle's reranking scorer (1: no reranking).", "",
+                  "Column T: decoding iterations; \"+ R refine\": R re-masking passes after them "
+                  "(`--refine`, impact_rt.decoding).", "",
                   EVAL_HEADER, "|---" * (EVAL_HEADER.count("|") - 1) + "|"]
         for name, e in evals.items():
             s, mt = e["settings"], e["metrics"]
             # evaluations written before the sampling start was recorded all started at t = 999
-            lines.append(f"| {name} | {e['backend']} | {s['iterations']} | {s['diffusion_steps']} | "
+            passes = f" + {s['refine']} refine" if s.get("refine") else ""   # re-masking passes (session 31)
+            lines.append(f"| {name} | {e['backend']} | {s['iterations']}{passes} | {s['diffusion_steps']} | "
                          f"{s.get('sampling_start', 999)} | {s['guidance']} | {e.get('candidates', 1)} | "
                          f"{e['clips']} | {100 * e['adherence']:.1f} % | {_pct(e.get('adherence_shuffled_prompts'))} | "
                          f"{e.get('thunder')} | {_fmt(mt.get('fd'))} | {_fmt(mt.get('kl_softmax'))} | "
