@@ -31,8 +31,9 @@ REFINE_SEED_STRIDE = 1_000_003   # re-masking pass p of seed s draws from seed s
 
 
 def refine_seeds(seeds, p: int) -> list[int]:
-    """The seeds of re-masking pass ``p`` (0-based) of the samples of ``seeds``."""
-    return [int(s) + (p + 1) * REFINE_SEED_STRIDE for s in seeds]
+    """The seeds of re-masking pass ``p`` (0-based) of the samples of ``seeds`` (modulo 2**63, so
+    that they stay int64 Philox keys for every seed the runtime accepts)."""
+    return [(int(s) + (p + 1) * REFINE_SEED_STRIDE) % 2 ** 63 for s in seeds]
 
 
 class NoiseSource(Protocol):

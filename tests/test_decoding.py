@@ -114,3 +114,11 @@ def test_refine_start_and_validation():
                 dict(refine_share=0.0), dict(refine_share=1.5), dict(refine_share=float("nan"))):
         with pytest.raises(ConfigError, match="refine"):
             DecodeConfig(**bad).validate(256)
+
+
+def test_refinement_seeds_stay_int64_for_the_largest_seed():
+    from impact_rt.decoding import refine_seeds
+    top = 2 ** 63 - 1
+    assert refine_seeds([3], 0) == [3 + REFINE_SEED_STRIDE]
+    assert all(0 <= s < 2 ** 63 for s in refine_seeds([top, top - 5], 7))
+    TorchNoise(refine_seeds([top], 7)).order(1, 4)
