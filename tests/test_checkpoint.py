@@ -7,7 +7,7 @@ def test_rows_past_the_checkpoint_and_a_partial_last_line_are_dropped(tmp_path):
     log.write_text("step,loss\n20,0.5\n40,0.4\n60,0.3\n80,0.")          # crashed mid-write after step 60
     assert trim_log(log, 40) == 2
     assert log.read_text() == "step,loss\n20,0.5\n40,0.4\n"
-    assert not (tmp_path / "log.csv.tmp").exists()
+    assert [x.name for x in tmp_path.iterdir()] == ["log.csv"]            # no temporary file left
 
 
 def test_a_log_that_already_ends_at_the_checkpoint_is_left_alone(tmp_path):

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from impact_rt.fileio import atomic_write_text
+
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
@@ -126,7 +128,5 @@ def trim_log(path: str | Path, step: int) -> int:
     if header is None:
         p.unlink()
         return dropped
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in [header, *kept]), encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_text(p, "".join(line + "\n" for line in [header, *kept]))
     return dropped

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from impact_rt.fileio import atomic_write_bytes
 
@@ -127,7 +127,9 @@ class LatentStore:
         if not p.is_file():
             raise ValueError(f"latent store not found: {p}")
         try:
-            t = load_file(str(p))
+            with safe_open(str(p), "pt") as f:   # the tensors and, in one read of the header, the sidecar's hash
+                t = {k: f.get_tensor(k) for k in f.keys()}
+                want = (f.metadata() or {}).get("sidecar_sha256")   # None in stores saved before session 31
         except (SafetensorError, OSError) as e:
             raise ValueError(f"latent store {p} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
         missing = [k for k in TENSORS if k not in t]
@@ -136,8 +138,6 @@ class LatentStore:
         meta_p = p.with_suffix(".json")
         try:
             sidecar = meta_p.read_bytes() if meta_p.is_file() else None
-            with safe_open(str(p), "pt") as f:
-                want = (f.metadata() or {}).get("sidecar_sha256")   # None in stores saved before session 31
             if want is not None and (sidecar is None or hashlib.sha256(sidecar).hexdigest() != want):
                 found = "is missing" if sidecar is None else "belongs to another save"
                 raise ValueError(f"latent store {p}: its sidecar {meta_p.name} {found} (a save interrupted "
