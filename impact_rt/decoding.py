@@ -36,6 +36,11 @@ def refine_seeds(seeds, p: int) -> list[int]:
     return [(int(s) + (p + 1) * REFINE_SEED_STRIDE) % 2 ** 63 for s in seeds]
 
 
+def pass_sources(noise: "NoiseSource", refine: int) -> list["NoiseSource"]:
+    """The noise of the decode, then of each of its ``refine`` re-masking passes."""
+    return [noise] + [noise.refine(p) for p in range(refine)]
+
+
 class NoiseSource(Protocol):
     def order(self, batch: int, num_tokens: int) -> torch.Tensor: ...          # [B, N] long
     def head(self, t: int, batch: int, rows: int, steps: int, dim: int) -> torch.Tensor: ...  # [T̂, B·K, C]
@@ -136,7 +141,7 @@ def decode(backend: Backend, model_cfg: ModelConfig, dc: DecodeConfig, cond: tor
     tokens = torch.zeros(b, n, c, dtype=torch.float32, device=cond.device)
     start = plan.refine_start(dc.refine_share)      # where each re-masking pass enters the schedule
     total, done = plan.iterations + dc.refine * (plan.iterations - start), 0
-    for p, src in enumerate([noise] + [noise.refine(p) for p in range(dc.refine)]):
+    for p, src in enumerate(pass_sources(noise, dc.refine)):
         order = src.order(b, n).to(cond.device)
         for t in range(start if p else 0, plan.iterations):
             visible, predicted = order[:, plan.visible_slice(t)], order[:, plan.predicted_slice(t)]

@@ -20,7 +20,7 @@ import torch
 from . import bundle as B
 from .backends import BACKENDS
 from .config import ConfigError, DecodeConfig, preset
-from .decoding import DecodeTables, NoiseSource, TorchNoise, decode
+from .decoding import DecodeTables, NoiseSource, TorchNoise, decode, pass_sources
 from .model import IMPACT, randomize_
 from .patchify import tokens_to_latent
 from .text_conditioner import HashConditioner, PromptTable, TextConditioner, build_conditioner
@@ -256,9 +256,8 @@ class Pipeline:
             timings["condition_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             if noise is None and hasattr(self.backend, "decode_all"):  # CUDA graphs: the whole loop replayed
-                noise_k = TorchNoise(seeds_k, self.device)
                 orders = [src.order(n * k, self.model.cfg.num_tokens)
-                          for src in [noise_k] + [noise_k.refine(p) for p in range(dc.refine)]]
+                          for src in pass_sources(TorchNoise(seeds_k, self.device), dc.refine)]
                 tokens = self.backend.decode_all(self.model.cfg, dc, cond, cmask, null_c, null_m, seeds_k, orders[0],
                                                  self._tables_for(dc), progress, refine_orders=orders[1:])
             else:
